@@ -1,0 +1,33 @@
+# Front door: `make demo` runs the system on embedded defaults, `make test` runs lint, types and tests.
+# Both create/refresh .venv from pyproject.toml; they need Python >= 3.11 and redis-server on PATH.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: venv lint typecheck test demo clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/pytest
+
+demo: venv
+	$(BIN)/bnpl demo
+
+clean:
+	rm -rf $(VENV) .bnpl .pytest_cache .mypy_cache .ruff_cache

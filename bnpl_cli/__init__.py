@@ -1,0 +1,1 @@
+"""The single ``bnpl`` command line: one entry point that starts every process."""

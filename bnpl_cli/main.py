@@ -1,0 +1,110 @@
+"""``bnpl <command>``: every process of the system starts here.
+
+Commands: ``train`` (fit + register candidates), ``promote`` (move an alias), ``models`` (list the registry),
+``generate`` (write synthetic requests as JSON lines), ``demo`` (the whole system on embedded defaults).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from common.settings import Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(
+        data_dir=Path(args.data_dir) if args.data_dir else None,
+        mlflow_tracking_uri=args.tracking_uri,
+    )
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from bnpl_cli.report import training_summary
+    from training.train import train_and_register
+
+    settings = _settings(args)
+    report = train_and_register(settings, families=args.families, rows=args.rows)
+    print(training_summary(report))
+    return 0
+
+
+def _cmd_promote(args: argparse.Namespace) -> int:
+    from registry import mlflow_client
+
+    settings = _settings(args)
+    client = mlflow_client(settings)
+    client.set_registered_model_alias(settings.model_name, args.alias, str(args.version))
+    print(f"{settings.model_name}@{args.alias} -> version {args.version}")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from bnpl_cli.report import registry_table
+    from registry import list_versions, mlflow_client
+
+    settings = _settings(args)
+    print(registry_table(list_versions(mlflow_client(settings), settings.model_name)))
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from datagen import generate
+
+    data = generate(args.rows, seed=args.seed)
+    data.write_jsonl(Path(args.out))
+    print(f"wrote {len(data):,} requests with outcomes to {args.out} (default rate {data.will_default.mean():.2%})")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from bnpl_cli.demo import run_demo
+
+    return run_demo(_settings(args), retrain=args.retrain)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and ``--help``)."""
+    from training.models import FAMILIES
+
+    parser = argparse.ArgumentParser(prog="bnpl", description="Streaming BNPL credit-risk decision service.")
+    parser.add_argument("--data-dir", help="directory for embedded stores (env BNPL_DATA_DIR, default .bnpl)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking/registry URI (env MLFLOW_TRACKING_URI)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train every model family and register them in MLflow")
+    train.add_argument("--rows", type=int, help="synthetic rows (env BNPL_TRAIN_ROWS, default 200000)")
+    train.add_argument("--families", nargs="+", choices=sorted(FAMILIES), default=list(FAMILIES))
+    train.set_defaults(func=_cmd_train)
+
+    promote = sub.add_parser("promote", help="point a registry alias (champion, challenger, …) at a version")
+    promote.add_argument("--alias", required=True)
+    promote.add_argument("--version", required=True, type=int)
+    promote.set_defaults(func=_cmd_promote)
+
+    models = sub.add_parser("models", help="list registered versions, aliases, AUCs and thresholds")
+    models.set_defaults(func=_cmd_models)
+
+    gen = sub.add_parser("generate", help="write synthetic requests (+ outcomes) as JSON lines")
+    gen.add_argument("--rows", type=int, default=10_000)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--out", default="requests.jsonl")
+    gen.set_defaults(func=_cmd_generate)
+
+    demo = sub.add_parser("demo", help="run the whole system on embedded defaults and print a report")
+    demo.add_argument("--retrain", action="store_true", help="train even when the registry already has models")
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``bnpl`` console script."""
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Readable terminal reports for the CLI and the demo."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from registry import RegisteredVersion
+from training.train import TrainingReport
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    sep = "  ".join("-" * w for w in widths)
+    body = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join([line, sep, *body])
+
+
+def registry_table(versions: Sequence[RegisteredVersion]) -> str:
+    """Registered versions with their aliases, family, holdout AUC and thresholds."""
+    rows = [
+        [
+            v.version,
+            ",".join(v.aliases) or "-",
+            v.family,
+            v.tags.get("holdout_auc", "?"),
+            f"{v.threshold_review:.4f}",
+            f"{v.threshold_deny:.4f}",
+        ]
+        for v in versions
+    ]
+    return _table(["version", "alias", "family", "holdout AUC", "review ≥", "deny ≥"], rows)
+
+
+def training_summary(report: TrainingReport) -> str:
+    """What a training run did: data sizes, each model's holdout metrics and the champion's AUC margins."""
+    rows = [
+        [
+            m.family,
+            m.version,
+            ",".join(m.aliases) or "-",
+            f"{m.metrics['holdout_auc']:.4f}",
+            f"{m.metrics['holdout_log_loss']:.4f}",
+            f"{m.metrics['holdout_brier']:.4f}",
+            f"{m.metrics['holdout_approve_rate']:.1%}/{m.metrics['holdout_review_rate']:.1%}/"
+            f"{m.metrics['holdout_deny_rate']:.1%}",
+            f"{m.metrics['holdout_approved_default_rate']:.2%}",
+        ]
+        for m in sorted(report.models, key=lambda m: -m.metrics["holdout_auc"])
+    ]
+    lines = [
+        f"trained on {report.train_rows:,} of {report.rows:,} rows; holdout {report.holdout_rows:,} rows "
+        f"from {report.holdout_start} ({report.seconds:.0f}s)",
+        _table(
+            [
+                "family",
+                "version",
+                "alias",
+                "AUC",
+                "log loss",
+                "Brier",
+                "approve/review/deny",
+                "approved def.",
+            ],
+            rows,
+        ),
+    ]
+    for family, (diff, low, high) in report.auc_margins.items():
+        lines.append(f"champion AUC − {family}: {diff:+.4f} (95% paired bootstrap {low:+.4f} … {high:+.4f})")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Process-wide plumbing shared by every part: settings, ids, progress output."""

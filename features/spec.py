@@ -1,0 +1,118 @@
+"""The feature specification: category lists, encodings and the order of the 36 features.
+
+Encodings (compatible with the original service's 36 features):
+
+* numeric passthrough: amount, customer_tenure_days, device_is_trusted (0/1), risk_score, installment_count,
+  payment_credit_limit, price_comparison_time — scaling belongs to each model's pipeline, not here;
+* time, from the wall-clock time as written in ``transaction_timestamp`` (the shopper's local time):
+  week_of_month (1–5), is_weekend, is_month_end (day ≥ 25), is_holiday_season (Nov/Dec), is_business_hours (9–17),
+  is_late_night (22–5) and time_of_day (night 0–6, morning 7–12, afternoon 13–18, evening 19–23);
+* ordinal: the index of the value in its list below;
+* one-hot with the first category dropped.
+
+Unknown categories (a value not in the list, after trimming and lower-casing) are **not** silently mapped to the
+dropped reference category as the original did. They get an explicit, documented encoding:
+
+* one-hot group: every category of the group counts 1/K (an equal mixture of the K known categories), so the
+  vector is distinguishable from every known value and the model's output is the average over known values for
+  linear models;
+* ordinal: the midpoint of the scale, (K-1)/2.
+
+Every unknown field is reported by name, so the API can count it and the drift group can watch its rate.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: Version of this specification; stored with every trained model and every event.
+FEATURE_SPEC_VERSION: Final = 1
+
+CREDIT_SCORE_RANGES: Final = ("poor", "fair", "good", "excellent")
+AGE_BRACKETS: Final = ("18-24", "25-34", "35-44", "45-54", "55+")
+INCOME_BRACKETS: Final = ("<25k", "25k-50k", "50k-75k", "75k-100k", "100k+")
+VERIFICATION_LEVELS: Final = ("unverified", "partial", "verified")
+PRODUCT_RISK_CATEGORIES: Final = ("low", "medium", "high")
+RISK_LEVELS: Final = ("low", "medium", "high", "very_high")
+DEVICE_TYPES: Final = ("desktop", "mobile", "tablet")
+PAYMENT_PROVIDERS: Final = ("affirm", "afterpay", "klarna", "sezzle")
+PRODUCT_CATEGORIES: Final = ("beauty", "clothing", "electronics", "home", "sports")
+PURCHASE_CONTEXTS: Final = ("normal", "impulse", "rushed")
+RISK_SCENARIOS: Final = ("low_risk_purchase", "impulse_purchase", "credit_stretched", "high_risk_behavior")
+TIMES_OF_DAY: Final = ("night", "morning", "afternoon", "evening")
+
+#: Request fields passed through as numbers, in feature order.
+NUMERIC_FIELDS: Final = (
+    "amount",
+    "customer_tenure_days",
+    "device_is_trusted",
+    "risk_score",
+    "installment_count",
+    "payment_credit_limit",
+    "price_comparison_time",
+)
+
+TIME_FEATURES: Final = (
+    "week_of_month",
+    "is_weekend",
+    "is_month_end",
+    "is_holiday_season",
+    "is_business_hours",
+    "is_late_night",
+)
+
+#: Ordinal request fields: (request field, feature name, ordered categories).
+ORDINAL_FIELDS: Final = (
+    ("customer_credit_score_range", "credit_score_ordinal", CREDIT_SCORE_RANGES),
+    ("customer_age_bracket", "age_bracket_ordinal", AGE_BRACKETS),
+    ("customer_income_bracket", "income_bracket_ordinal", INCOME_BRACKETS),
+    ("customer_verification_level", "verification_level_ordinal", VERIFICATION_LEVELS),
+    ("product_risk_category", "product_risk_ordinal", PRODUCT_RISK_CATEGORIES),
+    ("risk_level", "risk_level_ordinal", RISK_LEVELS),
+)
+
+#: One-hot request fields: (request field, categories); the first category is the dropped reference.
+ONE_HOT_FIELDS: Final = (
+    ("device_type", DEVICE_TYPES),
+    ("payment_provider", PAYMENT_PROVIDERS),
+    ("product_category", PRODUCT_CATEGORIES),
+    ("purchase_context", PURCHASE_CONTEXTS),
+    ("risk_scenario", RISK_SCENARIOS),
+)
+
+#: Every categorical request field with its known values (used by validation, drift profiles, the generator).
+CATEGORICAL_FIELDS: Final[dict[str, tuple[str, ...]]] = {
+    **{name: cats for name, _, cats in ORDINAL_FIELDS},
+    **dict(ONE_HOT_FIELDS),
+}
+
+
+def _one_hot_names(field: str, categories: tuple[str, ...]) -> list[str]:
+    return [f"{field}_{c}" for c in categories[1:]]
+
+
+FEATURE_NAMES: Final[tuple[str, ...]] = (
+    *NUMERIC_FIELDS,
+    *TIME_FEATURES,
+    *(feature for _, feature, _ in ORDINAL_FIELDS),
+    *(name for field, cats in ONE_HOT_FIELDS for name in _one_hot_names(field, cats)),
+    *_one_hot_names("time_of_day", TIMES_OF_DAY),
+)
+N_FEATURES: Final = len(FEATURE_NAMES)
+assert N_FEATURES == 36, N_FEATURES
+
+
+def normalize_category(value: str) -> str:
+    """Canonical spelling of a categorical value: trimmed and lower-cased (``" Klarna"`` is ``klarna``)."""
+    return value.strip().lower()
+
+
+def time_of_day(hour: int) -> str:
+    """Bucket an hour 0–23 into night (0–6), morning (7–12), afternoon (13–18), evening (19–23)."""
+    if hour <= 6:
+        return "night"
+    if hour <= 12:
+        return "morning"
+    if hour <= 18:
+        return "afternoon"
+    return "evening"

@@ -1,0 +1,255 @@
+"""``bnpl train``: generate data, fit every family on a time split, log to MLflow, register, set aliases.
+
+Split by time (rows are in time order): the first 70 % fits the models, the next 15 % (validation) sets the
+decision thresholds and the score reference, the last 15 % (holdout) is only used for the reported metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from common.progress import step
+from common.settings import Settings
+from datagen import Dataset, generate
+from features import FEATURE_NAMES, featurize_columns
+from features.spec import FEATURE_SPEC_VERSION
+from registry import POLICY_FILE, PROFILE_FILE, ensure_experiment, mlflow_client
+from training.metrics import holdout_metrics, paired_auc_difference
+from training.models import FAMILIES, Family
+from training.profile import build_profile
+from training.thresholds import Thresholds, choose_thresholds, decision_rates
+
+#: Name of the policy that turns a score into a decision with per-version thresholds.
+POLICY_NAME = "threshold-v1"
+TRAIN_SHARE, VALIDATION_SHARE = 0.70, 0.15
+
+
+@dataclass(frozen=True, slots=True)
+class TrainedModel:
+    """One registered candidate and how it did."""
+
+    family: str
+    version: str
+    run_id: str
+    metrics: dict[str, float]
+    thresholds: Thresholds
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingReport:
+    """What a training run produced (printed by the CLI and the demo)."""
+
+    model_name: str
+    rows: int
+    train_rows: int
+    holdout_rows: int
+    holdout_start: str
+    models: list[TrainedModel]
+    #: Champion AUC minus each other model's AUC on the holdout, with a 95 % paired-bootstrap interval.
+    auc_margins: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Split:
+    data: Dataset
+    matrix: npt.NDArray[np.float64]
+
+    @property
+    def labels(self) -> npt.NDArray[np.bool_]:
+        return self.data.will_default
+
+
+def _split(data: Dataset) -> tuple[_Split, _Split, _Split]:
+    matrix = featurize_columns(data.columns).matrix
+    n = len(data)
+    a, b = int(n * TRAIN_SHARE), int(n * (TRAIN_SHARE + VALIDATION_SHARE))
+    return (
+        _Split(data.slice(0, a), matrix[:a]),
+        _Split(data.slice(a, b), matrix[a:b]),
+        _Split(data.slice(b, n), matrix[b:]),
+    )
+
+
+def _score(model: Any, matrix: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return np.asarray(model.predict_proba(matrix)[:, 1], dtype=np.float64)
+
+
+def _pip_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{pkg}=={version(pkg)}" for pkg in ("scikit-learn", "numpy", "scipy", "skops")]
+
+
+def _fit_and_log(
+    family: Family,
+    splits: tuple[_Split, _Split, _Split],
+    settings: Settings,
+    experiment_id: str,
+    parent_run_id: str,
+) -> tuple[TrainedModel, npt.NDArray[np.float64]]:
+    import mlflow
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    train, validation, holdout = splits
+    model = family.build(settings.train_seed)
+    model.fit(train.matrix, train.labels)
+    val_scores, hold_scores = _score(model, validation.matrix), _score(model, holdout.matrix)
+    thresholds = choose_thresholds(val_scores)
+    rates = decision_rates(hold_scores, holdout.labels, thresholds)
+    metrics = {f"holdout_{k}": v for k, v in holdout_metrics(holdout.labels, hold_scores).items()}
+    metrics["train_auc"] = holdout_metrics(train.labels, _score(model, train.matrix))["auc"]
+    metrics.update({f"holdout_{k}_rate": v for k, v in asdict(rates).items() if k != "approved_default_rate"})
+    metrics["holdout_approved_default_rate"] = rates.approved_default_rate
+
+    reference_rows = np.vstack([train.matrix, validation.matrix])
+    reference_columns = {
+        k: np.concatenate([train.data.columns[k], validation.data.columns[k]]) for k in train.data.columns
+    }
+    profile = build_profile(reference_rows, reference_columns, val_scores, asdict(rates))
+    policy = {
+        "policy": POLICY_NAME,
+        "thresholds": thresholds.as_dict(),
+        "score": "default_probability",
+        "feature_names": list(FEATURE_NAMES),
+        "feature_spec_version": FEATURE_SPEC_VERSION,
+    }
+
+    with (
+        mlflow.start_run(
+            experiment_id=experiment_id,
+            run_name=family.name,
+            nested=True,
+            parent_run_id=parent_run_id,
+            tags={"family": family.name},
+        ) as run,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        mlflow.log_params(
+            {
+                "family": family.name,
+                **family.params,
+                "train_seed": settings.train_seed,
+                "threshold_review": thresholds.review,
+                "threshold_deny": thresholds.deny,
+            }
+        )
+        mlflow.log_metrics(metrics)
+        extra = []
+        for name, content in ((PROFILE_FILE, profile), (POLICY_FILE, policy)):
+            path = Path(tmp) / name
+            path.write_text(json.dumps(content, indent=1))
+            extra.append(str(path))
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            serialization_format="skops",
+            skops_trusted_types=list(family.skops_trusted_types),
+            registered_model_name=settings.model_name,
+            signature=infer_signature(train.matrix[:100], model.predict_proba(train.matrix[:100])),
+            pyfunc_predict_fn="predict_proba",
+            pip_requirements=_pip_requirements(),
+            extra_files=extra,
+        )
+        version = str(info.registered_model_version)
+    client = mlflow_client(settings)
+    for key, value in {
+        "family": family.name,
+        "threshold_review": repr(thresholds.review),
+        "threshold_deny": repr(thresholds.deny),
+        "decision_policy": POLICY_NAME,
+        "feature_spec_version": str(FEATURE_SPEC_VERSION),
+        "holdout_auc": f"{metrics['holdout_auc']:.6f}",
+        "training_run_id": run.info.run_id,
+    }.items():
+        client.set_model_version_tag(settings.model_name, version, key, value)
+    return TrainedModel(family.name, version, run.info.run_id, metrics, thresholds), hold_scores
+
+
+def train_and_register(
+    settings: Settings,
+    families: Sequence[str] = tuple(FAMILIES),
+    rows: int | None = None,
+    aliases: Sequence[str] = ("champion", "challenger"),
+) -> TrainingReport:
+    """Train every family, register each as a version, point ``aliases`` at the best ones by holdout AUC."""
+    import mlflow
+
+    started = time.perf_counter()
+    rows = rows or settings.train_rows
+    client = mlflow_client(settings)
+    experiment_id = ensure_experiment(client, settings, settings.training_experiment)
+    with step(f"generating {rows:,} synthetic transactions (seed {settings.train_seed}) and features"):
+        data = generate(rows, seed=settings.train_seed)
+        splits = _split(data)
+    trained: list[TrainedModel] = []
+    holdout_scores: dict[str, npt.NDArray[np.float64]] = {}
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name="training", tags={**settings.run_tags, "kind": "training"}
+    ) as parent:
+        mlflow.log_params(
+            {
+                "rows": rows,
+                "seed": settings.train_seed,
+                "train_rows": len(splits[0].data),
+                "validation_rows": len(splits[1].data),
+                "holdout_rows": len(splits[2].data),
+                "holdout_start": str(splits[2].data.columns["transaction_timestamp"][0]),
+                "default_rate": round(float(data.will_default.mean()), 5),
+            }
+        )
+        for name in families:
+            with step(f"training {name} and registering it in {settings.model_name}"):
+                model, scores = _fit_and_log(FAMILIES[name], splits, settings, experiment_id, parent.info.run_id)
+            trained.append(model)
+            holdout_scores[model.family] = scores
+        ranked = sorted(trained, key=lambda m: m.metrics["holdout_auc"], reverse=True)
+        for alias, model in zip(aliases, ranked, strict=False):
+            client.set_registered_model_alias(settings.model_name, alias, model.version)
+        by_version = {m.version: a for a, m in zip(aliases, ranked, strict=False)}
+        trained = [
+            TrainedModel(
+                m.family,
+                m.version,
+                m.run_id,
+                m.metrics,
+                m.thresholds,
+                (by_version[m.version],) if m.version in by_version else (),
+            )
+            for m in trained
+        ]
+        best = ranked[0]
+        labels = splits[2].labels
+        margins = {
+            m.family: paired_auc_difference(labels, holdout_scores[best.family], holdout_scores[m.family])
+            for m in ranked[1:]
+        }
+        for family, (diff, low, high) in margins.items():
+            mlflow.log_metrics(
+                {
+                    f"auc_margin_{family}": diff,
+                    f"auc_margin_{family}_low": low,
+                    f"auc_margin_{family}_high": high,
+                }
+            )
+    return TrainingReport(
+        model_name=settings.model_name,
+        rows=rows,
+        train_rows=len(splits[0].data),
+        holdout_rows=len(splits[2].data),
+        holdout_start=str(splits[2].data.columns["transaction_timestamp"][0]),
+        models=trained,
+        auc_margins=margins,
+        seconds=time.perf_counter() - started,
+    )
