@@ -1,7 +1,8 @@
 """``bnpl <command>``: every process of the system starts here.
 
-Commands: ``train`` (fit + register candidates), ``promote`` (move an alias), ``models`` (list the registry),
-``generate`` (write synthetic requests as JSON lines), ``demo`` (the whole system on embedded defaults).
+Commands: ``serve`` (the decision API), ``train`` (fit + register candidates), ``promote`` (move an alias),
+``models`` (list the registry), ``generate`` (write synthetic requests as JSON lines), ``demo`` (the whole system on
+embedded defaults).
 """
 
 from __future__ import annotations
@@ -59,6 +60,33 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import dataclasses
+    import logging
+
+    from aiohttp import web
+
+    from app.factory import create_app
+    from common.redis_server import RedisServer
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = _settings(args)
+    settings = dataclasses.replace(settings, host=args.host or settings.host, port=args.port or settings.port)
+    embedded = None
+    if not settings.redis_url:
+        embedded = RedisServer(settings.data_dir / "redis").start()
+        settings = dataclasses.replace(settings, redis_url=embedded.url)
+        print(f"embedded redis-server at {embedded.url} (set BNPL_REDIS_URL to use your own)", flush=True)
+    try:
+        web.run_app(
+            create_app(settings), host=settings.host, port=settings.port, access_log=None, shutdown_timeout=10.0
+        )
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from bnpl_cli.demo import run_demo
 
@@ -92,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--out", default="requests.jsonl")
     gen.set_defaults(func=_cmd_generate)
+
+    serve = sub.add_parser("serve", help="run the decision API (aiohttp)")
+    serve.add_argument("--host", help="listen address (env BNPL_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (env BNPL_PORT, default 8080)")
+    serve.set_defaults(func=_cmd_serve)
 
     demo = sub.add_parser("demo", help="run the whole system on embedded defaults and print a report")
     demo.add_argument("--retrain", action="store_true", help="train even when the registry already has models")

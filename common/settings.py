@@ -11,6 +11,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.keys import Keys
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
 
 def _default_tracking_uri(data_dir: Path) -> str:
     return f"sqlite:///{data_dir.resolve() / 'mlflow.db'}"
@@ -38,11 +44,67 @@ class Settings:
     #: Extra labels copied onto every logged run (not secrets). Not read from the environment.
     run_tags: Mapping[str, str] = field(default_factory=dict)
 
+    # --- Redis and streams -------------------------------------------------------------------------------------
+    #: Redis URL (``redis://[:password@]host:port/db``). ``BNPL_REDIS_URL``; empty: the CLI starts a private
+    #: redis-server under ``data_dir`` (embedded default).
+    redis_url: str = ""
+    #: Prefix of every Redis key. ``BNPL_KEY_PREFIX``.
+    key_prefix: str = "bnpl"
+    #: Number of stream shards (by customer_id; >1 for Redis Cluster). ``BNPL_STREAM_SHARDS``.
+    stream_shards: int = 1
+
+    # --- API ---------------------------------------------------------------------------------------------------
+    #: Listen address and port of ``bnpl serve``. ``BNPL_HOST``, ``BNPL_PORT``.
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: Accepted API keys, comma-separated in ``BNPL_API_KEYS``. Empty: every request is refused unless
+    #: ``auth_disabled``.
+    api_keys: tuple[str, ...] = ()
+    #: Serve without authentication (local experiments only). ``BNPL_AUTH_DISABLED=true``.
+    auth_disabled: bool = False
+    #: Paths reachable without a key. ``BNPL_OPEN_PATHS`` (comma-separated).
+    open_paths: tuple[str, ...] = ("/healthz", "/readyz", "/metrics", "/openapi.json")
+    #: Largest accepted request body in bytes (413 above). ``BNPL_MAX_BODY_BYTES``.
+    max_body_bytes: int = 2 * 1024 * 1024
+    #: Most requests in one batch call. ``BNPL_BATCH_MAX``.
+    batch_max: int = 1000
+    #: Registry aliases loaded and scored on every request (first = champion). ``BNPL_MODEL_ALIASES``.
+    model_aliases: tuple[str, ...] = ("champion", "challenger")
+    #: Seconds between registry polls for alias or experiment changes. ``BNPL_REGISTRY_POLL_SECONDS``.
+    registry_poll_seconds: float = 10.0
+    #: Name of this API instance in events and spool file names. ``BNPL_INSTANCE_ID``.
+    instance_id: str = "api-1"
+
+    # --- event publishing ----------------------------------------------------------------------------------------
+    #: In-memory event queue bound; beyond it events go straight to the spool. ``BNPL_QUEUE_MAX``.
+    queue_max: int = 50_000
+    #: Most events per pipelined write. ``BNPL_PUBLISH_BATCH``.
+    publish_batch: int = 500
+    #: Longest wait before a partial batch is written, in ms. ``BNPL_PUBLISH_INTERVAL_MS``.
+    publish_interval_ms: float = 5.0
+    #: How long Redis remembers a written block for idempotent retries, in seconds. ``BNPL_PUBLISH_MARKER_TTL``.
+    publish_marker_ttl: int = 86_400
+    #: Directory of spool files (events kept while Redis is unreachable). ``BNPL_SPOOL_DIR``; default data_dir/spool.
+    spool_dir: Path | None = None
+
     def __post_init__(self) -> None:
         if not self.mlflow_tracking_uri:
             object.__setattr__(self, "mlflow_tracking_uri", _default_tracking_uri(self.data_dir))
         if not self.mlflow_artifact_root:
             object.__setattr__(self, "mlflow_artifact_root", (self.data_dir.resolve() / "mlartifacts").as_uri())
+        if self.spool_dir is None:
+            object.__setattr__(self, "spool_dir", self.data_dir / "spool")
+
+    @property
+    def keys(self) -> Keys:
+        """Redis key names of this deployment."""
+        return Keys(self.key_prefix, self.stream_shards)
+
+    @property
+    def spool_path(self) -> Path:
+        """This instance's spool file."""
+        assert self.spool_dir is not None
+        return self.spool_dir / f"{self.instance_id}.spool"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -56,6 +118,27 @@ class Settings:
             "training_experiment": env.get("BNPL_TRAINING_EXPERIMENT", "bnpl-training"),
             "train_seed": int(env.get("BNPL_TRAIN_SEED", "7")),
             "train_rows": int(env.get("BNPL_TRAIN_ROWS", "200000")),
+            "redis_url": env.get("BNPL_REDIS_URL", ""),
+            "key_prefix": env.get("BNPL_KEY_PREFIX", "bnpl"),
+            "stream_shards": int(env.get("BNPL_STREAM_SHARDS", "1")),
+            "host": env.get("BNPL_HOST", "127.0.0.1"),
+            "port": int(env.get("BNPL_PORT", "8080")),
+            "api_keys": _csv(env.get("BNPL_API_KEYS", "")),
+            "auth_disabled": env.get("BNPL_AUTH_DISABLED", "").lower() in ("1", "true", "yes"),
+            "max_body_bytes": int(env.get("BNPL_MAX_BODY_BYTES", str(2 * 1024 * 1024))),
+            "batch_max": int(env.get("BNPL_BATCH_MAX", "1000")),
+            "registry_poll_seconds": float(env.get("BNPL_REGISTRY_POLL_SECONDS", "10")),
+            "instance_id": env.get("BNPL_INSTANCE_ID", "api-1"),
+            "queue_max": int(env.get("BNPL_QUEUE_MAX", "50000")),
+            "publish_batch": int(env.get("BNPL_PUBLISH_BATCH", "500")),
+            "publish_interval_ms": float(env.get("BNPL_PUBLISH_INTERVAL_MS", "5")),
+            "publish_marker_ttl": int(env.get("BNPL_PUBLISH_MARKER_TTL", "86400")),
         }
+        if "BNPL_OPEN_PATHS" in env:
+            values["open_paths"] = _csv(env["BNPL_OPEN_PATHS"])
+        if "BNPL_MODEL_ALIASES" in env:
+            values["model_aliases"] = _csv(env["BNPL_MODEL_ALIASES"])
+        if env.get("BNPL_SPOOL_DIR"):
+            values["spool_dir"] = Path(env["BNPL_SPOOL_DIR"])
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -57,3 +57,13 @@ class RiskAssessmentRequest(msgspec.Struct, kw_only=True):
 def parse_request(data: Any) -> RiskAssessmentRequest:
     """Validate a decoded JSON object (e.g. a dict) into a request; raises ``msgspec.ValidationError``."""
     return msgspec.convert(data, RiskAssessmentRequest)
+
+
+#: Most requests accepted in one batch call.
+BATCH_MAX = 1000
+
+
+class BatchRequest(msgspec.Struct, kw_only=True):
+    """POST /v1/bnpl/risk-assessment/batch body: up to 1,000 requests, decided in order."""
+
+    requests: Annotated[list[RiskAssessmentRequest], msgspec.Meta(min_length=1, max_length=BATCH_MAX)]

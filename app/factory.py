@@ -1,0 +1,135 @@
+"""``create_app(settings)``: the aiohttp application. No I/O at import; every resource in its own cleanup context."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import msgspec
+from aiohttp import web
+
+from app.keys import ENGINE, METRICS, OPENAPI, PUBLISHER, REDIS, SETTINGS, WATCHER
+from app.metrics import ApiMetrics
+from app.openapi import openapi_document
+from app.routes import JSON, add_routes
+from app.validation import RequestError
+from app.watcher import RegistryWatcher
+from common.settings import Settings
+from decision.engine import DecisionEngine
+from producers.publisher import EventPublisher
+from schemas.response import ErrorResponse
+
+log = logging.getLogger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_ENCODER = msgspec.json.Encoder()
+
+
+def _error(status: int, error: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    body = _ENCODER.encode(ErrorResponse(error=error, message=message))
+    return web.Response(status=status, body=body, content_type=JSON, headers=headers)
+
+
+def _key_matches(presented: str, keys: tuple[str, ...]) -> bool:
+    # Compare against every key, always, in constant time per key: no early exit that leaks which one matched.
+    ok = False
+    for key in keys:
+        ok |= hmac.compare_digest(presented.encode(), key.encode())
+    return ok
+
+
+@web.middleware
+async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
+    if settings.auth_disabled or request.path in settings.open_paths:
+        return await handler(request)
+    presented = request.headers.get("X-API-Key", "")
+    if not presented:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        presented = token.strip() if scheme.lower() == "bearer" else ""
+    if not presented or not _key_matches(presented, settings.api_keys):
+        return _error(
+            401,
+            "unauthorized",
+            "A valid API key is required (X-API-Key or Authorization: Bearer)",
+            {"WWW-Authenticate": 'Bearer realm="bnpl"'},
+        )
+    return await handler(request)
+
+
+@web.middleware
+async def _errors_and_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    try:
+        response = await handler(request)
+    except RequestError as exc:
+        response = web.Response(status=exc.status, body=_ENCODER.encode(exc.body), content_type=JSON)
+    except web.HTTPException as exc:  # 404, 405 from the router
+        response = _error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+    except Exception:
+        log.exception("unhandled error on %s", request.path)
+        response = _error(500, "internal_error", "Internal error; the request was not decided")
+    request.app[METRICS].observe_request(route, response.status, time.perf_counter() - started)
+    return response
+
+
+async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    from redis.asyncio import Redis
+
+    settings = app[SETTINGS]
+    client = Redis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=1.0, health_check_interval=5)
+    app[REDIS] = client
+    yield
+    await client.aclose()
+
+
+async def _publisher_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    publisher = EventPublisher(
+        app[REDIS],
+        settings.keys,
+        settings.spool_path,
+        settings.instance_id,
+        queue_max=settings.queue_max,
+        batch_size=settings.publish_batch,
+        interval_ms=settings.publish_interval_ms,
+    )
+    app[PUBLISHER] = publisher
+    publisher.start()
+    yield
+    await publisher.stop()
+
+
+async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
+    watcher = app[WATCHER]
+    if app[ENGINE].models is None:
+        await watcher.refresh()
+    task = asyncio.create_task(watcher.run(), name="registry-watcher")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+def create_app(
+    settings: Settings, engine: DecisionEngine | None = None, watch_registry: bool = True
+) -> web.Application:
+    """Build the app. ``engine`` may come pre-loaded (tests, benchmarks); ``watch_registry`` polls MLflow."""
+    if not settings.auth_disabled and not settings.api_keys:
+        raise ValueError("no API keys configured: set BNPL_API_KEYS (or BNPL_AUTH_DISABLED=true for local use)")
+    app = web.Application(middlewares=[_errors_and_metrics, _auth], client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app[ENGINE] = engine or DecisionEngine(instance_id=settings.instance_id)
+    app[METRICS] = ApiMetrics(lambda: app.get(PUBLISHER))
+    app[WATCHER] = RegistryWatcher(settings, app[ENGINE], app[METRICS])
+    app[OPENAPI] = openapi_document()
+    models = app[ENGINE].models
+    app[METRICS].set_models([(m.alias, m.version, m.family) for m in models.models] if models else [])
+    app.cleanup_ctx.append(_redis_ctx)
+    app.cleanup_ctx.append(_publisher_ctx)
+    if watch_registry:
+        app.cleanup_ctx.append(_registry_ctx)
+    add_routes(app)
+    return app

@@ -1,0 +1,22 @@
+"""Typed application keys for the resources shared by handlers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from app.metrics import ApiMetrics
+from app.watcher import RegistryWatcher
+from common.settings import Settings
+from decision.engine import DecisionEngine
+from producers.publisher import EventPublisher
+
+SETTINGS = web.AppKey("settings", Settings)
+ENGINE = web.AppKey("engine", DecisionEngine)
+PUBLISHER = web.AppKey("publisher", EventPublisher)
+METRICS = web.AppKey("metrics", ApiMetrics)
+WATCHER = web.AppKey("watcher", RegistryWatcher)
+REDIS: web.AppKey[Redis] = web.AppKey("redis")
+OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")

@@ -1,0 +1,138 @@
+"""The decision engine: validated request → features → every model (shadow) → arm → policy → response + event.
+
+Pure CPU, no I/O: the API handlers, benchmarks, simulator and demo call it directly.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import uuid_utils
+
+from decision.models import ModelSet
+from decision.policy import FALLBACK_POLICY, RISK_LEVEL_OF, THRESHOLD_POLICY, fallback_policy, threshold_policy
+from decision.reasons import top_reasons
+from features import featurize
+from schemas.events import PredictionEvent
+from schemas.request import RiskAssessmentRequest
+from schemas.response import DeploymentMode, ReasonCode, RiskAssessmentResponse
+
+MAX_REASONS = 3
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class DecisionEngine:
+    """Decides requests with the current :class:`ModelSet`; :meth:`swap` replaces it atomically."""
+
+    def __init__(self, models: ModelSet | None = None, instance_id: str = "api-1") -> None:
+        self._models = models
+        self.instance_id = instance_id
+
+    @property
+    def models(self) -> ModelSet | None:
+        return self._models
+
+    def swap(self, models: ModelSet | None) -> None:
+        """Install a new snapshot; requests already running finish with the old one."""
+        self._models = models
+
+    def decide(
+        self, request: RiskAssessmentRequest, started: float | None = None
+    ) -> tuple[RiskAssessmentResponse, PredictionEvent]:
+        """Decide one request. ``started`` is the ``perf_counter()`` when the request arrived (for timings)."""
+        started = time.perf_counter() if started is None else started
+        models = self._models  # one snapshot for the whole request
+        feats = featurize(request)
+        x = feats.vector
+        scores: dict[str, float] = {}
+        versions: dict[str, str] = {}
+        reasons: list[ReasonCode]
+        inference_start = time.perf_counter()
+        if models is None:
+            outcome = fallback_policy(request)
+            inference_ms = 0.0
+            probability = None
+            family, alias, version, arm, policy = "rules", None, None, "fallback", FALLBACK_POLICY
+            thresholds: dict[str, float] = {}
+            mode: DeploymentMode = "fallback"
+            reasons = list(outcome.rules)
+            champion_family = None
+            experiment = None
+        else:
+            for model in models.models:
+                scores[model.alias] = model.scorer.score(x)
+                versions[model.alias] = model.version
+            inference_ms = (time.perf_counter() - inference_start) * 1000.0
+            experiment = models.experiment
+            arm = experiment.assign(request.customer_id) if experiment else models.champion.alias
+            deciding = models.by_alias.get(arm, models.champion)
+            mode = "ab_test" if experiment else "champion"
+            probability = scores[deciding.alias]
+            outcome = threshold_policy(probability, deciding.review, deciding.deny, request)
+            reasons = list(outcome.rules)
+            if outcome.decision != "approve" and len(reasons) < MAX_REASONS:
+                contributions = deciding.scorer.contributions(x)
+                if contributions is not None:
+                    reasons += top_reasons(contributions, MAX_REASONS - len(reasons))
+            family, alias, version = deciding.family, deciding.alias, deciding.version
+            thresholds, policy = deciding.thresholds, THRESHOLD_POLICY
+            champion_family = models.champion.family
+        decision = outcome.decision
+        prediction_id = str(uuid_utils.uuid7())
+        timestamp = _now_iso()
+        processing_ms = (time.perf_counter() - started) * 1000.0
+        response = RiskAssessmentResponse(
+            prediction_id=prediction_id,
+            transaction_id=request.transaction_id,
+            assessment_timestamp=timestamp,
+            business_decision=decision,
+            risk_level=RISK_LEVEL_OF[decision],
+            default_probability=probability,
+            selected_model=family,
+            model_version=version,
+            model_alias=alias,
+            champion_model=champion_family,
+            all_predictions=scores,
+            model_versions=versions,
+            experiment_id=experiment.experiment_id if experiment else None,
+            experiment_name=experiment.name if experiment else None,
+            traffic_segment=arm,
+            deployment_mode=mode,
+            decision_policy=policy,
+            risk_thresholds=thresholds,
+            reason_codes=reasons,
+            unknown_fields=list(feats.unknown_fields),
+            processing_time_ms=round(processing_ms, 4),
+            model_inference_time_ms=round(inference_ms, 4),
+        )
+        event = PredictionEvent(
+            prediction_id=prediction_id,
+            event_time=timestamp,
+            request=request,
+            features=x.tolist(),
+            unknown_fields=response.unknown_fields,
+            model_name=models.champion.name if models else None,
+            scores=scores,
+            model_versions=versions,
+            selected_alias=alias,
+            selected_version=version,
+            selected_family=family,
+            experiment_id=response.experiment_id,
+            experiment_name=response.experiment_name,
+            arm=arm,
+            deployment_mode=mode,
+            decision=decision,
+            risk_level=response.risk_level,
+            default_probability=probability,
+            decision_policy=policy,
+            thresholds=thresholds,
+            reason_codes=[r.code for r in reasons],
+            processing_time_ms=response.processing_time_ms,
+            inference_time_ms=response.model_inference_time_ms,
+            api_instance=self.instance_id,
+        )
+        return response, event

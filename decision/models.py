@@ -1,0 +1,50 @@
+"""What the engine scores with: an immutable snapshot of loaded models and the active experiment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from decision.experiment import Experiment
+from decision.scorers import Scorer
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    """One registry version, compiled and warmed up."""
+
+    alias: str
+    name: str
+    version: str
+    family: str
+    scorer: Scorer
+    review: float
+    deny: float
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return {"review": self.review, "deny": self.deny}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSet:
+    """Models by alias (the first is the champion) and the experiment that picks the deciding one.
+
+    Replaced as a whole on every change, so a request always sees one consistent snapshot.
+    """
+
+    models: tuple[LoadedModel, ...]
+    experiment: Experiment | None = None
+    by_alias: dict[str, LoadedModel] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise ValueError("a model set needs at least one model")
+        object.__setattr__(self, "by_alias", {m.alias: m for m in self.models})
+
+    @property
+    def champion(self) -> LoadedModel:
+        return self.models[0]
+
+    def pointers(self) -> dict[str, str]:
+        """Alias → version, for change detection and /readyz."""
+        return {m.alias: m.version for m in self.models}

@@ -1,0 +1,69 @@
+"""Reason codes: which request fields pushed the deciding model's score up the most.
+
+Feature contributions (log-odds, see ``decision.scorers``) are summed per request field — the one-hot columns of a
+field and all time features count as one reason — and the largest positive sums become reason codes.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from features.spec import FEATURE_NAMES, NUMERIC_FIELDS, ONE_HOT_FIELDS, ORDINAL_FIELDS, TIME_FEATURES
+from schemas.response import ReasonCode
+
+#: Reason code of each request field.
+REASON_CODES: Final[dict[str, str]] = {
+    "amount": "HIGH_AMOUNT",
+    "customer_tenure_days": "SHORT_CUSTOMER_TENURE",
+    "device_is_trusted": "UNTRUSTED_DEVICE",
+    "risk_score": "HIGH_UPSTREAM_RISK_SCORE",
+    "installment_count": "INSTALLMENT_PLAN",
+    "payment_credit_limit": "LOW_CREDIT_LIMIT",
+    "price_comparison_time": "SHORT_PRICE_COMPARISON",
+    "transaction_timestamp": "TRANSACTION_TIME",
+    "customer_credit_score_range": "CREDIT_SCORE_RANGE",
+    "customer_age_bracket": "AGE_BRACKET",
+    "customer_income_bracket": "INCOME_BRACKET",
+    "customer_verification_level": "VERIFICATION_LEVEL",
+    "product_risk_category": "PRODUCT_RISK_CATEGORY",
+    "risk_level": "HIGH_UPSTREAM_RISK_LEVEL",
+    "device_type": "DEVICE_TYPE",
+    "payment_provider": "PAYMENT_PROVIDER",
+    "product_category": "PRODUCT_CATEGORY",
+    "purchase_context": "PURCHASE_CONTEXT",
+    "risk_scenario": "RISK_SCENARIO",
+}
+
+
+def _field_of_feature() -> list[str]:
+    fields: dict[str, str] = {name: name for name in NUMERIC_FIELDS}
+    fields.update({name: "transaction_timestamp" for name in TIME_FEATURES})
+    fields.update({feature: field for field, feature, _ in ORDINAL_FIELDS})
+    for field, cats in ONE_HOT_FIELDS:
+        fields.update({f"{field}_{c}": field for c in cats[1:]})
+    fields.update({f"time_of_day_{c}": "transaction_timestamp" for c in ("morning", "afternoon", "evening")})
+    return [fields[name] for name in FEATURE_NAMES]
+
+
+_FIELDS: Final = _field_of_feature()
+_FIELD_NAMES: Final = sorted(set(_FIELDS))
+_FIELD_INDEX: Final = np.array([_FIELD_NAMES.index(f) for f in _FIELDS])
+
+
+def top_reasons(contributions: npt.NDArray[np.float64], limit: int = 3) -> list[ReasonCode]:
+    """Up to ``limit`` fields with the largest positive summed contribution, largest first.
+
+    >>> c = np.zeros(36); c[0] = 0.9; c[5] = 0.4; c[3] = -1.0
+    >>> [r.code for r in top_reasons(c)]
+    ['HIGH_AMOUNT', 'LOW_CREDIT_LIMIT']
+    """
+    per_field = np.bincount(_FIELD_INDEX, weights=contributions, minlength=len(_FIELD_NAMES))
+    order = np.argsort(-per_field, kind="stable")[:limit]
+    return [
+        ReasonCode(REASON_CODES[_FIELD_NAMES[i]], _FIELD_NAMES[i], round(float(per_field[i]), 6))
+        for i in order
+        if per_field[i] > 0
+    ]
