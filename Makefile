@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: venv lint typecheck test demo clean
+.PHONY: venv lint typecheck test demo bench bench-api clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
@@ -28,6 +28,12 @@ test: lint typecheck
 
 demo: venv
 	$(BIN)/bnpl demo
+
+# Benchmarks print ratios measured side by side in one run (the machine is shared: absolute numbers drift).
+bench-api: venv
+	$(BIN)/python -m bench.api_bench
+
+bench: bench-api
 
 clean:
 	rm -rf $(VENV) .bnpl .pytest_cache .mypy_cache .ruff_cache

@@ -34,45 +34,52 @@ def _error(status: int, error: str, message: str, headers: dict[str, str] | None
 
 def _key_matches(presented: str, keys: tuple[str, ...]) -> bool:
     # Compare against every key, always, in constant time per key: no early exit that leaks which one matched.
+    if not presented:
+        return False
     ok = False
     for key in keys:
         ok |= hmac.compare_digest(presented.encode(), key.encode())
     return ok
 
 
-@web.middleware
-async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    settings = request.app[SETTINGS]
-    if settings.auth_disabled or request.path in settings.open_paths:
-        return await handler(request)
-    presented = request.headers.get("X-API-Key", "")
-    if not presented:
+def _presented_key(request: web.Request) -> str:
+    key = request.headers.get("X-API-Key", "")
+    if not key:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        presented = token.strip() if scheme.lower() == "bearer" else ""
-    if not presented or not _key_matches(presented, settings.api_keys):
-        return _error(
+        key = token.strip() if scheme.lower() == "bearer" else ""
+    return key
+
+
+@web.middleware
+async def _front_door(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Auth, error mapping and request metrics in one middleware (each extra one costs a coroutine per request)."""
+    started = time.perf_counter()
+    app = request.app
+    settings = app[SETTINGS]
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource else "unmatched"
+    if (
+        settings.auth_disabled
+        or request.path in settings.open_paths
+        or _key_matches(_presented_key(request), settings.api_keys)
+    ):
+        try:
+            response = await handler(request)
+        except RequestError as exc:
+            response = web.Response(status=exc.status, body=_ENCODER.encode(exc.body), content_type=JSON)
+        except web.HTTPException as exc:  # 404, 405 from the router
+            response = _error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+        except Exception:
+            log.exception("unhandled error on %s", request.path)
+            response = _error(500, "internal_error", "Internal error; the request was not decided")
+    else:
+        response = _error(
             401,
             "unauthorized",
             "A valid API key is required (X-API-Key or Authorization: Bearer)",
             {"WWW-Authenticate": 'Bearer realm="bnpl"'},
         )
-    return await handler(request)
-
-
-@web.middleware
-async def _errors_and_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
-    started = time.perf_counter()
-    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
-    try:
-        response = await handler(request)
-    except RequestError as exc:
-        response = web.Response(status=exc.status, body=_ENCODER.encode(exc.body), content_type=JSON)
-    except web.HTTPException as exc:  # 404, 405 from the router
-        response = _error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
-    except Exception:
-        log.exception("unhandled error on %s", request.path)
-        response = _error(500, "internal_error", "Internal error; the request was not decided")
-    request.app[METRICS].observe_request(route, response.status, time.perf_counter() - started)
+    app[METRICS].observe_request(route, response.status, time.perf_counter() - started)
     return response
 
 
@@ -119,7 +126,7 @@ def create_app(
     """Build the app. ``engine`` may come pre-loaded (tests, benchmarks); ``watch_registry`` polls MLflow."""
     if not settings.auth_disabled and not settings.api_keys:
         raise ValueError("no API keys configured: set BNPL_API_KEYS (or BNPL_AUTH_DISABLED=true for local use)")
-    app = web.Application(middlewares=[_errors_and_metrics, _auth], client_max_size=settings.max_body_bytes)
+    app = web.Application(middlewares=[_front_door], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[ENGINE] = engine or DecisionEngine(instance_id=settings.instance_id)
     app[METRICS] = ApiMetrics(lambda: app.get(PUBLISHER))

@@ -1,25 +1,102 @@
-"""Prometheus metrics of one API process (its own registry: several apps can live in one test process)."""
+"""Prometheus metrics of one API process (its own registry: several apps can live in one test process).
+
+The request path only bumps plain dict counters and a bucket array (the event loop is single-threaded, so no
+locks); a collector turns them into Prometheus families at scrape time. Same for the publisher's counters.
+"""
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from producers.publisher import EventPublisher
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
-class _PublisherCollector:
-    """Reads the publisher's counters at scrape time (no per-event metric calls on the request path)."""
+class _Latency:
+    __slots__ = ("buckets", "total")
+
+    def __init__(self) -> None:
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.total = 0.0
+
+
+class ApiMetrics:
+    """Request, decision, model and publisher metrics."""
 
     def __init__(self, publisher: Callable[[], EventPublisher | None]) -> None:
+        self.registry = CollectorRegistry()
         self._publisher = publisher
+        self.requests: dict[tuple[str, str], int] = {}
+        self.latency: dict[str, _Latency] = {}
+        self.decisions: dict[tuple[str, str, str], int] = {}
+        self.unknown: dict[str, int] = {}
+        self.model_info = Gauge(
+            "bnpl_model_info",
+            "Loaded model versions (1 = loaded)",
+            ["alias", "version", "family"],
+            registry=self.registry,
+        )
+        self.fallback = Gauge("bnpl_fallback_mode", "1 while the rule-based fallback decides", registry=self.registry)
+        self.registry.register(self)
+
+    # --- request path ---------------------------------------------------------------------------------------------
+    def observe_request(self, route: str, status: int, seconds: float) -> None:
+        key = (route, str(status))
+        self.requests[key] = self.requests.get(key, 0) + 1
+        hist = self.latency.get(route)
+        if hist is None:
+            hist = self.latency[route] = _Latency()
+        hist.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        hist.total += seconds
+
+    def observe_decision(self, decision: str, arm: str, version: str | None, unknown: list[str]) -> None:
+        key = (decision, arm, version or "none")
+        self.decisions[key] = self.decisions.get(key, 0) + 1
+        for field in unknown:
+            self.unknown[field] = self.unknown.get(field, 0) + 1
+
+    def set_models(self, models: list[tuple[str, str, str]]) -> None:
+        self.model_info.clear()
+        for alias, version, family in models:
+            self.model_info.labels(alias, version, family).set(1)
+        self.fallback.set(0 if models else 1)
+
+    # --- scrape time ----------------------------------------------------------------------------------------------
+    def describe(self) -> list[Any]:
+        return []
 
     def collect(self) -> Iterator[Any]:
+        requests = CounterMetricFamily("bnpl_http_requests", "HTTP requests", labels=["route", "status"])
+        for labels, count in self.requests.items():
+            requests.add_metric(list(labels), count)
+        yield requests
+        latency = HistogramMetricFamily("bnpl_request_latency_seconds", "Request latency", labels=["route"])
+        for route, hist in self.latency.items():
+            cumulative, buckets = 0, []
+            for bound, count in zip((*LATENCY_BUCKETS, float("inf")), hist.buckets, strict=True):
+                cumulative += count
+                buckets.append((str(bound) if bound != float("inf") else "+Inf", cumulative))
+            latency.add_metric([route], buckets, hist.total)
+        yield latency
+        decisions = CounterMetricFamily("bnpl_decisions", "Decisions", labels=["decision", "arm", "model_version"])
+        for decision_labels, count in self.decisions.items():
+            decisions.add_metric(list(decision_labels), count)
+        yield decisions
+        unknown = CounterMetricFamily(
+            "bnpl_unknown_category", "Requests with an unknown category value", labels=["field"]
+        )
+        for field, count in self.unknown.items():
+            unknown.add_metric([field], count)
+        yield unknown
+        yield from self._publisher_families()
+
+    def _publisher_families(self) -> Iterator[Any]:
         pub = self._publisher()
         if pub is None:
             return
@@ -42,55 +119,3 @@ class _PublisherCollector:
             gauge = GaugeMetricFamily(name, doc)
             gauge.add_metric([], gauge_value)
             yield gauge
-
-
-class ApiMetrics:
-    """Request, decision, model and publisher metrics; labelled children are cached off the hot path."""
-
-    def __init__(self, publisher: Callable[[], EventPublisher | None]) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter("bnpl_http_requests", "HTTP requests", ["route", "status"], registry=self.registry)
-        self.latency = Histogram(
-            "bnpl_request_latency_seconds",
-            "Request latency",
-            ["route"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self.decisions = Counter(
-            "bnpl_decisions", "Decisions", ["decision", "arm", "model_version"], registry=self.registry
-        )
-        self.unknown = Counter(
-            "bnpl_unknown_category", "Requests with an unknown category value", ["field"], registry=self.registry
-        )
-        self.model_info = Gauge(
-            "bnpl_model_info",
-            "Loaded model versions (1 = loaded)",
-            ["alias", "version", "family"],
-            registry=self.registry,
-        )
-        self.fallback = Gauge("bnpl_fallback_mode", "1 while the rule-based fallback decides", registry=self.registry)
-        self.registry.register(_PublisherCollector(publisher))
-        self._children: dict[tuple[str, ...], Any] = {}
-
-    def _child(self, metric: Any, *labels: str) -> Any:
-        key = (metric._name, *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
-
-    def observe_request(self, route: str, status: int, seconds: float) -> None:
-        self._child(self.requests, route, str(status)).inc()
-        self._child(self.latency, route).observe(seconds)
-
-    def observe_decision(self, decision: str, arm: str, version: str | None, unknown: list[str]) -> None:
-        self._child(self.decisions, decision, arm, version or "none").inc()
-        for field in unknown:
-            self._child(self.unknown, field).inc()
-
-    def set_models(self, models: list[tuple[str, str, str]]) -> None:
-        self.model_info.clear()
-        for alias, version, family in models:
-            self.model_info.labels(alias, version, family).set(1)
-        self.fallback.set(0 if models else 1)

@@ -82,22 +82,28 @@ class LinearScorer:
 
 @dataclass(frozen=True, slots=True)
 class TreeEnsembleScorer:
-    """Every tree of a gradient-boosted ensemble as flat arrays; leaves point to themselves."""
+    """Every tree of a gradient-boosted ensemble as flat arrays.
 
-    feature: npt.NDArray[np.intp]
-    threshold: Vector
-    left: npt.NDArray[np.intp]
-    right: npt.NDArray[np.intp]
+    Internal nodes come first (indices ``0 … n_internal-1``), leaves after them; a leaf's child is itself, so
+    following pointers ``depth`` times from the roots always ends on the leaf of every tree.
+    """
+
+    feature: npt.NDArray[np.intp]  # per internal node
+    threshold: Vector  # per internal node
+    left: npt.NDArray[np.intp]  # per internal node, global index
+    right: npt.NDArray[np.intp]  # per internal node, global index
+    leaf_self: npt.NDArray[np.intp]  # global indices of the leaves (their own child)
     value: Vector  # every node's value on the log-odds scale (internal nodes scaled by the learning rate)
+    node_feature: npt.NDArray[np.intp]  # feature of every node (0 for leaves), for path attribution
     roots: npt.NDArray[np.intp]
     depth: int
     baseline: float
     kind: str = "trees"
 
     def _next(self, x: Vector) -> npt.NDArray[np.intp]:
-        # Decide every split of every tree at once (one gather + compare over all nodes), then only follow
-        # pointers: cheaper than deciding level by level on the nodes reached.
-        return np.where(x[self.feature] <= self.threshold, self.left, self.right)
+        # Decide every split of every tree at once (one gather + compare over the internal nodes), then only
+        # follow pointers: cheaper than deciding level by level on the nodes reached.
+        return np.concatenate((np.where(x[self.feature] <= self.threshold, self.left, self.right), self.leaf_self))
 
     def score(self, x: Vector) -> float:
         child = self._next(x)
@@ -109,7 +115,8 @@ class TreeEnsembleScorer:
     def score_batch(self, matrix: Vector) -> Vector:
         from scipy.special import expit
 
-        child = np.where(matrix[:, self.feature] <= self.threshold, self.left, self.right)
+        decided = np.where(matrix[:, self.feature] <= self.threshold, self.left, self.right)
+        child = np.hstack([decided, np.broadcast_to(self.leaf_self, (matrix.shape[0], self.leaf_self.size))])
         rows = np.arange(matrix.shape[0])[:, None]
         node = np.broadcast_to(self.roots, (matrix.shape[0], self.roots.size))
         for _ in range(self.depth):
@@ -122,7 +129,9 @@ class TreeEnsembleScorer:
         total = np.zeros(N_FEATURES)
         for _ in range(self.depth):
             nxt = child[node]
-            total += np.bincount(self.feature[node], weights=self.value[nxt] - self.value[node], minlength=N_FEATURES)
+            total += np.bincount(
+                self.node_feature[node], weights=self.value[nxt] - self.value[node], minlength=N_FEATURES
+            )
             node = nxt
         return total
 
@@ -154,30 +163,40 @@ def _fold_scaler(pipeline: Any) -> tuple[Vector, float, Vector]:
 
 def _compile_hgb(model: Any) -> TreeEnsembleScorer:
     shrinkage = float(model.learning_rate)
-    features, thresholds, lefts, rights, values, roots = [], [], [], [], [], []
-    depth, offset = 0, 0
-    for (predictor,) in model._predictors:
-        nodes = predictor.nodes
-        n = len(nodes)
+    trees = [predictor.nodes for (predictor,) in model._predictors]
+    if any(nodes["is_categorical"].any() for nodes in trees):
+        raise ValueError("categorical splits are not compiled")
+    n_internal = sum(int((~nodes["is_leaf"].astype(bool)).sum()) for nodes in trees)
+    # Global numbering: all internal nodes first (tree by tree), then all leaves.
+    internal_at, leaf_at, roots = 0, n_internal, []
+    feature, threshold, left, right, values_internal, values_leaf = [], [], [], [], [], []
+    depth = 0
+    for nodes in trees:
         leaf = nodes["is_leaf"].astype(bool)
-        if nodes["is_categorical"].any():
-            raise ValueError("categorical splits are not compiled")
-        own = np.arange(n) + offset
-        features.append(np.where(leaf, 0, nodes["feature_idx"]))
-        thresholds.append(np.where(leaf, np.inf, nodes["num_threshold"]))
-        lefts.append(np.where(leaf, own, nodes["left"].astype(np.intp) + offset))
-        rights.append(np.where(leaf, own, nodes["right"].astype(np.intp) + offset))
+        index = np.empty(len(nodes), dtype=np.intp)
+        index[~leaf] = internal_at + np.arange(int((~leaf).sum()))
+        index[leaf] = leaf_at + np.arange(int(leaf.sum()))
+        internal_at += int((~leaf).sum())
+        leaf_at += int(leaf.sum())
+        roots.append(index[0])
+        inner = nodes[~leaf]
+        feature.append(inner["feature_idx"])
+        threshold.append(inner["num_threshold"])
+        left.append(index[inner["left"].astype(np.intp)])
+        right.append(index[inner["right"].astype(np.intp)])
         # sklearn scales only leaf values by the learning rate; scale internal nodes too for path attribution.
-        values.append(np.where(leaf, nodes["value"], nodes["value"] * shrinkage))
-        roots.append(offset)
+        values_internal.append(inner["value"] * shrinkage)
+        values_leaf.append(nodes[leaf]["value"])
         depth = max(depth, int(nodes["depth"].max()))
-        offset += n
+    features = np.concatenate(feature).astype(np.intp)
     return TreeEnsembleScorer(
-        feature=np.concatenate(features).astype(np.intp),
-        threshold=np.concatenate(thresholds).astype(np.float64),
-        left=np.concatenate(lefts).astype(np.intp),
-        right=np.concatenate(rights).astype(np.intp),
-        value=np.concatenate(values).astype(np.float64),
+        feature=features,
+        threshold=np.concatenate(threshold).astype(np.float64),
+        left=np.concatenate(left).astype(np.intp),
+        right=np.concatenate(right).astype(np.intp),
+        leaf_self=np.arange(n_internal, leaf_at, dtype=np.intp),
+        value=np.concatenate(values_internal + values_leaf).astype(np.float64),
+        node_feature=np.concatenate([features, np.zeros(leaf_at - n_internal, dtype=np.intp)]),
         roots=np.asarray(roots, dtype=np.intp),
         depth=depth,
         baseline=float(np.asarray(model._baseline_prediction).reshape(-1)[0]),

@@ -11,6 +11,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from common.settings import Settings
 
+
 @pytest.fixture(autouse=True)
 def _isolated_mlflow_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI; never let one test's registry leak into the next."""

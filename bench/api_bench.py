@@ -1,0 +1,224 @@
+"""``make bench-api``: our decision API vs a trivial aiohttp handler vs ``mlflow models serve``, in one run.
+
+Each server runs in its own process on this machine; the load generator (wrk when installed, else an aiohttp
+client) sends the same generated requests at 1 and 16 connections. Prints req/s, p50, p99 and the ratios.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from bench.loadgen import run_load
+from common import processes
+from common.redis_server import RedisServer, free_port
+from common.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = processes.BIN
+SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
+WARMUP = float(os.environ.get("BENCH_WARMUP_SECONDS", "3"))
+API_KEY = "bench-key"
+
+
+@dataclass
+class Target:
+    name: str
+    url: str
+    bodies: Path
+    api_key: str = ""
+    proc: subprocess.Popen[bytes] | None = None
+
+
+def _load(target: Target, connections: int, seconds: float) -> dict[str, float]:
+    if shutil.which("wrk"):
+        env = {**os.environ, "BODIES": str(target.bodies), "API_KEY": target.api_key}
+        out = subprocess.run(
+            [
+                "wrk",
+                "-t1",
+                f"-c{connections}",
+                f"-d{seconds:.0f}s",
+                "--timeout",
+                "5s",
+                "-s",
+                str(ROOT / "bench" / "post.lua"),
+                target.url,
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        line = next(x for x in out.splitlines() if x.startswith("JSON "))
+        result: dict[str, float] = json.loads(line[5:])
+        return result
+    bodies = [line.encode() for line in target.bodies.read_text().splitlines() if line]
+    return asyncio.run(run_load(target.url, bodies, connections, seconds, target.api_key))
+
+
+def _ensure_registry(settings: Settings) -> None:
+    from registry import has_aliases, mlflow_client
+    from training.train import train_and_register
+
+    if not has_aliases(mlflow_client(settings), settings.model_name):
+        print("no champion/challenger in the registry: training first", flush=True)
+        train_and_register(settings)
+
+
+def _write_bodies(directory: Path) -> tuple[Path, Path]:
+    from datagen import generate
+    from features import featurize_columns
+
+    data = generate(1_000, seed=99)
+    requests = directory / "requests.jsonl"
+    requests.write_bytes(b"\n".join(orjson.dumps(data.request(i)) for i in range(len(data))) + b"\n")
+    matrix = featurize_columns(data.columns).matrix
+    inputs = directory / "mlflow.jsonl"
+    inputs.write_bytes(b"\n".join(orjson.dumps({"inputs": [row.tolist()]}) for row in matrix) + b"\n")
+    return requests, inputs
+
+
+def main() -> int:
+    settings = Settings.from_env()
+    _ensure_registry(settings)
+    work = Path(tempfile.mkdtemp(prefix="bnpl-bench-"))
+    requests, inputs = _write_bodies(work)
+    redis = RedisServer(work / "redis").start()
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+    ports = {name: free_port() for name in ("ours", "trivial", "mlflow")}
+    targets = {
+        "ours": Target(
+            "bnpl API (full decision path)",
+            f"http://127.0.0.1:{ports['ours']}/v1/bnpl/risk-assessment",
+            requests,
+            API_KEY,
+        ),
+        "trivial": Target(
+            "trivial aiohttp handler", f"http://127.0.0.1:{ports['trivial']}/v1/bnpl/risk-assessment", requests
+        ),
+        "mlflow": Target("mlflow models serve", f"http://127.0.0.1:{ports['mlflow']}/invocations", inputs),
+    }
+    commands = {
+        "ours": (
+            [str(BIN / "bnpl"), "serve", "--port", str(ports["ours"])],
+            {
+                "BNPL_REDIS_URL": redis.url,
+                "BNPL_API_KEYS": API_KEY,
+                "BNPL_INSTANCE_ID": f"bench-{os.getpid()}",
+                "BNPL_KEY_PREFIX": f"bench{int(time.time())}",
+                "BNPL_SPOOL_DIR": str(work / "spool"),
+            },
+            f"http://127.0.0.1:{ports['ours']}/readyz?strict=1",
+        ),
+        "trivial": ([sys.executable, "-m", "bench.trivial_server", "--port", str(ports["trivial"])], {}, None),
+        "mlflow": (
+            [
+                str(BIN / "mlflow"),
+                "models",
+                "serve",
+                "-m",
+                f"models:/{settings.model_name}@champion",
+                "--env-manager",
+                "local",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(ports["mlflow"]),
+            ],
+            {},
+            f"http://127.0.0.1:{ports['mlflow']}/ping",
+        ),
+    }
+    results: dict[tuple[str, int], dict[str, float]] = {}
+    try:
+        for key, (cmd, extra, ready) in commands.items():
+            proc = subprocess.Popen(
+                cmd,
+                cwd=ROOT,
+                env={**env, **extra},
+                stdout=subprocess.DEVNULL,
+                stderr=(work / f"{key}.log").open("wb"),
+            )
+            targets[key].proc = proc
+            if ready:
+                processes.wait_http(ready, proc)
+            else:
+                time.sleep(1.5)
+        print(
+            f"load generator: {'wrk' if shutil.which('wrk') else 'aiohttp client'}, {SECONDS:.0f}s per cell, "
+            f"{WARMUP:.0f}s warm-up; 1,000 generated requests in rotation",
+            flush=True,
+        )
+        for target in targets.values():
+            _load(target, 16, WARMUP)
+        for connections in (16, 1):
+            for key, target in targets.items():
+                results[(key, connections)] = _load(target, connections, SECONDS)
+                r = results[(key, connections)]
+                print(
+                    f"  {target.name:32s} c={connections:<3d} {r['requests'] / (r['duration_us'] / 1e6):9.0f} req/s",
+                    flush=True,
+                )
+    finally:
+        for target in targets.values():
+            if target.proc:
+                processes.stop(target.proc)
+        events = _stream_length(redis.url)
+        redis.stop()
+    _report(targets, results, events)
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def _stream_length(url: str) -> int:
+    import redis as sync_redis
+
+    client = sync_redis.Redis.from_url(url)
+    try:
+        return sum(int(client.xlen(k)) for k in client.scan_iter(match="bench*:predictions", _type="stream"))
+    finally:
+        client.close()
+
+
+def _report(targets: dict[str, Target], results: dict[tuple[str, int], dict[str, float]], events: int) -> None:
+    def rps(key: str, c: int) -> float:
+        r = results[(key, c)]
+        return r["requests"] / (r["duration_us"] / 1e6)
+
+    print("\n| server | connections | req/s | p50 ms | p99 ms | non-2xx | errors |")
+    print("|---|---|---|---|---|---|---|")
+    for c in (1, 16):
+        for key, target in targets.items():
+            r = results[(key, c)]
+            print(
+                f"| {target.name} | {c} | {rps(key, c):,.0f} | {r['p50_us'] / 1000:.2f} | {r['p99_us'] / 1000:.2f} | "
+                f"{int(r['non2xx'])} | {int(r['errors'])} |"
+            )
+    print()
+    for c in (1, 16):
+        print(
+            f"c={c}: ours / trivial = {rps('ours', c) / rps('trivial', c):.2f}   "
+            f"ours / mlflow models serve = {rps('ours', c) / rps('mlflow', c):.1f}x"
+        )
+    sent = sum(results[("ours", c)]["requests"] for c in (1, 16))
+    print(f"events in the stream after the run: {events:,} (measured requests to ours: {int(sent):,} + warm-up)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

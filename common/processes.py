@@ -1,0 +1,53 @@
+"""Starting and stopping the system's own processes (demo, benchmarks): ``bnpl serve`` and friends."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], seconds: float = 90.0) -> None:
+    """Wait until ``url`` answers 200, failing early if ``proc`` exits."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process for {url} exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - loopback only
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up within {seconds:.0f}s")
+
+
+def start(args: list[str], env: dict[str, str], log_path: Path, cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start a child process with the venv's bin first on PATH, output to ``log_path``."""
+    full_env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}", **env}
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(  # noqa: S603 - our own executables, argument lists (no shell)
+        args,
+        env=full_env,
+        cwd=cwd,
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
+    """SIGTERM (graceful: the API flushes its events), SIGKILL after ``timeout``."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
