@@ -96,8 +96,6 @@ def main() -> int:
     requests, inputs = _write_bodies(work)
     redis = RedisServer(work / "redis").start()
     env = {
-        **os.environ,
-        "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
         "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
         "MLFLOW_DISABLE_TELEMETRY": "true",
     }
@@ -148,13 +146,7 @@ def main() -> int:
     results: dict[tuple[str, int], dict[str, float]] = {}
     try:
         for key, (cmd, extra, ready) in commands.items():
-            proc = subprocess.Popen(
-                cmd,
-                cwd=ROOT,
-                env={**env, **extra},
-                stdout=subprocess.DEVNULL,
-                stderr=(work / f"{key}.log").open("wb"),
-            )
+            proc = processes.start(cmd, {**env, **extra}, work / f"{key}.log", cwd=ROOT)
             targets[key].proc = proc
             if ready:
                 processes.wait_http(ready, proc)
