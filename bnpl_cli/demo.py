@@ -57,7 +57,7 @@ def _features() -> None:
     print(f"first features: {shown} …")
 
 
-def _traffic(settings: Settings, client: Any) -> None:
+def _traffic(settings: Settings, client: Any, requests: int) -> None:
     import redis as sync_redis
 
     from common import processes
@@ -85,13 +85,13 @@ def _traffic(settings: Settings, client: Any) -> None:
         with step(f"starting bnpl serve on 127.0.0.1:{port} (embedded redis {redis_server.url})"):
             processes.wait_http(f"http://127.0.0.1:{port}/readyz?strict=1", api)
         data = generate(
-            DEMO_REQUESTS,
+            requests,
             seed=2026,
             start=datetime(2026, 1, 1, tzinfo=UTC),
             days=30,
-            drifts=[NewCategory(start_index=DEMO_REQUESTS // 2, share=0.05)],
+            drifts=[NewCategory(start_index=requests // 2, share=0.05)],
         )
-        with step(f"sending {DEMO_REQUESTS:,} generated requests over {DEMO_CONNECTIONS} connections"):
+        with step(f"sending {requests:,} generated requests over {DEMO_CONNECTIONS} connections"):
             result = asyncio.run(
                 simulate(f"http://127.0.0.1:{port}", data.iter_requests(), api_key=key, connections=DEMO_CONNECTIONS)
             )
@@ -123,10 +123,10 @@ def _traffic(settings: Settings, client: Any) -> None:
     )
 
 
-def run_demo(settings: Settings, retrain: bool = False) -> int:
+def run_demo(settings: Settings, retrain: bool = False, requests: int = DEMO_REQUESTS) -> int:
     """Run every part that exists and print the report."""
     print(f"BNPL risk demo — data dir {settings.data_dir.resolve()}, MLflow {settings.mlflow_tracking_uri}")
     client = _models(settings, retrain)
     _features()
-    _traffic(settings, client)
+    _traffic(settings, client, requests)
     return 0

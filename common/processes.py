@@ -32,13 +32,14 @@ def start(args: list[str], env: dict[str, str], log_path: Path, cwd: Path | None
     """Start a child process with the venv's bin first on PATH, output to ``log_path``."""
     full_env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}", **env}
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(  # noqa: S603 - our own executables, argument lists (no shell)
-        args,
-        env=full_env,
-        cwd=cwd,
-        stdout=log_path.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+    with log_path.open("wb") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(  # noqa: S603 - our own executables, argument lists (no shell)
+            args,
+            env=full_env,
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:

@@ -18,10 +18,13 @@ def test_train_then_demo_skips_training_and_promote_moves_alias(tmp_path, capsys
     assert "challenger" in out
     assert "champion AUC − " in out
 
-    assert main(["--data-dir", data_dir, "demo"]) == 0
+    assert main(["--data-dir", data_dir, "demo", "--requests", "1500"]) == 0
     out = capsys.readouterr().out
     assert "skipping training" in out
     assert "payment_provider='zip': 36 features, unknown fields: payment_provider" in out
+    assert "statuses: {200: 1500}" in out
+    assert "decided requests found exactly once: 1,500/1,500 (API exit code 0)" in out
+    assert "challenger  n=" in out
 
     from common.settings import Settings
 
