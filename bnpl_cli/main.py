@@ -87,6 +87,25 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_consume(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from consumers.cli import check, consume
+
+    settings = _settings(args)
+    if args.check:
+        return asyncio.run(check(settings, args.group))
+    return consume(settings, args.group, args.workers)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from consumers.cli import status
+
+    return asyncio.run(status(_settings(args)))
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from bnpl_cli.demo import run_demo
 
@@ -125,6 +144,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="listen address (env BNPL_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (env BNPL_PORT, default 8080)")
     serve.set_defaults(func=_cmd_serve)
+
+    consume = sub.add_parser("consume", help="run workers of a consumer group (warehouse, …)")
+    consume.add_argument("group")
+    consume.add_argument("--workers", type=int, default=1, help="worker processes in this group")
+    consume.add_argument("--check", action="store_true", help="exit 0 if a worker of the group is alive")
+    consume.set_defaults(func=_cmd_consume)
+
+    status = sub.add_parser("status", help="streams, groups, consumers, lag; exit 1 when a group is stuck")
+    status.set_defaults(func=_cmd_status)
 
     demo = sub.add_parser("demo", help="run the whole system on embedded defaults and print a report")
     demo.add_argument("--retrain", action="store_true", help="train even when the registry already has models")

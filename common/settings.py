@@ -87,6 +87,28 @@ class Settings:
     #: Directory of spool files (events kept while Redis is unreachable). ``BNPL_SPOOL_DIR``; default data_dir/spool.
     spool_dir: Path | None = None
 
+    # --- consumer groups and the warehouse ---------------------------------------------------------------------
+    #: ``duckdb`` (embedded default) or ``bigquery``. ``BNPL_WAREHOUSE``.
+    warehouse: str = "duckdb"
+    #: DuckDB file. ``BNPL_DUCKDB_PATH``; default data_dir/warehouse.duckdb.
+    duckdb_path: Path | None = None
+    #: BigQuery project, dataset and location. ``BNPL_BQ_PROJECT``, ``BNPL_BQ_DATASET``, ``BNPL_BQ_LOCATION``.
+    bq_project: str = ""
+    bq_dataset: str = "bnpl"
+    bq_location: str = "US"
+    #: Events per consumer batch and the longest wait to fill one. ``BNPL_CONSUMER_BATCH``, ``BNPL_CONSUMER_WAIT_S``.
+    consumer_batch: int = 5_000
+    consumer_wait_s: float = 2.0
+    #: Deliveries before an entry is dead-lettered. ``BNPL_MAX_DELIVERIES``.
+    max_deliveries: int = 5
+    #: Idle time after which another worker claims a pending entry, in ms. ``BNPL_CLAIM_IDLE_MS``.
+    claim_idle_ms: int = 30_000
+    #: Stream retention in Redis, in days (kept longer only while a group still needs entries).
+    #: ``BNPL_STREAM_RETENTION_DAYS``.
+    stream_retention_days: float = 30.0
+    #: Prometheus port of a consumer worker (worker i uses port + i); 0 disables. ``BNPL_METRICS_PORT``.
+    metrics_port: int = 0
+
     def __post_init__(self) -> None:
         if not self.mlflow_tracking_uri:
             object.__setattr__(self, "mlflow_tracking_uri", _default_tracking_uri(self.data_dir))
@@ -94,6 +116,8 @@ class Settings:
             object.__setattr__(self, "mlflow_artifact_root", (self.data_dir.resolve() / "mlartifacts").as_uri())
         if self.spool_dir is None:
             object.__setattr__(self, "spool_dir", self.data_dir / "spool")
+        if self.duckdb_path is None:
+            object.__setattr__(self, "duckdb_path", self.data_dir / "warehouse.duckdb")
 
     @property
     def keys(self) -> Keys:
@@ -134,6 +158,22 @@ class Settings:
             "publish_interval_ms": float(env.get("BNPL_PUBLISH_INTERVAL_MS", "5")),
             "publish_marker_ttl": int(env.get("BNPL_PUBLISH_MARKER_TTL", "86400")),
         }
+        values.update(
+            {
+                "warehouse": env.get("BNPL_WAREHOUSE", "duckdb"),
+                "bq_project": env.get("BNPL_BQ_PROJECT", ""),
+                "bq_dataset": env.get("BNPL_BQ_DATASET", "bnpl"),
+                "bq_location": env.get("BNPL_BQ_LOCATION", "US"),
+                "consumer_batch": int(env.get("BNPL_CONSUMER_BATCH", "5000")),
+                "consumer_wait_s": float(env.get("BNPL_CONSUMER_WAIT_S", "2")),
+                "max_deliveries": int(env.get("BNPL_MAX_DELIVERIES", "5")),
+                "claim_idle_ms": int(env.get("BNPL_CLAIM_IDLE_MS", "30000")),
+                "stream_retention_days": float(env.get("BNPL_STREAM_RETENTION_DAYS", "30")),
+                "metrics_port": int(env.get("BNPL_METRICS_PORT", "0")),
+            }
+        )
+        if env.get("BNPL_DUCKDB_PATH"):
+            values["duckdb_path"] = Path(env["BNPL_DUCKDB_PATH"])
         if "BNPL_OPEN_PATHS" in env:
             values["open_paths"] = _csv(env["BNPL_OPEN_PATHS"])
         if "BNPL_MODEL_ALIASES" in env:

@@ -33,13 +33,15 @@ class PredictionEvent(msgspec.Struct, kw_only=True):
     model_versions: dict[str, str]
     selected_alias: str | None
     selected_version: str | None
-    selected_family: str
+    #: Family of the deciding model (e.g. ``hgb``), ``rules`` for the fallback (response: ``selected_model``).
+    selected_model: str
     experiment_id: str | None
     experiment_name: str | None
     arm: str
     deployment_mode: DeploymentMode
     decision: Decision
-    risk_level: RiskLevel
+    #: LOW / MEDIUM / HIGH of the decision (the request's own ``risk_level`` is under ``request``).
+    decision_risk_level: RiskLevel
     default_probability: float | None
     decision_policy: str
     thresholds: dict[str, float]

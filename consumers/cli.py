@@ -1,0 +1,126 @@
+"""``bnpl consume <group>`` and ``bnpl status``: process management around the runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+from typing import Any
+
+from common.settings import Settings
+from consumers.groups import GROUPS
+from consumers.runtime import ConsumerWorker, RuntimeConfig, run_worker
+
+log = logging.getLogger(__name__)
+
+
+def runtime_config(settings: Settings) -> RuntimeConfig:
+    return RuntimeConfig(
+        batch_size=settings.consumer_batch,
+        max_wait_s=settings.consumer_wait_s,
+        max_deliveries=settings.max_deliveries,
+        claim_idle_ms=settings.claim_idle_ms,
+        retention_ms=int(settings.stream_retention_days * 24 * 3600 * 1000),
+    )
+
+
+def _redis(settings: Settings) -> Any:
+    from redis.asyncio import Redis
+
+    if not settings.redis_url:
+        raise SystemExit("set BNPL_REDIS_URL (bnpl serve prints the URL of its embedded redis-server)")
+    return Redis.from_url(settings.redis_url, socket_timeout=10.0, socket_connect_timeout=2.0)
+
+
+def _serve_metrics(worker: ConsumerWorker, port: int) -> None:
+    from prometheus_client import REGISTRY, start_http_server
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    class Collector:
+        def describe(self) -> list[Any]:
+            return []
+
+        def collect(self) -> Any:
+            labels = ["group", "consumer"]
+            values = [worker.group, worker.name]
+            for name, value in (
+                ("processed", worker.stats.processed),
+                ("failed", worker.stats.failed),
+                ("dead_lettered", worker.stats.dead_lettered),
+                ("retries", worker.stats.retries),
+                ("claimed", worker.stats.claimed),
+            ):
+                family = CounterMetricFamily(f"bnpl_consumer_{name}", f"Entries {name}", labels=labels)
+                family.add_metric(values, value)
+                yield family
+            gauge = GaugeMetricFamily("bnpl_consumer_batch_seconds", "Duration of the last batch", labels=labels)
+            gauge.add_metric(values, worker.stats.last_batch_s)
+            yield gauge
+
+    REGISTRY.register(Collector())
+    start_http_server(port, addr="127.0.0.1")
+
+
+async def _run_one(settings: Settings, group: str) -> int:
+    redis = _redis(settings)
+    worker = ConsumerWorker(redis, settings.keys, GROUPS[group](settings), runtime_config(settings))
+    if settings.metrics_port:
+        _serve_metrics(worker, settings.metrics_port + int(os.environ.get("BNPL_WORKER_INDEX", "0")))
+    log.info("group %s: consumer %s started on %s", group, worker.name, ", ".join(worker.streams))
+    try:
+        await run_worker(worker)
+    finally:
+        await redis.aclose()
+    log.info("group %s: consumer %s stopped (processed %d)", group, worker.name, worker.stats.processed)
+    return 0
+
+
+async def check(settings: Settings, group: str) -> int:
+    """0 when at least one consumer of ``group`` refreshed its health key within its TTL."""
+    redis = _redis(settings)
+    try:
+        alive = [k async for k in redis.scan_iter(match=f"{settings.keys.prefix}:health:{group}:*")]
+    finally:
+        await redis.aclose()
+    print(f"group {group}: {len(alive)} live consumer(s)")
+    return 0 if alive else 1
+
+
+def consume(settings: Settings, group: str, workers: int = 1) -> int:
+    """Run ``workers`` worker processes (one in-process when 1) of ``group``."""
+    if group not in GROUPS:
+        raise SystemExit(f"unknown group {group!r}; known: {', '.join(GROUPS)}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if workers <= 1:
+        return asyncio.run(_run_one(settings, group))
+    children = [
+        subprocess.Popen(  # noqa: S603 - re-runs this same command
+            [sys.executable, "-m", "bnpl_cli.main", "consume", group],
+            env={**os.environ, "BNPL_WORKER_INDEX": str(i)},
+        )
+        for i in range(workers)
+    ]
+
+    def forward(signum: int, _frame: Any) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    return max(child.wait() for child in children)
+
+
+async def status(settings: Settings) -> int:
+    from consumers.status import collect, healthy, render
+
+    redis = _redis(settings)
+    try:
+        streams = await collect(redis, settings.keys)
+    finally:
+        await redis.aclose()
+    print(render(streams))
+    return 0 if healthy(streams) else 1

@@ -1,0 +1,162 @@
+"""``bnpl status``: every prediction stream and group at a glance; non-zero exit when a group is stuck.
+
+A group is **stuck** when work is waiting (lag or pending entries) and no consumer of it is alive (no fresh health
+key), or when work is waiting and the group made no progress over the last minute.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from common.keys import Keys
+
+RATE_SAMPLES = 40  # at one sample per 5 s per worker: a few minutes of history
+
+
+@dataclass(slots=True)
+class GroupStatus:
+    name: str
+    consumers: list[dict[str, Any]]
+    live_consumers: int
+    pending: int
+    lag: int | None
+    last_delivered_id: str
+    events_per_s: float | None
+    stuck: bool
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class StreamStatus:
+    stream: str
+    length: int
+    memory_bytes: int | None
+    dead_letters: int
+    events_per_s: float | None
+    groups: list[GroupStatus] = field(default_factory=list)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def rates_key(keys: Keys, stream: str, group: str) -> str:
+    return f"{keys.prefix}:rates:{stream}:{group}"
+
+
+async def record_rate_sample(redis: Any, keys: Keys, stream: str, group: str) -> None:
+    """Called by workers every few seconds: (time, entries added to the stream, entries read by the group)."""
+    info = await redis.xinfo_stream(stream)
+    groups = {_text(g["name"]): g for g in await redis.xinfo_groups(stream)}
+    if group not in groups:
+        return
+    sample = {
+        "t": time.time(),
+        "added": int(info.get("entries-added", 0)),
+        "read": int(groups[group].get("entries-read") or 0),
+    }
+    key = rates_key(keys, stream, group)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.rpush(key, orjson.dumps(sample))
+        pipe.ltrim(key, -RATE_SAMPLES, -1)
+        pipe.expire(key, 3600)
+        await pipe.execute()
+
+
+def _rate(samples: list[dict[str, float]], field_name: str, window_s: float = 60.0) -> float | None:
+    if len(samples) < 2:
+        return None
+    last = samples[-1]
+    older = [s for s in samples if last["t"] - s["t"] >= min(window_s, last["t"] - samples[0]["t"])]
+    first = older[-1] if older else samples[0]
+    span = last["t"] - first["t"]
+    return (last[field_name] - first[field_name]) / span if span > 0 else None
+
+
+async def collect(redis: Any, keys: Keys) -> list[StreamStatus]:
+    """Status of every prediction stream and its groups."""
+    out = []
+    for stream in keys.prediction_streams():
+        if not await redis.exists(stream):
+            out.append(StreamStatus(stream, 0, None, int(await redis.xlen(keys.dead_letter(stream))), None))
+            continue
+        try:
+            memory = await redis.memory_usage(stream)
+        except Exception:  # MEMORY USAGE may be disabled on managed Redis
+            memory = None
+        status = StreamStatus(
+            stream, int(await redis.xlen(stream)), memory, int(await redis.xlen(keys.dead_letter(stream))), None
+        )
+        for group in await redis.xinfo_groups(stream):
+            name = _text(group["name"])
+            consumers = [
+                {"name": _text(c["name"]), "pending": int(c["pending"]), "idle_ms": int(c["idle"])}
+                for c in await redis.xinfo_consumers(stream, name)
+            ]
+            live = len([k async for k in redis.scan_iter(match=f"{keys.prefix}:health:{name}:*")])
+            raw = await redis.lrange(rates_key(keys, stream, name), 0, -1)
+            samples = [orjson.loads(s) for s in raw]
+            lag = group.get("lag")
+            pending = int(group["pending"])
+            rate = _rate(samples, "read")
+            if status.events_per_s is None:
+                status.events_per_s = _rate(samples, "added")
+            waiting = pending > 0 or (lag is not None and int(lag) > 0) or lag is None
+            stuck, reason = False, ""
+            if waiting and live == 0:
+                stuck, reason = True, "work is waiting and no consumer is alive"
+            elif (
+                waiting
+                and rate is not None
+                and rate == 0
+                and len(samples) >= 2
+                and (samples[-1]["t"] - samples[0]["t"] >= 60)
+            ):
+                stuck, reason = True, "work is waiting and nothing was read in the last minute"
+            status.groups.append(
+                GroupStatus(
+                    name,
+                    consumers,
+                    live,
+                    pending,
+                    None if lag is None else int(lag),
+                    _text(group["last-delivered-id"]),
+                    rate,
+                    stuck,
+                    reason,
+                )
+            )
+        out.append(status)
+    return out
+
+
+def render(streams: list[StreamStatus]) -> str:
+    """Readable report."""
+    lines = []
+    for s in streams:
+        mem = f"{s.memory_bytes / 1e6:.1f} MB" if s.memory_bytes is not None else "n/a"
+        rate = f"{s.events_per_s:,.0f}/s" if s.events_per_s is not None else "n/a"
+        lines.append(
+            f"stream {s.stream}: {s.length:,} entries, {mem}, in {rate} (last minute), dead letters {s.dead_letters:,}"
+        )
+        for g in s.groups:
+            flag = f"STUCK ({g.reason})" if g.stuck else "ok"
+            grate = f"{g.events_per_s:,.0f}/s" if g.events_per_s is not None else "n/a"
+            lines.append(
+                f"  group {g.name}: {flag}; live consumers {g.live_consumers}, pending {g.pending:,}, "
+                f"lag {g.lag if g.lag is not None else 'unknown'}, last delivered {g.last_delivered_id}, "
+                f"read {grate}"
+            )
+            for c in g.consumers:
+                lines.append(f"    consumer {c['name']}: pending {c['pending']:,}, idle {c['idle_ms'] / 1000:.1f}s")
+        if not s.groups:
+            lines.append("  no consumer groups")
+    return "\n".join(lines)
+
+
+def healthy(streams: list[StreamStatus]) -> bool:
+    return not any(g.stuck for s in streams for g in s.groups)

@@ -1,0 +1,75 @@
+"""Safe stream trimming: never below what every group has acknowledged.
+
+On Redis 7.x the safe point is computed from ``XINFO GROUPS`` and ``XPENDING``: for each group, the oldest entry it
+still needs is its oldest pending entry, or the entry right after its last-delivered id when nothing is pending.
+The stream is trimmed (``XTRIM MINID``) to the oldest of those — and no further than the retention (30 days by
+default) allows. If a group still needs entries older than the retention, they are kept and the lag is reported
+instead of dropping them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from common.keys import Keys
+
+log = logging.getLogger(__name__)
+
+
+def parse_id(entry_id: str | bytes) -> tuple[int, int]:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def format_id(parts: tuple[int, int]) -> str:
+    return f"{parts[0]}-{parts[1]}"
+
+
+@dataclass(frozen=True, slots=True)
+class TrimResult:
+    stream: str
+    safe_min_id: str | None
+    trimmed_to: str | None
+    removed: int
+    #: Groups that still need entries older than the retention (kept; reported, never dropped).
+    overdue_groups: tuple[str, ...] = ()
+
+
+async def needed_from(redis: Any, stream: str) -> dict[str, tuple[int, int]]:
+    """Per group, the oldest entry id it still needs."""
+    needed: dict[str, tuple[int, int]] = {}
+    for group in await redis.xinfo_groups(stream):
+        name = group["name"].decode() if isinstance(group["name"], bytes) else group["name"]
+        if int(group["pending"]) > 0:
+            summary = await redis.xpending(stream, name)
+            needed[name] = parse_id(summary["min"])
+        else:
+            ms, seq = parse_id(group["last-delivered-id"])
+            needed[name] = (ms, seq + 1)
+    return needed
+
+
+async def trim_stream(redis: Any, stream: str, retention_ms: int, approximate: bool = True) -> TrimResult:
+    """Trim ``stream`` below the oldest entry any group needs, and only entries older than the retention."""
+    if not await redis.exists(stream):
+        return TrimResult(stream, None, None, 0)
+    needed = await needed_from(redis, stream)
+    if not needed:
+        return TrimResult(stream, None, None, 0)  # no group yet: nothing is known to be consumed
+    safe = min(needed.values())
+    retention_floor = (int(time.time() * 1000) - retention_ms, 0)
+    target = min(safe, retention_floor)
+    overdue = tuple(sorted(g for g, oldest in needed.items() if oldest < retention_floor))
+    if overdue:
+        log.error("stream %s: groups %s still need entries older than the retention; keeping them", stream, overdue)
+    removed = int(await redis.xtrim(stream, minid=format_id(target), approximate=approximate))
+    return TrimResult(stream, format_id(safe), format_id(target), removed, overdue)
+
+
+async def trim_streams(redis: Any, keys: Keys, retention_ms: int, approximate: bool = True) -> list[TrimResult]:
+    """Trim every prediction stream (safe to run from every worker at once: XTRIM MINID is idempotent)."""
+    return [await trim_stream(redis, s, retention_ms, approximate) for s in keys.prediction_streams()]

@@ -1,0 +1,264 @@
+"""The consumer-group runtime and the warehouse group with a real redis-server and a real DuckDB file."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from common.keys import Keys
+from consumers.base import BatchResult, Entry
+from consumers.runtime import ConsumerWorker, RuntimeConfig
+from consumers.status import collect, healthy
+from consumers.trim import trim_stream
+from consumers.warehouse import WarehouseHandler
+from tests.streams import add_events, make_events, wait_group_drained
+from warehouse.duckdb_store import DuckDBWarehouse
+
+FAST = RuntimeConfig(
+    batch_size=1_000,
+    max_wait_s=0.3,
+    block_ms=100,
+    claim_idle_ms=500,
+    claim_every_s=0.3,
+    max_deliveries=3,
+    trim_every_s=3_600,
+    max_backoff_s=2.0,
+)
+
+
+@pytest.fixture
+async def redis(redis_server):
+    client = aioredis.from_url(redis_server.url)
+    yield client
+    await client.aclose()
+
+
+def _ids_in_warehouse(path: Path) -> list[str]:
+    return [r[0] for r in DuckDBWarehouse(path).query("SELECT prediction_id FROM prediction_logs")]
+
+
+async def _run_until_drained(worker: ConsumerWorker, redis, stream: str, seconds: float = 120.0) -> None:
+    task = asyncio.create_task(worker.run())
+    try:
+        await wait_group_drained(redis, stream, worker.group, seconds)
+    finally:
+        worker.request_stop()
+        await asyncio.wait_for(task, 30)
+
+
+async def test_warehouse_group_lands_each_event_once_even_when_redelivered(tmp_path, redis, key_prefix):
+    keys = Keys(key_prefix)
+    stream = keys.predictions()
+    events = make_events(3_000, seed=1)
+    await add_events(redis, stream, events)
+    await add_events(redis, stream, events[:500])  # the same events published twice
+    path = tmp_path / "wh.duckdb"
+    worker = ConsumerWorker(redis, keys, WarehouseHandler(DuckDBWarehouse(path)), FAST, name="w1")
+    await _run_until_drained(worker, redis, stream)
+    ids = _ids_in_warehouse(path)
+    assert sorted(ids) == sorted(e.prediction_id for e in events)
+    assert worker.stats.processed == 3_500
+    rows = DuckDBWarehouse(path).query(
+        "SELECT customer_id, decision, selected_model, amount, json_extract(thresholds, '$') FROM prediction_logs "
+        "WHERE prediction_id = ?",
+        [events[0].prediction_id],
+    )
+    assert rows[0][:3] == (events[0].request.customer_id, events[0].decision, "rules")
+
+
+class _FlakyWarehouse(DuckDBWarehouse):
+    """The real DuckDB warehouse, unreachable for the first ``down_s`` seconds."""
+
+    def __init__(self, path: Path, down_s: float) -> None:
+        super().__init__(path)
+        self.until = time.monotonic() + down_s
+        self.failures = 0
+
+    def insert_predictions(self, columns):
+        if time.monotonic() < self.until:
+            self.failures += 1
+            raise ConnectionError("warehouse unavailable")
+        return super().insert_predictions(columns)
+
+
+async def test_warehouse_down_for_30s_retries_and_loses_nothing(tmp_path, redis, key_prefix):
+    keys = Keys(key_prefix)
+    stream = keys.predictions()
+    events = make_events(5_000, seed=2)
+    await add_events(redis, stream, events)
+    flaky = _FlakyWarehouse(tmp_path / "wh.duckdb", down_s=30.0)
+    worker = ConsumerWorker(redis, keys, WarehouseHandler(flaky), FAST, name="w1")
+    started = time.monotonic()
+    await _run_until_drained(worker, redis, stream, seconds=120)
+    assert time.monotonic() - started >= 30
+    assert flaky.failures >= 5
+    assert worker.stats.retries == flaky.failures
+    ids = _ids_in_warehouse(tmp_path / "wh.duckdb")
+    assert len(ids) == len(set(ids)) == 5_000
+
+
+async def test_poison_event_is_dead_lettered_while_the_rest_flow(tmp_path, redis, key_prefix):
+    keys = Keys(key_prefix)
+    stream = keys.predictions()
+    events = make_events(2_000, seed=3)
+    await add_events(redis, stream, events, poison_at={777})
+    worker = ConsumerWorker(redis, keys, WarehouseHandler(DuckDBWarehouse(tmp_path / "wh.duckdb")), FAST, name="w")
+    await _run_until_drained(worker, redis, stream, seconds=60)
+    ids = set(_ids_in_warehouse(tmp_path / "wh.duckdb"))
+    assert len(ids) == 1_999
+    assert events[777].prediction_id not in ids
+    dead = await redis.xrange(keys.dead_letter(stream))
+    assert len(dead) == 1
+    fields = dead[0][1]
+    assert fields[b"id"].decode() == events[777].prediction_id
+    assert b"undecodable" in fields[b"error"]
+    assert int(fields[b"deliveries"]) >= FAST.max_deliveries
+    assert worker.stats.dead_lettered == 1
+
+
+def _spawn_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bnpl_cli.main", "consume", "warehouse"],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def test_sigkill_workers_mid_batch_five_times_every_event_once(tmp_path, redis_server, redis, key_prefix):
+    keys = Keys(key_prefix)
+    stream = keys.predictions()
+    events = make_events(20_000, seed=4)
+    await add_events(redis, stream, events)
+    path = tmp_path / "wh.duckdb"
+    env = {
+        "BNPL_REDIS_URL": redis_server.url,
+        "BNPL_KEY_PREFIX": key_prefix,
+        "BNPL_DUCKDB_PATH": str(path),
+        "BNPL_CONSUMER_BATCH": "1000",
+        "BNPL_CONSUMER_WAIT_S": "0.3",
+        "BNPL_CLAIM_IDLE_MS": "1000",
+        "BNPL_DATA_DIR": str(tmp_path / "data"),
+    }
+    workers = [_spawn_worker(env) for _ in range(2)]
+    rng = random.Random(5)
+    kills_mid_batch = 0
+    try:
+        while kills_mid_batch < 5:
+            await asyncio.sleep(rng.uniform(0.05, 0.3))
+            victim = workers[rng.randrange(len(workers))]
+            name = f"{socket.gethostname()}-{victim.pid}"
+            try:
+                consumers = {c["name"].decode(): c for c in await redis.xinfo_consumers(stream, "warehouse")}
+            except aioredis.ResponseError:  # the group is not created yet
+                continue
+            if int(consumers.get(name, {}).get("pending", 0)) == 0:
+                continue  # not holding a batch right now: wait for one
+            victim.send_signal(signal.SIGKILL)
+            victim.wait()
+            kills_mid_batch += 1
+            workers.remove(victim)
+            workers.append(_spawn_worker(env))
+        await wait_group_drained(redis, stream, "warehouse", seconds=180)
+    finally:
+        for w in workers:
+            w.send_signal(signal.SIGTERM)
+        for w in workers:
+            w.wait(timeout=60)
+    ids = _ids_in_warehouse(path)
+    assert len(ids) == len(set(ids)) == 20_000
+    assert set(ids) == {e.prediction_id for e in events}
+
+
+class _Recorder:
+    """A second group that only records what it saw (and can be stopped)."""
+
+    group = "audit"
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    async def start(self) -> None:
+        return None
+
+    async def handle(self, entries: list[Entry]) -> BatchResult:
+        self.seen += [e.id for e in entries]
+        return BatchResult()
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_trimming_keeps_what_a_stopped_group_has_not_acked(tmp_path, redis, key_prefix):
+    keys = Keys(key_prefix)
+    stream = keys.predictions()
+    events = make_events(1_000, seed=6)
+    ids = await add_events(redis, stream, events)
+    audit = ConsumerWorker(redis, keys, _Recorder(), FAST, name="a1")
+    await audit.ensure_groups()  # the audit group exists but is stopped
+    warehouse = ConsumerWorker(redis, keys, WarehouseHandler(DuckDBWarehouse(tmp_path / "w.duckdb")), FAST, name="w")
+    await _run_until_drained(warehouse, redis, stream)
+
+    result = await trim_stream(redis, stream, retention_ms=0, approximate=False)
+    assert result.removed == 0  # the audit group has acked nothing
+    assert await redis.xlen(stream) == 1_000
+
+    # The audit group reads and acks the first 400 only: exactly those may go.
+    reply = await redis.xreadgroup("audit", "a1", {stream: ">"}, count=400)
+    await redis.xack(stream, "audit", *[entry_id for entry_id, _ in reply[0][1]])
+    result = await trim_stream(redis, stream, retention_ms=0, approximate=False)
+    assert result.removed == 400
+    remaining = [e[0].decode() for e in await redis.xrange(stream)]
+    assert remaining == ids[400:]
+
+    await _run_until_drained(audit, redis, stream)
+    result = await trim_stream(redis, stream, retention_ms=0, approximate=False)
+    assert await redis.xlen(stream) == 0
+    # With the default 30-day retention nothing young is trimmed even when everyone acked it.
+    await add_events(redis, stream, make_events(10, seed=7))
+    assert (await trim_stream(redis, stream, retention_ms=30 * 86_400_000, approximate=False)).removed == 0
+
+
+async def test_status_reports_a_stopped_group_as_stuck(tmp_path, redis_server, redis, key_prefix):
+    keys = Keys(key_prefix)
+    stream = keys.predictions()
+    await add_events(redis, stream, make_events(200, seed=8))
+    await redis.xgroup_create(stream, "warehouse", id="0", mkstream=True)
+    streams = await collect(redis, keys)
+    (group,) = streams[0].groups
+    assert group.stuck
+    assert "no consumer is alive" in group.reason
+    assert not healthy(streams)
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bnpl_cli.main",
+        "status",
+        env={**os.environ, "BNPL_REDIS_URL": redis_server.url, "BNPL_KEY_PREFIX": key_prefix},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode == 1
+    assert b"STUCK" in out
+
+    worker = ConsumerWorker(redis, keys, WarehouseHandler(DuckDBWarehouse(tmp_path / "w.duckdb")), FAST, name="w")
+    task = asyncio.create_task(worker.run())
+    try:
+        await wait_group_drained(redis, stream, "warehouse")
+        streams = await collect(redis, keys)
+        assert healthy(streams)
+        assert streams[0].groups[0].live_consumers == 1
+    finally:
+        worker.request_stop()
+        await task

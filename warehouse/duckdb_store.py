@@ -1,0 +1,109 @@
+"""DuckDB warehouse (embedded default): one file under the data dir, PRIMARY KEY on prediction_id.
+
+DuckDB lets one process write a file at a time, so each batch opens the file, inserts with
+``INSERT OR IGNORE`` (idempotent), commits and closes; a worker that finds the file locked by another waits briefly
+and retries (the caller sees a transient error after ``lock_timeout_s``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from schemas.warehouse import TABLES, Column
+from warehouse.base import Columns, InsertResult
+
+DUCKDB_TYPES = {
+    "STRING": "VARCHAR",
+    "FLOAT": "DOUBLE",
+    "INTEGER": "BIGINT",
+    "BOOLEAN": "BOOLEAN",
+    "TIMESTAMP": "TIMESTAMPTZ",
+    "JSON": "JSON",
+    "STRING_ARRAY": "VARCHAR[]",
+    "FLOAT_ARRAY": "DOUBLE[]",
+}
+ARROW_TYPES = {
+    "STRING": pa.string(),
+    "FLOAT": pa.float64(),
+    "INTEGER": pa.int64(),
+    "BOOLEAN": pa.bool_(),
+    "TIMESTAMP": pa.string(),
+    "JSON": pa.string(),
+    "STRING_ARRAY": pa.list_(pa.string()),
+    "FLOAT_ARRAY": pa.list_(pa.float64()),
+}
+
+
+def create_table_sql(table: str, columns: list[Column], key: str) -> str:
+    cols = ",\n  ".join(f'"{c.name}" {DUCKDB_TYPES[c.kind]}{"" if c.nullable else " NOT NULL"}' for c in columns)
+    return f'CREATE TABLE IF NOT EXISTS {table} (\n  {cols},\n  PRIMARY KEY ("{key}")\n)'
+
+
+class DuckDBWarehouse:
+    """Idempotent inserts into a DuckDB file."""
+
+    def __init__(self, path: Path, lock_timeout_s: float = 30.0) -> None:
+        self.path = path
+        self.lock_timeout_s = lock_timeout_s
+        path.parent.mkdir(parents=True, exist_ok=True)
+        columns, _ = TABLES["prediction_logs"]
+        self._columns = columns
+        self._arrow_schema = pa.schema([pa.field(c.name, ARROW_TYPES[c.kind], nullable=c.nullable) for c in columns])
+        select = ", ".join(
+            f'CAST("{c.name}" AS {DUCKDB_TYPES[c.kind]})' if c.kind in ("TIMESTAMP", "JSON") else f'"{c.name}"'
+            for c in columns
+        )
+        self._insert = f"INSERT OR IGNORE INTO prediction_logs SELECT {select} FROM batch"  # noqa: S608 - constants
+
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection, waiting while another process holds the file."""
+        deadline = time.monotonic() + self.lock_timeout_s
+        while True:
+            try:
+                conn = duckdb.connect(str(self.path), read_only=read_only)
+                break
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def ensure_tables(self) -> None:
+        with self.connect() as conn:
+            for table, (columns, key) in TABLES.items():
+                conn.execute(create_table_sql(table, columns, key))
+
+    def insert_predictions(self, columns: Columns) -> InsertResult:
+        n = len(columns["prediction_id"])
+        if not n:
+            return InsertResult()
+        batch = pa.Table.from_pydict(columns, schema=self._arrow_schema)  # noqa: F841 - read by DuckDB below
+        with self.connect() as conn:
+            conn.execute("BEGIN")
+            before = conn.execute("SELECT count(*) FROM prediction_logs").fetchone()
+            conn.execute(self._insert)
+            after = conn.execute("SELECT count(*) FROM prediction_logs").fetchone()
+            conn.execute("COMMIT")
+        assert before is not None
+        assert after is not None
+        inserted = int(after[0]) - int(before[0])
+        return InsertResult(inserted=inserted, duplicates=n - inserted)
+
+    def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run a read-only query (reports, tests)."""
+        with self.connect(read_only=True) as conn:
+            return conn.execute(sql, params or []).fetchall()
+
+    def close(self) -> None:
+        """Nothing held between batches."""
