@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: venv lint typecheck test demo bench bench-api clean
+.PHONY: venv lint typecheck test demo bench bench-api bench-consumers clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
@@ -33,7 +33,10 @@ demo: venv
 bench-api: venv
 	$(BIN)/python -m bench.api_bench
 
-bench: bench-api
+bench-consumers: venv
+	$(BIN)/python -m bench.consumers_bench
+
+bench: bench-api bench-consumers
 
 clean:
 	rm -rf $(VENV) .bnpl .pytest_cache .mypy_cache .ruff_cache

@@ -117,8 +117,11 @@ class ConsumerWorker:
         try:
             await self._beat()
             await self._own_pending()
-            while not self.stopping:
-                batch = await self._collect()
+            # Prefetch one batch while the previous one is in the sink (bounded: at most two batches in hand).
+            upcoming: asyncio.Task[list[Entry]] | None = asyncio.create_task(self._collect())
+            while upcoming is not None:
+                batch = await upcoming
+                upcoming = None if self.stopping else asyncio.create_task(self._collect())
                 if batch:
                     await self._process(batch)
                 await self._housekeeping()

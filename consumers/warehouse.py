@@ -14,7 +14,11 @@ _DECODER = msgspec.json.Decoder(PredictionEvent)
 
 
 class WarehouseHandler:
-    """Decode, convert to columns, insert idempotently; undecodable or unloadable events fail individually."""
+    """Insert idempotently; undecodable or unloadable events fail individually (and are dead-lettered later).
+
+    Warehouses with ``insert_raw`` (DuckDB) get the raw event JSON and parse it natively; others (BigQuery) get
+    events decoded and validated with msgspec, as columns.
+    """
 
     group = "warehouse"
 
@@ -25,6 +29,10 @@ class WarehouseHandler:
         await asyncio.to_thread(self.warehouse.ensure_tables)
 
     def _handle(self, entries: list[Entry]) -> BatchResult:
+        insert_raw = getattr(self.warehouse, "insert_raw", None)
+        if insert_raw is not None:  # the warehouse parses event JSON itself (DuckDB): Python only moves bytes
+            _, rejected = insert_raw([e.payload for e in entries])
+            return BatchResult({entries[i].id: f"unloadable prediction event: {why}" for i, why in rejected.items()})
         failed: dict[str, str] = {}
         events: list[PredictionEvent] = []
         entry_of: dict[str, str] = {}

@@ -121,7 +121,7 @@ async def test_poison_event_is_dead_lettered_while_the_rest_flow(tmp_path, redis
     assert len(dead) == 1
     fields = dead[0][1]
     assert fields[b"id"].decode() == events[777].prediction_id
-    assert b"undecodable" in fields[b"error"]
+    assert b"malformed JSON" in fields[b"error"]
     assert int(fields[b"deliveries"]) >= FAST.max_deliveries
     assert worker.stats.dead_lettered == 1
 

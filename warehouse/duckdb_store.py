@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
+import orjson
 import pyarrow as pa
 
+from schemas.events import PredictionEvent
 from schemas.warehouse import TABLES, Column
 from warehouse.base import Columns, InsertResult
 
@@ -41,6 +44,29 @@ ARROW_TYPES = {
 }
 
 
+def _json_structure(columns: list[Column]) -> str:
+    """json_transform structure of a prediction event (the request nested, like on the wire)."""
+    top = set(PredictionEvent.__struct_fields__)
+    event: dict[str, Any] = {}
+    request: dict[str, Any] = {}
+    for c in columns:
+        if c.name == "ingested_at":
+            continue
+        kind = "VARCHAR" if c.kind == "TIMESTAMP" else DUCKDB_TYPES[c.kind]
+        (event if c.name in top else request)[c.name] = kind
+    event["request"] = request
+    return orjson.dumps(event).decode()
+
+
+def _arrow_strings(payloads: list[bytes]) -> pa.Array:
+    """Zero-copy-ish Arrow string array over the raw payloads (one join, one offsets array)."""
+    offsets = np.zeros(len(payloads) + 1, dtype=np.int64)
+    np.cumsum([len(p) for p in payloads], out=offsets[1:])
+    return pa.Array.from_buffers(
+        pa.large_string(), len(payloads), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(payloads))]
+    )
+
+
 def create_table_sql(table: str, columns: list[Column], key: str) -> str:
     cols = ",\n  ".join(f'"{c.name}" {DUCKDB_TYPES[c.kind]}{"" if c.nullable else " NOT NULL"}' for c in columns)
     return f'CREATE TABLE IF NOT EXISTS {table} (\n  {cols},\n  PRIMARY KEY ("{key}")\n)'
@@ -61,6 +87,28 @@ class DuckDBWarehouse:
             for c in columns
         )
         self._insert = f"INSERT OR IGNORE INTO prediction_logs SELECT {select} FROM batch"  # noqa: S608 - constants
+        # Raw path: DuckDB parses the event JSON itself (vectorized C++), Python only moves bytes.
+        top = set(PredictionEvent.__struct_fields__)
+        exprs = []
+        for c in columns:
+            if c.name == "ingested_at":
+                exprs.append("now()")
+                continue
+            ref = f'j."{c.name}"' if c.name in top else f'j.request."{c.name}"'
+            exprs.append(f"CAST({ref} AS {DUCKDB_TYPES[c.kind]})" if c.kind == "TIMESTAMP" else ref)
+        required = " OR ".join(
+            f"({e}) IS NULL" for c, e in zip(columns, exprs, strict=True) if not c.nullable and c.name != "ingested_at"
+        )
+        structure = _json_structure(columns).replace("'", "''")
+        self._stage_raw = (
+            "CREATE OR REPLACE TEMP TABLE staged AS SELECT i, json_valid(e) AS ok, "
+            f"CASE WHEN json_valid(e) THEN json_transform(e, '{structure}') END AS j FROM raw"
+        )
+        self._invalid_raw = f"SELECT i, ok FROM staged WHERE NOT ok OR {required}"  # noqa: S608 - constants
+        self._insert_raw = (
+            f"INSERT OR IGNORE INTO prediction_logs SELECT {', '.join(exprs)} FROM staged "  # noqa: S608
+            f"WHERE ok AND NOT ({required})"
+        )
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -99,6 +147,27 @@ class DuckDBWarehouse:
         assert after is not None
         inserted = int(after[0]) - int(before[0])
         return InsertResult(inserted=inserted, duplicates=n - inserted)
+
+    def insert_raw(self, payloads: list[bytes]) -> tuple[InsertResult, dict[int, str]]:
+        """Insert raw event JSON (as published); returns the result and the rejected positions with reasons."""
+        if not payloads:
+            return InsertResult(), {}
+        raw = pa.table({"i": pa.array(range(len(payloads)), pa.int64()), "e": _arrow_strings(payloads)})  # noqa: F841
+        with self.connect() as conn:
+            conn.execute("BEGIN")
+            conn.execute(self._stage_raw)
+            rejected = {
+                int(i): "malformed JSON" if not ok else "missing or mistyped required field(s)"
+                for i, ok in conn.execute(self._invalid_raw).fetchall()
+            }
+            before = conn.execute("SELECT count(*) FROM prediction_logs").fetchone()
+            conn.execute(self._insert_raw)
+            after = conn.execute("SELECT count(*) FROM prediction_logs").fetchone()
+            conn.execute("COMMIT")
+        assert before is not None
+        assert after is not None
+        inserted = int(after[0]) - int(before[0])
+        return InsertResult(inserted=inserted, duplicates=len(payloads) - len(rejected) - inserted), rejected
 
     def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         """Run a read-only query (reports, tests)."""
