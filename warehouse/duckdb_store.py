@@ -102,7 +102,7 @@ class DuckDBWarehouse:
         structure = _json_structure(columns).replace("'", "''")
         self._stage_raw = (
             "CREATE OR REPLACE TEMP TABLE staged AS SELECT i, json_valid(e) AS ok, "
-            f"CASE WHEN json_valid(e) THEN json_transform(e, '{structure}') END AS j FROM raw"
+            f"CASE WHEN json_valid(e) THEN json_transform(e, '{structure}') END AS j FROM raw"  # noqa: S608
         )
         self._invalid_raw = f"SELECT i, ok FROM staged WHERE NOT ok OR {required}"  # noqa: S608 - constants
         self._insert_raw = (
