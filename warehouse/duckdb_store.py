@@ -100,9 +100,9 @@ class DuckDBWarehouse:
             f"({e}) IS NULL" for c, e in zip(columns, exprs, strict=True) if not c.nullable and c.name != "ingested_at"
         )
         structure = _json_structure(columns).replace("'", "''")
-        self._stage_raw = (
-            "CREATE OR REPLACE TEMP TABLE staged AS SELECT i, json_valid(e) AS ok, "
-            f"CASE WHEN json_valid(e) THEN json_transform(e, '{structure}') END AS j FROM raw"  # noqa: S608
+        self._stage_raw = (  # structure and names are our own constants
+            "CREATE OR REPLACE TEMP TABLE staged AS SELECT i, json_valid(e) AS ok, "  # noqa: S608
+            f"CASE WHEN json_valid(e) THEN json_transform(e, '{structure}') END AS j FROM raw"
         )
         self._invalid_raw = f"SELECT i, ok FROM staged WHERE NOT ok OR {required}"  # noqa: S608 - constants
         self._insert_raw = (
