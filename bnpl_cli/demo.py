@@ -7,6 +7,7 @@ champion/challenger experiment, runs ``bnpl serve`` and sends simulated traffic 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 from collections import Counter
 from datetime import UTC, datetime
@@ -71,6 +72,7 @@ def _traffic(settings: Settings, client: Any, requests: int) -> None:
     redis_server = RedisServer(settings.data_dir / "redis").start()
     port, key = free_port(), secrets.token_urlsafe(16)
     prefix = f"demo{datetime.now(UTC):%Y%m%d%H%M%S}"
+    duckdb_path = settings.data_dir / f"{prefix}.duckdb"
     env = {
         "BNPL_REDIS_URL": redis_server.url,
         "BNPL_API_KEYS": key,
@@ -79,10 +81,15 @@ def _traffic(settings: Settings, client: Any, requests: int) -> None:
         "BNPL_KEY_PREFIX": prefix,
         "BNPL_DATA_DIR": str(settings.data_dir),
         "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        "BNPL_DUCKDB_PATH": str(duckdb_path),
+        "BNPL_CONSUMER_WAIT_S": "0.5",
     }
-    api = processes.start([str(processes.BIN / "bnpl"), "serve"], env, settings.data_dir / "logs" / "api.log")
+    logs = settings.data_dir / "logs"
+    api = processes.start([str(processes.BIN / "bnpl"), "serve"], env, logs / "api.log")
+    consumer = processes.start([str(processes.BIN / "bnpl"), "consume", "warehouse"], env, logs / "warehouse.log")
+    keys = dataclasses.replace(settings, key_prefix=prefix).keys
     try:
-        with step(f"starting bnpl serve on 127.0.0.1:{port} (embedded redis {redis_server.url})"):
+        with step(f"starting bnpl serve on 127.0.0.1:{port} and the warehouse group (redis {redis_server.url})"):
             processes.wait_http(f"http://127.0.0.1:{port}/readyz?strict=1", api)
         data = generate(
             requests,
@@ -95,12 +102,16 @@ def _traffic(settings: Settings, client: Any, requests: int) -> None:
             result = asyncio.run(
                 simulate(f"http://127.0.0.1:{port}", data.iter_requests(), api_key=key, connections=DEMO_CONNECTIONS)
             )
-    finally:
         code = processes.stop(api)
-    stream = settings.keys.predictions().replace(settings.key_prefix, prefix, 1)
+        with step("waiting for the warehouse group to catch up"):
+            asyncio.run(_drained(redis_server.url, keys.predictions()))
+        status_text = asyncio.run(_status(redis_server.url, keys))
+    finally:
+        processes.stop(api)
+        processes.stop(consumer)
     reader = sync_redis.Redis.from_url(redis_server.url, decode_responses=True)
     try:
-        entries: list[tuple[str, dict[str, str]]] = reader.xrange(stream)  # type: ignore[assignment]
+        entries: list[tuple[str, dict[str, str]]] = reader.xrange(keys.predictions())  # type: ignore[assignment]
         in_stream = Counter(fields["id"] for _, fields in entries)
     finally:
         reader.close()
@@ -110,17 +121,63 @@ def _traffic(settings: Settings, client: Any, requests: int) -> None:
         f"decisions/s: {result.rate:,.0f}; latency p50 {result.percentile(50):.2f} ms, "
         f"p95 {result.percentile(95):.2f} ms, p99 {result.percentile(99):.2f} ms (client side, incl. HTTP)"
     )
-    arms = sorted({arm for arm, _ in result.decisions})
     print("decision mix per arm:")
-    for arm in arms:
+    for arm in sorted({arm for arm, _ in result.decisions}):
         total = sum(n for (a, _), n in result.decisions.items() if a == arm)
         mix = "  ".join(f"{d} {result.decisions[(arm, d)] / total:6.1%}" for d in ("approve", "manual_review", "deny"))
         print(f"  {arm:<11s} n={total:>6,}  {mix}")
     once = sum(1 for pid in result.prediction_ids if in_stream.get(pid) == 1)
     print(
-        f"events in stream {stream}: {sum(in_stream.values()):,}; decided requests found exactly once: "
-        f"{once:,}/{len(result.prediction_ids):,} (API exit code {code})"
+        f"events in stream {keys.predictions()}: {sum(in_stream.values()):,}; decided requests found exactly "
+        f"once: {once:,}/{len(result.prediction_ids):,} (API exit code {code})"
     )
+    _banner("warehouse group (DuckDB)")
+    print(status_text)
+    _warehouse_report(duckdb_path, result.prediction_ids)
+
+
+async def _drained(redis_url: str, stream: str) -> None:
+    import redis.asyncio as aioredis
+
+    from producers.synthetic import wait_group_drained
+
+    client = aioredis.from_url(redis_url)
+    try:
+        await wait_group_drained(client, stream, "warehouse", seconds=120)
+    finally:
+        await client.aclose()
+
+
+async def _status(redis_url: str, keys: Any) -> str:
+    import redis.asyncio as aioredis
+
+    from consumers.status import collect, render
+
+    client = aioredis.from_url(redis_url)
+    try:
+        return render(await collect(client, keys))
+    finally:
+        await client.aclose()
+
+
+def _warehouse_report(path: Any, prediction_ids: list[str]) -> None:
+    from warehouse.duckdb_store import DuckDBWarehouse
+
+    warehouse = DuckDBWarehouse(path)
+    total, distinct = warehouse.query("SELECT count(*), count(DISTINCT prediction_id) FROM prediction_logs")[0]
+    print(
+        f"rows in prediction_logs: {total:,} ({distinct:,} distinct prediction ids; "
+        f"{len(prediction_ids):,} decided)  — {path}"
+    )
+    print("decisions per arm per day (first 6 days of transactions, by transaction date):")
+    rows = warehouse.query(
+        "SELECT CAST(transaction_timestamp[1:10] AS DATE) AS day, arm, count(*) AS n, "
+        "avg((decision = 'approve')::INT) AS approve, avg((decision = 'deny')::INT) AS deny "
+        "FROM prediction_logs GROUP BY ALL ORDER BY day, arm LIMIT 12"
+    )
+    print("  day         arm          n     approve  deny")
+    for day, arm, n, approve, deny in rows:
+        print(f"  {day}  {arm:<11s} {n:>5,}   {approve:6.1%}  {deny:6.1%}")
 
 
 def run_demo(settings: Settings, retrain: bool = False, requests: int = DEMO_REQUESTS) -> int:

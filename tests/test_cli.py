@@ -25,6 +25,8 @@ def test_train_then_demo_skips_training_and_promote_moves_alias(tmp_path, capsys
     assert "statuses: {200: 1500}" in out
     assert "decided requests found exactly once: 1,500/1,500 (API exit code 0)" in out
     assert "challenger  n=" in out
+    assert "rows in prediction_logs: 1,500 (1,500 distinct prediction ids; 1,500 decided)" in out
+    assert "group warehouse: ok; live consumers 1, pending 0, lag 0" in out
 
     from common.settings import Settings
 

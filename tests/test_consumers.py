@@ -84,11 +84,18 @@ class _FlakyWarehouse(DuckDBWarehouse):
         self.until = time.monotonic() + down_s
         self.failures = 0
 
-    def insert_predictions(self, columns):
+    def _check(self) -> None:
         if time.monotonic() < self.until:
             self.failures += 1
             raise ConnectionError("warehouse unavailable")
+
+    def insert_predictions(self, columns):
+        self._check()
         return super().insert_predictions(columns)
+
+    def insert_raw(self, payloads):
+        self._check()
+        return super().insert_raw(payloads)
 
 
 async def test_warehouse_down_for_30s_retries_and_loses_nothing(tmp_path, redis, key_prefix):
