@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: venv lint typecheck test demo bench bench-api bench-consumers clean
+.PHONY: venv lint typecheck test demo bench bench-api bench-consumers bench-ab clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
@@ -36,7 +36,10 @@ bench-api: venv
 bench-consumers: venv
 	$(BIN)/python -m bench.consumers_bench
 
-bench: bench-api bench-consumers
+bench-ab: venv
+	$(BIN)/python -m bench.ab_simulation
+
+bench: bench-api bench-consumers bench-ab
 
 clean:
 	rm -rf $(VENV) .bnpl .pytest_cache .mypy_cache .ruff_cache
