@@ -26,7 +26,7 @@ def sample_size_two_proportions(
 ) -> int:
     """Smallest n in arm A (arm B: ratio·n) reaching ``power``."""
     found = optimize.brentq(lambda n: power_two_proportions(p1, p2, n, alpha, ratio) - power, 2, 1e9)
-    return math.ceil(found)
+    return math.ceil(float(found))
 
 
 def minimum_detectable_effect(

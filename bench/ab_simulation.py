@@ -53,7 +53,7 @@ def main() -> int:
     n = sample_size_two_proportions(0.80, 0.82, power=0.8)
     calc = power_two_proportions(0.80, 0.82, n)
     simulated = fixed_power(0.80, 0.82, n)
-    seq_power, naive_power, median_stop = peeking(0.80, 0.82, seed=2)
+    seq_power, _, median_stop = peeking(0.80, 0.82, seed=2)
     print(f"A/A, {EXPERIMENTS:,} experiments, peeking every {STEP} samples per arm up to {STEP * LOOKS:,}:")
     print(
         f"| test | false-positive rate (α = 0.05) |\n|---|---|\n| sequential (mSPRT, always valid) | "
