@@ -108,6 +108,8 @@ class Settings:
     stream_retention_days: float = 30.0
     #: Prometheus port of a consumer worker (worker i uses port + i); 0 disables. ``BNPL_METRICS_PORT``.
     metrics_port: int = 0
+    #: Window of the MLflow group's per-arm metrics, in seconds. ``BNPL_MLFLOW_WINDOW_S``.
+    mlflow_window_s: int = 60
 
     def __post_init__(self) -> None:
         if not self.mlflow_tracking_uri:
@@ -170,6 +172,7 @@ class Settings:
                 "claim_idle_ms": int(env.get("BNPL_CLAIM_IDLE_MS", "30000")),
                 "stream_retention_days": float(env.get("BNPL_STREAM_RETENTION_DAYS", "30")),
                 "metrics_port": int(env.get("BNPL_METRICS_PORT", "0")),
+                "mlflow_window_s": int(env.get("BNPL_MLFLOW_WINDOW_S", "60")),
             }
         )
         if env.get("BNPL_DUCKDB_PATH"):

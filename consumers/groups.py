@@ -30,6 +30,16 @@ def _warehouse_group(settings: Settings) -> BatchHandler:
     return WarehouseHandler(make_warehouse(settings))  # type: ignore[arg-type]
 
 
+def _mlflow_group(settings: Settings) -> BatchHandler:
+    from redis.asyncio import Redis
+
+    from consumers.mlflow_group import MlflowMetricsHandler
+
+    redis = Redis.from_url(settings.redis_url, socket_timeout=10.0, socket_connect_timeout=2.0)
+    return MlflowMetricsHandler(settings, redis, window_s=settings.mlflow_window_s)
+
+
 GROUPS: dict[str, Callable[[Settings], BatchHandler]] = {
     "warehouse": _warehouse_group,
+    "mlflow": _mlflow_group,
 }

@@ -1,0 +1,70 @@
+"""The MLflow group with real MLflow (SQLite store) and the real runtime: one run per arm, exact counts, idempotent."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+import redis.asyncio as aioredis
+
+from common.keys import Keys
+from consumers.base import Entry
+from consumers.mlflow_group import MlflowMetricsHandler
+from consumers.runtime import ConsumerWorker, RuntimeConfig
+from decision.engine import DecisionEngine
+from decision.models import ModelSet
+from producers.synthetic import add_events, make_events, wait_group_drained
+from registry import mlflow_client
+from registry.experiments import start_experiment
+from tests.conftest import make_settings
+
+CONFIG = RuntimeConfig(batch_size=2_000, max_wait_s=0.2, block_ms=100, claim_idle_ms=1_000, claim_every_s=0.5)
+
+
+def _metric_total(client, run_id: str, key: str) -> float:
+    return sum(m.value for m in client.get_metric_history(run_id, key))
+
+
+async def test_each_arm_run_has_the_right_counts_and_redelivery_changes_nothing(
+    tmp_path, redis_server, key_prefix, loaded_models
+):
+    settings = make_settings(tmp_path / "data", key_prefix=key_prefix, redis_url=redis_server.url)
+    client = mlflow_client(settings)
+    experiment = start_experiment(client, settings, "ab-test", "champion:0.7,challenger:0.3")
+    engine = DecisionEngine(ModelSet(loaded_models.models, experiment))
+    events = make_events(20_000, seed=21, engine=engine)
+    expected = Counter((e.arm, e.decision) for e in events)
+
+    redis = aioredis.from_url(redis_server.url)
+    keys = Keys(key_prefix)
+    stream = keys.predictions()
+    handler = MlflowMetricsHandler(settings, redis, window_s=3_600, lateness_s=0)
+    try:
+        await add_events(redis, stream, events)
+        worker = ConsumerWorker(redis, keys, handler, CONFIG, name="m1")
+        task = asyncio.create_task(worker.run())
+        await wait_group_drained(redis, stream, "mlflow")
+        worker.request_stop()
+        await task
+        # Re-handle every entry (as a redelivery after a crash would): nothing may be counted twice.
+        entries = [Entry(stream, i.decode(), f) for i, f in await redis.xrange(stream)]
+        await handler.handle(entries[:5_000])
+        logged = await handler.flush_closed_windows(now=time.time() + 10 * 3_600)
+        assert logged >= 2
+        assert await handler.flush_closed_windows(now=time.time() + 10 * 3_600) == 0
+    finally:
+        await redis.aclose()
+
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.`bnpl.kind` = 'arm-metrics'")
+    by_arm = {r.data.tags["bnpl.arm"]: r for r in runs}
+    assert sorted(by_arm) == ["challenger", "champion"]  # one run per arm (each arm has one model version)
+    for arm, run in by_arm.items():
+        n = sum(v for (a, _), v in expected.items() if a == arm)
+        assert _metric_total(client, run.info.run_id, "requests") == n
+        approve = next(m for m in client.get_metric_history(run.info.run_id, "approve_rate"))
+        assert approve.value == expected[(arm, "approve")] / n
+        assert run.data.params["traffic_allocation"] == "champion:0.7,challenger:0.3"
+        assert run.data.params["model_version"] == dict((m.alias, m.version) for m in loaded_models.models)[arm]
+        assert "score_p50" in run.data.metrics
+        assert "latency_p99_ms" in run.data.metrics
