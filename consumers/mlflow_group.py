@@ -4,8 +4,9 @@ Exactly-once without an external store: a Lua script acks every entry and counts
 only if that ``XACK`` acked it, in one atomic step — a redelivered or re-handled entry is never counted twice.
 Windows are tumbling by event time (``window_s``); a window is logged once it is older than
 ``window_s + lateness_s`` — with ``log_batch``, step = window index and timestamp = window end, so re-logging a window
-after a crash writes identical points. Events for an already-logged window are counted as late, never added to it. When MLflow is
-unreachable, logging raises *before* the batch is counted: the batch stays pending and is retried with backoff.
+after a crash writes identical points. Events for an already-logged window are counted as late, never added to it.
+When MLflow is unreachable, logging raises *before* the batch is counted: the batch stays pending and is retried
+with backoff.
 **Never one run per prediction**: one run per (experiment, arm, model version), one point per window.
 """
 
