@@ -106,6 +106,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return asyncio.run(status(_settings(args)))
 
 
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    from bnpl_cli.experiments import run
+
+    return run(_settings(args), args)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from bnpl_cli.demo import run_demo
 
@@ -153,6 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="streams, groups, consumers, lag; exit 1 when a group is stuck")
     status.set_defaults(func=_cmd_status)
+
+    from bnpl_cli.experiments import add_parser
+
+    add_parser(sub)
+    sub.choices["experiment"].set_defaults(func=_cmd_experiment)
 
     demo = sub.add_parser("demo", help="run the whole system on embedded defaults and print a report")
     demo.add_argument("--retrain", action="store_true", help="train even when the registry already has models")

@@ -69,7 +69,7 @@ class DecisionEngine:
             inference_ms = (time.perf_counter() - inference_start) * 1000.0
             experiment = models.experiment
             arm = experiment.assign(request.customer_id) if experiment else models.champion.alias
-            deciding = models.by_alias.get(arm, models.champion)
+            deciding = models.by_alias.get(experiment.model_for(arm) if experiment else arm, models.champion)
             mode = "ab_test" if experiment else "champion"
             probability = scores[deciding.alias]
             outcome = threshold_policy(probability, deciding.review, deciding.deny, request)

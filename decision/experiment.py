@@ -20,6 +20,8 @@ class Experiment:
     name: str
     salt: str
     allocation: tuple[tuple[str, float], ...]
+    #: Registry alias deciding for each arm; an arm without an entry is itself an alias.
+    arm_models: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         total = sum(share for _, share in self.allocation)
@@ -29,6 +31,10 @@ class Experiment:
     @property
     def arms(self) -> tuple[str, ...]:
         return tuple(arm for arm, _ in self.allocation)
+
+    def model_for(self, arm: str) -> str:
+        """The registry alias that decides for ``arm``."""
+        return dict(self.arm_models).get(arm, arm)
 
     def bucket(self, customer_id: str) -> int:
         """Stable bucket 0 … 9,999 of a customer in this experiment."""
@@ -48,6 +54,21 @@ class Experiment:
             if point < cumulative:
                 return arm
         return self.allocation[-1][0]
+
+
+def parse_arm_models(text: str) -> tuple[tuple[str, str], ...]:
+    """Parse ``"control=champion,treatment=challenger"``.
+
+    >>> parse_arm_models("control=champion, treatment=challenger")
+    (('control', 'champion'), ('treatment', 'challenger'))
+    """
+    pairs = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        arm, _, alias = part.partition("=")
+        if not arm or not alias:
+            raise ValueError(f"expected arm=alias pairs, got {text!r}")
+        pairs.append((arm.strip(), alias.strip()))
+    return tuple(pairs)
 
 
 def parse_allocation(text: str) -> tuple[tuple[str, float], ...]:

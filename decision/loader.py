@@ -96,7 +96,7 @@ def build_model_set(
         models.append(replace(model, alias=alias))
     if not models:
         return None
-    if experiment is not None and not set(experiment.arms) <= {m.alias for m in models}:
+    if experiment is not None and not {experiment.model_for(a) for a in experiment.arms} <= {m.alias for m in models}:
         log.error(
             "experiment %s names arms %s but only %s are loaded; champion decides",
             experiment.name,

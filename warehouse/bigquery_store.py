@@ -115,6 +115,17 @@ class BigQueryWarehouse:
             result.inserted += len(chunk) - len(rejected)
         return result
 
+    def upsert_experiment(self, row: dict[str, Any]) -> None:
+        """Append the experiment's current configuration (the newest ``updated_at`` per experiment is current)."""
+        errors = self.client.insert_rows_json(
+            f"{self.dataset}.experiments",
+            [row],
+            row_ids=[f"{row['experiment_id']}@{row['updated_at']}"],
+            retry=self.retry,
+        )
+        if errors:
+            raise RuntimeError(f"BigQuery rejected the experiment row: {errors}")
+
     def close(self) -> None:
         self.client.close()  # type: ignore[no-untyped-call]
 

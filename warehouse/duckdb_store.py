@@ -169,6 +169,17 @@ class DuckDBWarehouse:
         inserted = int(after[0]) - int(before[0])
         return InsertResult(inserted=inserted, duplicates=len(payloads) - len(rejected) - inserted), rejected
 
+    def upsert_experiment(self, row: dict[str, Any]) -> None:
+        """Mirror an experiment's configuration (one row per experiment, replaced on change)."""
+        columns, _ = TABLES["experiments"]
+        names = ", ".join(f'"{c.name}"' for c in columns)
+        marks = ", ".join("?" for _ in columns)
+        with self.connect() as conn:
+            conn.execute(
+                f"INSERT OR REPLACE INTO experiments ({names}) VALUES ({marks})",  # noqa: S608 - constants
+                [row.get(c.name) for c in columns],
+            )
+
     def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         """Run a read-only query (reports, tests)."""
         with self.connect(read_only=True) as conn:

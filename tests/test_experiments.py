@@ -1,0 +1,81 @@
+"""Experiments as MLflow experiment tags: lifecycle, one active per model, warehouse mirror, arm → model mapping."""
+
+from __future__ import annotations
+
+import pytest
+
+from bnpl_cli.main import main
+from decision.engine import DecisionEngine
+from decision.models import ModelSet
+from registry import mlflow_client
+from registry.experiments import active_experiment, get_experiment, list_experiments
+from schemas import parse_request
+from tests.conftest import make_settings
+from warehouse.duckdb_store import DuckDBWarehouse
+
+
+def test_lifecycle_one_active_per_model_and_warehouse_mirror(tmp_path, capsys):
+    data_dir = str(tmp_path / "data")
+    base = ["--data-dir", data_dir, "experiment"]
+    assert (
+        main(
+            [
+                *base,
+                "create",
+                "exp-a",
+                "--allocation",
+                "control:0.5,treatment:0.5",
+                "--arm-models",
+                "control=champion,treatment=challenger",
+                "--min-samples",
+                "5000",
+            ]
+        )
+        == 0
+    )
+    assert main([*base, "create", "exp-b", "--allocation", "champion:0.9,challenger:0.1"]) == 0
+    assert main([*base, "start", "exp-a"]) == 0
+    assert main([*base, "start", "exp-b"]) == 0  # pauses exp-a
+    settings = make_settings(tmp_path / "data")
+    client = mlflow_client(settings)
+    statuses = {i.name: i.status for i in list_experiments(client, settings.model_name)}
+    assert statuses == {"exp-a": "paused", "exp-b": "active"}
+    assert active_experiment(client, settings.model_name).name == "exp-b"
+    assert main([*base, "stop", "exp-b"]) == 0
+    assert active_experiment(client, settings.model_name) is None
+    with pytest.raises(ValueError, match="stopped"):
+        main([*base, "start", "exp-b"])
+    with pytest.raises(ValueError, match="sum to 1"):
+        main([*base, "create", "exp-c", "--allocation", "a:0.5,b:0.6"])
+    assert main([*base, "list"]) == 0
+    assert "exp-a" in capsys.readouterr().out
+
+    rows = DuckDBWarehouse(settings.duckdb_path).query(
+        "SELECT name, status, traffic_allocation->>'$.control', arm_models->>'$.treatment', minimum_sample_size "
+        "FROM experiments ORDER BY name"
+    )
+    assert rows == [("exp-a", "paused", "0.5", "challenger", 5000), ("exp-b", "stopped", None, None, 1000)]
+    assert get_experiment(client, settings.model_name, "exp-a").tags["bnpl.arm_models"].startswith("control=")
+
+
+def test_arms_decide_with_their_mapped_models(loaded_models):
+    from decision.experiment import Experiment
+
+    experiment = Experiment(
+        "9",
+        "mapped",
+        "s",
+        (("control", 0.5), ("treatment", 0.5)),
+        (("control", "champion"), ("treatment", "challenger")),
+    )
+    engine = DecisionEngine(ModelSet(loaded_models.models, experiment))
+    from datagen import generate
+
+    data = generate(200, seed=1)
+    seen = set()
+    for i in range(200):
+        response, _ = engine.decide(parse_request(data.request(i)))
+        expected_alias = {"control": "champion", "treatment": "challenger"}[response.traffic_segment]
+        assert response.model_alias == expected_alias
+        seen.add(response.traffic_segment)
+    assert seen == {"control", "treatment"}
