@@ -83,13 +83,18 @@ def _traffic(settings: Settings, client: Any, requests: int) -> None:
         "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
         "BNPL_DUCKDB_PATH": str(duckdb_path),
         "BNPL_CONSUMER_WAIT_S": "0.5",
+        "BNPL_MLFLOW_WINDOW_S": "5",
+        "BNPL_MLFLOW_LATENESS_S": "2",
     }
     logs = settings.data_dir / "logs"
     api = processes.start([str(processes.BIN / "bnpl"), "serve"], env, logs / "api.log")
     consumer = processes.start([str(processes.BIN / "bnpl"), "consume", "warehouse"], env, logs / "warehouse.log")
+    metrics_group = processes.start([str(processes.BIN / "bnpl"), "consume", "mlflow"], env, logs / "mlflow.log")
     keys = dataclasses.replace(settings, key_prefix=prefix).keys
     try:
-        with step(f"starting bnpl serve on 127.0.0.1:{port} and the warehouse group (redis {redis_server.url})"):
+        with step(
+            f"starting bnpl serve on 127.0.0.1:{port}, the warehouse and mlflow groups (redis {redis_server.url})"
+        ):
             processes.wait_http(f"http://127.0.0.1:{port}/readyz?strict=1", api)
         data = generate(
             requests,
@@ -103,12 +108,13 @@ def _traffic(settings: Settings, client: Any, requests: int) -> None:
                 simulate(f"http://127.0.0.1:{port}", data.iter_requests(), api_key=key, connections=DEMO_CONNECTIONS)
             )
         code = processes.stop(api)
-        with step("waiting for the warehouse group to catch up"):
-            asyncio.run(_drained(redis_server.url, keys.predictions()))
+        with step("waiting for the warehouse and mlflow groups to catch up and log their windows"):
+            asyncio.run(_drained(redis_server.url, keys.predictions(), prefix))
         status_text = asyncio.run(_status(redis_server.url, keys))
     finally:
         processes.stop(api)
         processes.stop(consumer)
+        processes.stop(metrics_group)
     reader = sync_redis.Redis.from_url(redis_server.url, decode_responses=True)
     try:
         entries: list[tuple[str, dict[str, str]]] = reader.xrange(keys.predictions())  # type: ignore[assignment]
@@ -131,12 +137,32 @@ def _traffic(settings: Settings, client: Any, requests: int) -> None:
         f"events in stream {keys.predictions()}: {sum(in_stream.values()):,}; decided requests found exactly "
         f"once: {once:,}/{len(result.prediction_ids):,} (API exit code {code})"
     )
-    _banner("warehouse group (DuckDB)")
+    _banner("consumer groups")
     print(status_text)
     _warehouse_report(duckdb_path, result.prediction_ids)
+    _mlflow_report(client, experiment.experiment_id)
+    _banner(f"A/B report: {experiment.name}")
+    from bnpl_cli.ab_report import run as ab_report
+
+    # Redis is stopped by now: a first crossing is shown in the report rather than published as an alert.
+    ab_settings = dataclasses.replace(settings, duckdb_path=duckdb_path, key_prefix=prefix, redis_url="")
+    ab_report(ab_settings, experiment.name, str(settings.data_dir / f"ab-report-{experiment.name}.html"))
 
 
-async def _drained(redis_url: str, stream: str) -> None:
+def _mlflow_report(client: Any, experiment_id: str) -> None:
+    runs = client.search_runs([experiment_id], filter_string="tags.`bnpl.kind` = 'arm-metrics'")
+    print(f"MLflow experiment {experiment_id}: {len(runs)} arm run(s) (one per arm and model version)")
+    for run in sorted(runs, key=lambda r: r.data.tags["bnpl.arm"]):
+        history = client.get_metric_history(run.info.run_id, "requests")
+        total = sum(m.value for m in history)
+        print(
+            f"  run {run.info.run_name!r}: {len(history)} window(s), {total:,.0f} requests, last window "
+            f"approve {run.data.metrics.get('approve_rate', float('nan')):.1%}, "
+            f"score p50 {run.data.metrics.get('score_p50', float('nan')):.3f}"
+        )
+
+
+async def _drained(redis_url: str, stream: str, prefix: str) -> None:
     import redis.asyncio as aioredis
 
     from producers.synthetic import wait_group_drained
@@ -144,6 +170,11 @@ async def _drained(redis_url: str, stream: str) -> None:
     client = aioredis.from_url(redis_url)
     try:
         await wait_group_drained(client, stream, "warehouse", seconds=120)
+        await wait_group_drained(client, stream, "mlflow", seconds=120)
+        for _ in range(600):  # every window logged to MLflow
+            if not await client.zcard(f"{prefix}:mlflow:open"):
+                return
+            await asyncio.sleep(0.1)
     finally:
         await client.aclose()
 

@@ -112,6 +112,12 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     return run(_settings(args), args)
 
 
+def _cmd_ab_report(args: argparse.Namespace) -> int:
+    from bnpl_cli.ab_report import run
+
+    return run(_settings(args), args.experiment, args.html)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from bnpl_cli.demo import run_demo
 
@@ -164,6 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_parser(sub)
     sub.choices["experiment"].set_defaults(func=_cmd_experiment)
+
+    report = sub.add_parser("ab-report", help="A/B report of an experiment (terminal + HTML + MLflow run)")
+    report.add_argument("experiment")
+    report.add_argument("--html", help="where to write the HTML report (default: a temp file)")
+    report.set_defaults(func=_cmd_ab_report)
 
     demo = sub.add_parser("demo", help="run the whole system on embedded defaults and print a report")
     demo.add_argument("--retrain", action="store_true", help="train even when the registry already has models")

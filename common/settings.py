@@ -110,6 +110,8 @@ class Settings:
     metrics_port: int = 0
     #: Window of the MLflow group's per-arm metrics, in seconds. ``BNPL_MLFLOW_WINDOW_S``.
     mlflow_window_s: int = 60
+    #: How long after its end a window still accepts late events before it is logged. ``BNPL_MLFLOW_LATENESS_S``.
+    mlflow_lateness_s: int = 30
 
     def __post_init__(self) -> None:
         if not self.mlflow_tracking_uri:
@@ -173,6 +175,7 @@ class Settings:
                 "stream_retention_days": float(env.get("BNPL_STREAM_RETENTION_DAYS", "30")),
                 "metrics_port": int(env.get("BNPL_METRICS_PORT", "0")),
                 "mlflow_window_s": int(env.get("BNPL_MLFLOW_WINDOW_S", "60")),
+                "mlflow_lateness_s": int(env.get("BNPL_MLFLOW_LATENESS_S", "30")),
             }
         )
         if env.get("BNPL_DUCKDB_PATH"):

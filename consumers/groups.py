@@ -36,7 +36,9 @@ def _mlflow_group(settings: Settings) -> BatchHandler:
     from consumers.mlflow_group import MlflowMetricsHandler
 
     redis = Redis.from_url(settings.redis_url, socket_timeout=10.0, socket_connect_timeout=2.0)
-    return MlflowMetricsHandler(settings, redis, window_s=settings.mlflow_window_s)
+    return MlflowMetricsHandler(
+        settings, redis, window_s=settings.mlflow_window_s, lateness_s=settings.mlflow_lateness_s
+    )
 
 
 GROUPS: dict[str, Callable[[Settings], BatchHandler]] = {

@@ -139,6 +139,10 @@ class MlflowMetricsHandler:
     async def close(self) -> None:
         return None
 
+    async def tick(self) -> None:
+        """Called by the runtime between batches: log windows that closed while no events came."""
+        await self.flush_closed_windows()
+
     # --- batch ---------------------------------------------------------------------------------------------------
     async def handle(self, entries: list[Entry]) -> BatchResult:
         await self.flush_closed_windows()  # raises while MLflow is down: nothing below happens, batch stays pending

@@ -263,6 +263,14 @@ class ConsumerWorker:
         if now - self._last_trim >= self.config.trim_every_s:
             self._last_trim = now
             await trim_streams(self.redis, self.keys, self.config.retention_ms)
+        tick = getattr(self.handler, "tick", None)
+        if tick is not None:  # time-driven work of a group (e.g. closing windows while no events arrive)
+            try:
+                await tick()
+            except Exception as exc:
+                log.warning(
+                    "group %s: periodic work failed (%s: %s); will retry", self.group, exc.__class__.__name__, exc
+                )
         if now - self._last_sample >= 5.0:
             self._last_sample = now
             for stream in self.streams:

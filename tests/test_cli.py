@@ -27,6 +27,10 @@ def test_train_then_demo_skips_training_and_promote_moves_alias(tmp_path, capsys
     assert "challenger  n=" in out
     assert "rows in prediction_logs: 1,500 (1,500 distinct prediction ids; 1,500 decided)" in out
     assert "group warehouse: ok; live consumers 1, pending 0, lag 0" in out
+    assert "group mlflow: ok; live consumers 1, pending 0, lag 0" in out
+    assert "2 arm run(s) (one per arm and model version)" in out
+    assert "A/B report — experiment champion-vs-challenger" in out
+    assert "sample-ratio check:" in out
 
     from common.settings import Settings
 
