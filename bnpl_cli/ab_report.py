@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import orjson
 
@@ -167,7 +168,9 @@ def _alert_crossings(settings: Settings, report: AbReport) -> list[str]:
                 f"(always-valid p {c.approval_sequential_p:.3g})",
                 runbook="Review `bnpl ab-report` before promoting: `bnpl promote --alias champion --version …`",
             )
-            client.xadd(f"{settings.key_prefix}:alerts", {"v": 1, "id": alert.alert_id, "e": orjson.dumps(alert)})
+            client.xadd(
+                f"{settings.key_prefix}:alerts", {"v": 1, "id": alert.alert_id, "e": msgspec.json.encode(alert)}
+            )
             sent.append(key)
     finally:
         client.close()
