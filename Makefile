@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: venv lint typecheck test demo bench bench-api bench-consumers bench-ab clean
+.PHONY: venv lint typecheck test demo bench bench-api bench-consumers bench-ab bench-drift clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
@@ -39,7 +39,10 @@ bench-consumers: venv
 bench-ab: venv
 	$(BIN)/python -m bench.ab_simulation
 
-bench: bench-api bench-consumers bench-ab
+bench-drift: venv
+	$(BIN)/python -m bench.drift_bench
+
+bench: bench-api bench-consumers bench-ab bench-drift
 
 clean:
 	rm -rf $(VENV) .bnpl .pytest_cache .mypy_cache .ruff_cache

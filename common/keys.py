@@ -37,6 +37,10 @@ class Keys:
         """Marker proving a block of events was appended to ``stream`` (same slot as the stream)."""
         return f"{stream}:pub:{block_id}"
 
+    def alerts(self) -> str:
+        """The alert stream: every alert, for audit and for the alert sender."""
+        return f"{self.prefix}:alerts"
+
     def dead_letter(self, stream: str) -> str:
         """Dead-letter stream for entries of ``stream`` that failed too often."""
         return f"{stream}:dead"

@@ -79,6 +79,7 @@ class ConsumerWorker:
         handler: BatchHandler,
         config: RuntimeConfig | None = None,
         name: str | None = None,
+        streams: list[str] | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -86,7 +87,8 @@ class ConsumerWorker:
         self.config = config or RuntimeConfig()
         self.name = name or consumer_name()
         self.group = handler.group
-        self.streams = keys.prediction_streams()
+        #: The handler may name its own streams (e.g. the alert sender reads the alerts stream).
+        self.streams = streams or list(getattr(handler, "streams", None) or keys.prediction_streams())
         self.stats = WorkerStats()
         self._stopping = asyncio.Event()
         self._last_claim = 0.0
