@@ -103,8 +103,8 @@ def main() -> int:
         hits = [(i, f) for i, f in after if f.kind in expected]
         fired = sorted({f"{f.kind}({f.feature})" if f.feature else f.kind for _, f in after})
         if hits:
-            first_index, first = hits[0]
-            delay = first.events_seen - len(pre) if first.kind != "approval_rate" else first.events_seen - len(pre)
+            first = hits[0][1]
+            delay = first.events_seen - len(pre)
             print(f"| {name} | {first.key} | {max(delay, 0):,} | {', '.join(fired[:6])} |")
         else:
             print(f"| {name} | not detected | — | {', '.join(fired[:6]) or 'none'} |")
