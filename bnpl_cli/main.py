@@ -118,6 +118,19 @@ def _cmd_ab_report(args: argparse.Namespace) -> int:
     return run(_settings(args), args.experiment, args.html)
 
 
+def _cmd_webhook_receiver(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from alerting.receiver import create_receiver
+
+    settings = _settings(args)
+    secret = args.secret or settings.webhook_secret
+    if not secret:
+        raise SystemExit("give --secret or BNPL_WEBHOOK_SECRET")
+    web.run_app(create_receiver(secret), host=args.host, port=args.port, access_log=None)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from bnpl_cli.demo import run_demo
 
@@ -175,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("experiment")
     report.add_argument("--html", help="where to write the HTML report (default: a temp file)")
     report.set_defaults(func=_cmd_ab_report)
+
+    receiver = sub.add_parser("webhook-receiver", help="local webhook receiver: verifies signatures, prints alerts")
+    receiver.add_argument("--host", default="127.0.0.1")
+    receiver.add_argument("--port", type=int, default=9099)
+    receiver.add_argument("--secret", help="shared secret (env BNPL_WEBHOOK_SECRET)")
+    receiver.set_defaults(func=_cmd_webhook_receiver)
 
     demo = sub.add_parser("demo", help="run the whole system on embedded defaults and print a report")
     demo.add_argument("--retrain", action="store_true", help="train even when the registry already has models")

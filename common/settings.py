@@ -113,6 +113,18 @@ class Settings:
     #: How long after its end a window still accepts late events before it is logged. ``BNPL_MLFLOW_LATENESS_S``.
     mlflow_lateness_s: int = 30
 
+    # --- drift and alerts -------------------------------------------------------------------------------------------
+    #: Webhook URLs alerts are POSTed to (comma-separated). ``BNPL_WEBHOOK_URLS``.
+    webhook_urls: tuple[str, ...] = ()
+    #: Shared secret of the ``X-Signature`` HMAC. ``BNPL_WEBHOOK_SECRET``.
+    webhook_secret: str = ""
+    #: Send a Slack-compatible ``{"text": …}`` body. ``BNPL_WEBHOOK_SLACK=true``.
+    webhook_slack: bool = False
+    #: After an alert, the same cause stays quiet this long (seconds). ``BNPL_ALERT_COOLDOWN_S``.
+    alert_cooldown_s: int = 3_600
+    #: Events per drift window (PSI, unknown rate, approval checks). ``BNPL_DRIFT_WINDOW``.
+    drift_window: int = 5_000
+
     def __post_init__(self) -> None:
         if not self.mlflow_tracking_uri:
             object.__setattr__(self, "mlflow_tracking_uri", _default_tracking_uri(self.data_dir))
@@ -176,6 +188,11 @@ class Settings:
                 "metrics_port": int(env.get("BNPL_METRICS_PORT", "0")),
                 "mlflow_window_s": int(env.get("BNPL_MLFLOW_WINDOW_S", "60")),
                 "mlflow_lateness_s": int(env.get("BNPL_MLFLOW_LATENESS_S", "30")),
+                "webhook_urls": _csv(env.get("BNPL_WEBHOOK_URLS", "")),
+                "webhook_secret": env.get("BNPL_WEBHOOK_SECRET", ""),
+                "webhook_slack": env.get("BNPL_WEBHOOK_SLACK", "").lower() in ("1", "true", "yes"),
+                "alert_cooldown_s": int(env.get("BNPL_ALERT_COOLDOWN_S", "3600")),
+                "drift_window": int(env.get("BNPL_DRIFT_WINDOW", "5000")),
             }
         )
         if env.get("BNPL_DUCKDB_PATH"):

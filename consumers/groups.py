@@ -41,7 +41,31 @@ def _mlflow_group(settings: Settings) -> BatchHandler:
     )
 
 
+def _redis(settings: Settings) -> object:
+    from redis.asyncio import Redis
+
+    return Redis.from_url(settings.redis_url, socket_timeout=10.0, socket_connect_timeout=2.0)
+
+
+def _drift_group(settings: Settings) -> BatchHandler:
+    import os
+
+    from consumers.drift_group import DriftHandler
+
+    return DriftHandler(settings, _redis(settings), slot=os.environ.get("BNPL_WORKER_INDEX", "0"))
+
+
+def _alert_sender(settings: Settings) -> BatchHandler:
+    from alerting.sender import AlertSender
+
+    if not settings.webhook_urls:
+        raise ValueError("the alert sender needs BNPL_WEBHOOK_URLS (and BNPL_WEBHOOK_SECRET)")
+    return AlertSender(settings, _redis(settings))
+
+
 GROUPS: dict[str, Callable[[Settings], BatchHandler]] = {
     "warehouse": _warehouse_group,
     "mlflow": _mlflow_group,
+    "drift": _drift_group,
+    "alert-sender": _alert_sender,
 }

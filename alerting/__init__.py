@@ -1,0 +1,1 @@
+"""Alert delivery: signing, the webhook sender group, and a local receiver."""

@@ -1,0 +1,67 @@
+"""The alert-sender group: reads the alerts stream and POSTs each alert to every configured webhook.
+
+Body: the alert JSON (or a Slack-compatible ``{"text": …}`` when ``slack``), signed (``alerting.signing``).
+A failed delivery raises, so the runtime retries the batch with exponential backoff and jitter while the entries
+stay pending — detection never waits on delivery, and nothing is lost (at-least-once). Each (alert, url) pair is
+remembered once delivered, so a retry does not re-send to the URLs that already have it; receivers can also dedup
+by ``alert_id``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import aiohttp
+import orjson
+
+from alerting.signing import sign
+from common.settings import Settings
+from consumers.base import BatchResult, Entry
+
+log = logging.getLogger(__name__)
+
+
+class AlertSender:
+    group = "alert-sender"
+
+    def __init__(self, settings: Settings, redis: Any) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.streams = [settings.keys.alerts()]
+        self.session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    def _body(self, alert: dict[str, Any], raw: bytes) -> bytes:
+        if not self.settings.webhook_slack:
+            return raw
+        text = f":rotating_light: *{alert.get('kind')}* {alert.get('feature') or ''} — {alert.get('message')}"
+        return orjson.dumps({"text": text, "alert": alert})
+
+    async def handle(self, entries: list[Entry]) -> BatchResult:
+        assert self.session is not None
+        failed: dict[str, str] = {}
+        for entry in entries:
+            try:
+                alert = orjson.loads(entry.payload)
+            except orjson.JSONDecodeError as exc:
+                failed[entry.id] = f"undecodable alert: {exc}"
+                continue
+            body = self._body(alert, entry.payload)
+            for url in self.settings.webhook_urls:
+                marker = f"{self.settings.key_prefix}:delivered:{alert['alert_id']}:{url}"
+                if await self.redis.exists(marker):
+                    continue
+                headers = sign(self.settings.webhook_secret, body)
+                async with self.session.post(url, data=body, headers=headers) as response:
+                    if response.status >= 300:
+                        raise RuntimeError(f"webhook {url} answered {response.status}")
+                await self.redis.set(marker, 1, ex=7 * 86_400)
+                log.info("alert %s (%s) delivered to %s", alert["alert_id"], alert.get("alert_key"), url)
+        return BatchResult(failed)
