@@ -1,7 +1,9 @@
-"""``make bench-consumers``: events/s of the warehouse group into DuckDB with 1 and 2 worker processes.
+"""``make bench-consumers``: events/s of the warehouse group (into DuckDB) and of the drift group, with 1 and 2
+worker processes each.
 
-Puts the same generated prediction events on a fresh stream for each run, starts
-``bnpl consume warehouse --workers N`` and times from the first read until the group has acked everything.
+Puts the same generated prediction events (decided by the registry's champion and challenger, so every event
+carries two model scores) on a fresh stream for each run, starts ``bnpl consume <group> --workers N`` and times
+from the first read until the group has acked everything.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from common.redis_server import RedisServer
 from producers.synthetic import add_events, make_events
 
 EVENTS = int(os.environ.get("BENCH_EVENTS", "100000"))
+GROUPS = os.environ.get("BENCH_GROUPS", "warehouse,drift").split(",")
 
 
-async def _run(redis_url: str, work: Path, events: list, workers: int) -> tuple[float, int]:
-    prefix = f"bench{workers}w"
+async def _run(redis_url: str, work: Path, events: list, group: str, workers: int) -> tuple[float, int]:
+    prefix = f"bench{group}{workers}w"
     stream = f"{prefix}:predictions"
     redis = aioredis.from_url(redis_url)
     try:
@@ -38,19 +41,22 @@ async def _run(redis_url: str, work: Path, events: list, workers: int) -> tuple[
             "BNPL_CONSUMER_WAIT_S": "1",
         }
         proc = processes.start(
-            [str(processes.BIN / "bnpl"), "consume", "warehouse", "--workers", str(workers)],
+            [str(processes.BIN / "bnpl"), "consume", group, "--workers", str(workers)],
             env,
             work / f"{prefix}.log",
         )
         started = None
+        deadline = time.monotonic() + 600
         try:
             while True:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"{group} did not finish; see {work / f'{prefix}.log'}")
                 groups = (
                     {g["name"].decode(): g for g in await redis.xinfo_groups(stream)}
                     if await redis.exists(stream)
                     else {}
                 )
-                g = groups.get("warehouse")
+                g = groups.get(group)
                 if g is not None and started is None and int(g.get("entries-read") or 0) > 0:
                     started = time.perf_counter()
                 lag = g.get("lag") if g is not None else None
@@ -68,6 +74,8 @@ async def _run(redis_url: str, work: Path, events: list, workers: int) -> tuple[
             processes.stop(proc)
     finally:
         await redis.aclose()
+    if group != "warehouse":
+        return elapsed, len(events)
     from warehouse.duckdb_store import DuckDBWarehouse
 
     rows = DuckDBWarehouse(work / f"{prefix}.duckdb").query("SELECT count(DISTINCT prediction_id) FROM prediction_logs")
@@ -75,26 +83,33 @@ async def _run(redis_url: str, work: Path, events: list, workers: int) -> tuple[
 
 
 def main() -> int:
+    from common.settings import Settings
+    from decision.engine import DecisionEngine
+    from decision.loader import build_model_set, registry_pointers
+    from registry import mlflow_client
+
     work = Path(tempfile.mkdtemp(prefix="bnpl-bench-consumers-"))
+    settings = Settings.from_env()
+    models = build_model_set(*registry_pointers(mlflow_client(settings), settings))
     print(f"generating {EVENTS:,} prediction events …", flush=True)
-    events = make_events(EVENTS, seed=5)
+    events = make_events(EVENTS, seed=5, engine=DecisionEngine(models))
     redis = RedisServer(work / "redis").start()
     results = {}
     try:
-        for workers in (1, 2):
-            elapsed, landed = asyncio.run(_run(redis.url, work, events, workers))
-            results[workers] = (elapsed, landed)
-            print(f"  {workers} worker(s): {EVENTS / elapsed:,.0f} events/s ({landed:,} rows)", flush=True)
+        for group in GROUPS:
+            for workers in (1, 2):
+                elapsed, landed = asyncio.run(_run(redis.url, work, events, group, workers))
+                results[(group, workers)] = (elapsed, landed)
+                print(f"  {group}, {workers} worker(s): {EVENTS / elapsed:,.0f} events/s", flush=True)
     finally:
         redis.stop()
     print("\n| group | workers | events | seconds | events/s | events/s per worker | rows landed |")
     print("|---|---|---|---|---|---|---|")
-    for workers, (elapsed, landed) in results.items():
+    for (group, workers), (elapsed, landed) in results.items():
         rate = EVENTS / elapsed
-        print(
-            f"| warehouse → DuckDB | {workers} | {EVENTS:,} | {elapsed:.2f} | {rate:,.0f} | {rate / workers:,.0f} | "
-            f"{landed:,} |"
-        )
+        name = "warehouse → DuckDB" if group == "warehouse" else group
+        rows = f"{landed:,}" if group == "warehouse" else "—"
+        print(f"| {name} | {workers} | {EVENTS:,} | {elapsed:.2f} | {rate:,.0f} | {rate / workers:,.0f} | {rows} |")
     shutil.rmtree(work, ignore_errors=True)
     return 0
 

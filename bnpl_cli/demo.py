@@ -22,6 +22,8 @@ DEMO_REQUESTS = 20_000
 DEMO_CONNECTIONS = 16
 DEMO_EXPERIMENT = "champion-vs-challenger"
 DEMO_ALLOCATION = "champion:0.7,challenger:0.3"
+#: Share of requests using a never-seen payment provider in the second half of the demo traffic (drift injection).
+DEMO_DRIFT_SHARE = 0.15
 
 
 def _banner(title: str) -> None:
@@ -70,7 +72,8 @@ def _traffic(settings: Settings, client: Any, requests: int) -> None:
     experiment = start_experiment(client, settings, DEMO_EXPERIMENT, DEMO_ALLOCATION)
     print(f"experiment {experiment.name!r} (MLflow id {experiment.experiment_id}) active: {DEMO_ALLOCATION}")
     redis_server = RedisServer(settings.data_dir / "redis").start()
-    port, key = free_port(), secrets.token_urlsafe(16)
+    port, receiver_port, key = free_port(), free_port(), secrets.token_urlsafe(16)
+    webhook_secret = secrets.token_urlsafe(16)
     prefix = f"demo{datetime.now(UTC):%Y%m%d%H%M%S}"
     duckdb_path = settings.data_dir / f"{prefix}.duckdb"
     env = {
@@ -85,15 +88,23 @@ def _traffic(settings: Settings, client: Any, requests: int) -> None:
         "BNPL_CONSUMER_WAIT_S": "0.5",
         "BNPL_MLFLOW_WINDOW_S": "5",
         "BNPL_MLFLOW_LATENESS_S": "2",
+        "BNPL_DRIFT_WINDOW": str(max(500, min(5_000, requests // 8))),
+        "BNPL_WEBHOOK_URLS": f"http://127.0.0.1:{receiver_port}/webhook",
+        "BNPL_WEBHOOK_SECRET": webhook_secret,
     }
     logs = settings.data_dir / "logs"
-    api = processes.start([str(processes.BIN / "bnpl"), "serve"], env, logs / "api.log")
-    consumer = processes.start([str(processes.BIN / "bnpl"), "consume", "warehouse"], env, logs / "warehouse.log")
-    metrics_group = processes.start([str(processes.BIN / "bnpl"), "consume", "mlflow"], env, logs / "mlflow.log")
+    bnpl = str(processes.BIN / "bnpl")
+    receiver = processes.start([bnpl, "webhook-receiver", "--port", str(receiver_port)], env, logs / "receiver.log")
+    api = processes.start([bnpl, "serve"], env, logs / "api.log")
+    groups = [
+        processes.start([bnpl, "consume", g], env, logs / f"{g}.log")
+        for g in ("warehouse", "mlflow", "drift", "alert-sender")
+    ]
     keys = dataclasses.replace(settings, key_prefix=prefix).keys
     try:
         with step(
-            f"starting bnpl serve on 127.0.0.1:{port}, the warehouse and mlflow groups (redis {redis_server.url})"
+            f"starting bnpl serve on 127.0.0.1:{port}, the warehouse, mlflow, drift and alert-sender groups "
+            f"and a webhook receiver on :{receiver_port} (redis {redis_server.url})"
         ):
             processes.wait_http(f"http://127.0.0.1:{port}/readyz?strict=1", api)
         data = generate(
@@ -101,52 +112,85 @@ def _traffic(settings: Settings, client: Any, requests: int) -> None:
             seed=2026,
             start=datetime(2026, 1, 1, tzinfo=UTC),
             days=30,
-            drifts=[NewCategory(start_index=requests // 2, share=0.05)],
+            drifts=[NewCategory(start_index=requests // 2, share=DEMO_DRIFT_SHARE)],
         )
-        with step(f"sending {requests:,} generated requests over {DEMO_CONNECTIONS} connections"):
+        with step(
+            f"sending {requests:,} generated requests over {DEMO_CONNECTIONS} connections "
+            f"(from request {requests // 2:,} on, {DEMO_DRIFT_SHARE:.0%} use the new provider 'zip')"
+        ):
             result = asyncio.run(
                 simulate(f"http://127.0.0.1:{port}", data.iter_requests(), api_key=key, connections=DEMO_CONNECTIONS)
             )
         code = processes.stop(api)
-        with step("waiting for the warehouse and mlflow groups to catch up and log their windows"):
+        with step("waiting for the consumer groups to catch up (and the mlflow group to log its windows)"):
             asyncio.run(_drained(redis_server.url, keys.predictions(), prefix))
         status_text = asyncio.run(_status(redis_server.url, keys))
-    finally:
-        processes.stop(api)
-        processes.stop(consumer)
-        processes.stop(metrics_group)
-    reader = sync_redis.Redis.from_url(redis_server.url, decode_responses=True)
-    try:
-        entries: list[tuple[str, dict[str, str]]] = reader.xrange(keys.predictions())  # type: ignore[assignment]
-        in_stream = Counter(fields["id"] for _, fields in entries)
-    finally:
-        reader.close()
-        redis_server.stop()
-    print(f"requests: {result.sent:,}, statuses: {dict(result.statuses)}, client errors: {result.errors}")
-    print(
-        f"decisions/s: {result.rate:,.0f}; latency p50 {result.percentile(50):.2f} ms, "
-        f"p95 {result.percentile(95):.2f} ms, p99 {result.percentile(99):.2f} ms (client side, incl. HTTP)"
-    )
-    print("decision mix per arm:")
-    for arm in sorted({arm for arm, _ in result.decisions}):
-        total = sum(n for (a, _), n in result.decisions.items() if a == arm)
-        mix = "  ".join(f"{d} {result.decisions[(arm, d)] / total:6.1%}" for d in ("approve", "manual_review", "deny"))
-        print(f"  {arm:<11s} n={total:>6,}  {mix}")
-    once = sum(1 for pid in result.prediction_ids if in_stream.get(pid) == 1)
-    print(
-        f"events in stream {keys.predictions()}: {sum(in_stream.values()):,}; decided requests found exactly "
-        f"once: {once:,}/{len(result.prediction_ids):,} (API exit code {code})"
-    )
-    _banner("consumer groups")
-    print(status_text)
-    _warehouse_report(duckdb_path, result.prediction_ids)
-    _mlflow_report(client, experiment.experiment_id)
-    _banner(f"A/B report: {experiment.name}")
-    from bnpl_cli.ab_report import run as ab_report
+        reader = sync_redis.Redis.from_url(redis_server.url, decode_responses=True)
+        try:
+            entries: list[tuple[str, dict[str, str]]] = reader.xrange(keys.predictions())  # type: ignore[assignment]
+            in_stream = Counter(fields["id"] for _, fields in entries)
+        finally:
+            reader.close()
+        print(f"requests: {result.sent:,}, statuses: {dict(result.statuses)}, client errors: {result.errors}")
+        print(
+            f"decisions/s: {result.rate:,.0f}; latency p50 {result.percentile(50):.2f} ms, "
+            f"p95 {result.percentile(95):.2f} ms, p99 {result.percentile(99):.2f} ms (client side, incl. HTTP)"
+        )
+        print("decision mix per arm:")
+        for arm in sorted({arm for arm, _ in result.decisions}):
+            total = sum(n for (a, _), n in result.decisions.items() if a == arm)
+            mix = "  ".join(
+                f"{d} {result.decisions[(arm, d)] / total:6.1%}" for d in ("approve", "manual_review", "deny")
+            )
+            print(f"  {arm:<11s} n={total:>6,}  {mix}")
+        once = sum(1 for pid in result.prediction_ids if in_stream.get(pid) == 1)
+        print(
+            f"events in stream {keys.predictions()}: {sum(in_stream.values()):,}; decided requests found exactly "
+            f"once: {once:,}/{len(result.prediction_ids):,} (API exit code {code})"
+        )
+        _banner("consumer groups")
+        print(status_text)
+        _warehouse_report(duckdb_path, result.prediction_ids)
+        _mlflow_report(client, experiment.experiment_id)
+        _banner(f"A/B report: {experiment.name}")
+        from bnpl_cli.ab_report import run as ab_report
 
-    # Redis is stopped by now: a first crossing is shown in the report rather than published as an alert.
-    ab_settings = dataclasses.replace(settings, duckdb_path=duckdb_path, key_prefix=prefix, redis_url="")
-    ab_report(ab_settings, experiment.name, str(settings.data_dir / f"ab-report-{experiment.name}.html"))
+        ab_settings = dataclasses.replace(
+            settings, duckdb_path=duckdb_path, key_prefix=prefix, redis_url=redis_server.url
+        )
+        ab_report(ab_settings, experiment.name, str(settings.data_dir / f"ab-report-{experiment.name}.html"))
+        _banner("drift and alerts")
+        with step("waiting for the alert sender to deliver to the local webhook receiver"):
+            alerts = asyncio.run(_delivered(redis_server.url, keys.alerts(), receiver_port))
+        print(f"alerts on {keys.alerts()} delivered (HMAC-signed) to the receiver: {len(alerts)}")
+        for alert in alerts:
+            print(f"  [{alert['severity']}] {alert['kind']} {alert.get('feature') or ''}: {alert['message']}")
+    finally:
+        for proc in (api, *groups, receiver):
+            processes.stop(proc)
+        redis_server.stop()
+
+
+async def _delivered(redis_url: str, stream: str, receiver_port: int) -> list[dict[str, Any]]:
+    import aiohttp
+    import redis.asyncio as aioredis
+
+    from producers.synthetic import wait_group_drained
+
+    client = aioredis.from_url(redis_url)
+    try:
+        if await client.exists(stream):
+            for _ in range(300):  # the sender creates its group when it starts
+                groups = [g["name"] for g in await client.xinfo_groups(stream)]
+                if b"alert-sender" in groups:
+                    break
+                await asyncio.sleep(0.1)
+            await wait_group_drained(client, stream, "alert-sender", seconds=120)
+    finally:
+        await client.aclose()
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{receiver_port}/alerts") as resp:
+        received: list[dict[str, Any]] = await resp.json()
+    return received
 
 
 def _mlflow_report(client: Any, experiment_id: str) -> None:
@@ -156,7 +200,7 @@ def _mlflow_report(client: Any, experiment_id: str) -> None:
         history = client.get_metric_history(run.info.run_id, "requests")
         total = sum(m.value for m in history)
         print(
-            f"  run {run.info.run_name!r}: {len(history)} window(s), {total:,.0f} requests, last window "
+            f"  run {run.info.run_name!r}: {len(history)} window(s) logged so far, {total:,.0f} requests, last window "
             f"approve {run.data.metrics.get('approve_rate', float('nan')):.1%}, "
             f"score p50 {run.data.metrics.get('score_p50', float('nan')):.3f}"
         )
@@ -169,8 +213,8 @@ async def _drained(redis_url: str, stream: str, prefix: str) -> None:
 
     client = aioredis.from_url(redis_url)
     try:
-        await wait_group_drained(client, stream, "warehouse", seconds=120)
-        await wait_group_drained(client, stream, "mlflow", seconds=120)
+        for group in ("warehouse", "mlflow", "drift"):
+            await wait_group_drained(client, stream, group, seconds=120)
         for _ in range(600):  # every window logged to MLflow
             if not await client.zcard(f"{prefix}:mlflow:open"):
                 return
