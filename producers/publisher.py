@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import random
+import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,17 +153,22 @@ class EventPublisher:
 
     # --- background tasks ----------------------------------------------------------------------------------------
     async def run(self) -> None:
-        """Flusher: write queued events in batches until stopped and drained."""
+        """Flusher: write a batch when it is full or ``interval`` after the previous write; drain on stop."""
         await self._sync_floor()
+        last = time.monotonic()
         while True:
+            if self._stopping and not self._queue:
+                return
+            if len(self._queue) < self._batch_size and not self._stopping:
+                remaining = last + self._interval - time.monotonic()
+                if remaining > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wakeup.wait(), timeout=remaining)
+                    self._wakeup.clear()
+                    continue  # full, stopping, or time is up: decide again
+            last = time.monotonic()
             if not self._queue:
-                if self._stopping:
-                    return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), timeout=self._interval)
-                self._wakeup.clear()
-                if not self._queue:
-                    continue
+                continue
             batch = [self._queue.popleft() for _ in range(min(self._batch_size, len(self._queue)))]
             await self._write_batch(batch)
             if self._spool_dirty.is_set():

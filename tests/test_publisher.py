@@ -161,11 +161,14 @@ async def test_sequence_numbers_are_never_reused_after_restart(tmp_path, redis_s
 
 async def test_graceful_stop_flushes_queued_events(tmp_path, redis_server, key_prefix, loaded_models):
     settings = dataclasses.replace(
-        api_settings(tmp_path, redis_server.url, key_prefix), publish_interval_ms=10_000.0, publish_batch=100_000
+        api_settings(tmp_path, redis_server.url, key_prefix), publish_interval_ms=3_600_000.0, publish_batch=100_000
     )
     client, stop = await start_api(settings, DecisionEngine(loaded_models))
-    result = await simulate(client.url("/"), _requests(300, 47, {}), api_key="test-key", connections=4)
-    assert client.app[PUBLISHER].queue_depth > 0  # nothing written yet: long interval, huge batch
-    await stop()
+    try:
+        result = await simulate(client.url("/"), _requests(300, 47, {}), api_key="test-key", connections=4)
+        queued = client.app[PUBLISHER].queue_depth
+    finally:
+        await stop()
+    assert queued == 300  # nothing was written before the stop: long interval, huge batch
     ids = await _stream_ids(settings.redis_url, settings.keys.predictions())
     assert set(ids) == set(result.prediction_ids)
