@@ -17,7 +17,7 @@ import orjson
 
 from alerting.signing import sign
 from common.settings import Settings
-from consumers.base import BatchResult, Entry
+from consumers.base import BatchResult, Entry, decode_entries
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +46,8 @@ class AlertSender:
 
     async def handle(self, entries: list[Entry]) -> BatchResult:
         assert self.session is not None
-        failed: dict[str, str] = {}
-        for entry in entries:
-            try:
-                alert = orjson.loads(entry.payload)
-            except orjson.JSONDecodeError as exc:
-                failed[entry.id] = f"undecodable alert: {exc}"
-                continue
+        decoded, failed = decode_entries(entries, orjson.loads, "alert")
+        for entry, alert in decoded:
             body = self._body(alert, entry.payload)
             for url in self.settings.webhook_urls:
                 marker = f"{self.settings.key_prefix}:delivered:{alert['alert_id']}:{url}"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,3 +47,17 @@ class BatchHandler(Protocol):
     async def handle(self, entries: list[Entry]) -> BatchResult: ...
 
     async def close(self) -> None: ...
+
+
+def decode_entries(
+    entries: list[Entry], decode: Callable[[bytes], T], what: str = "prediction event"
+) -> tuple[list[tuple[Entry, T]], dict[str, str]]:
+    """Decode every entry's payload; entries that do not decode are returned as failures (dead-lettered later)."""
+    decoded: list[tuple[Entry, T]] = []
+    failed: dict[str, str] = {}
+    for entry in entries:
+        try:
+            decoded.append((entry, decode(entry.payload)))
+        except ValueError as exc:  # msgspec.DecodeError and orjson.JSONDecodeError are ValueErrors
+            failed[entry.id] = f"undecodable {what}: {exc}"
+    return decoded, failed

@@ -20,7 +20,7 @@ import msgspec
 import uuid_utils
 
 from common.settings import Settings
-from consumers.base import BatchResult, Entry
+from consumers.base import BatchResult, Entry, decode_entries
 from drift.monitor import DriftConfig, DriftMonitor, Finding
 from features.spec import CATEGORICAL_FIELDS, normalize_category
 from schemas.alerts import Alert
@@ -119,16 +119,11 @@ class DriftHandler:
         return monitor
 
     async def handle(self, entries: list[Entry]) -> BatchResult:
-        failed: dict[str, str] = {}
+        decoded, failed = decode_entries(entries, _DECODER.decode)
         scores: dict[str, list[float]] = {}
         requests: dict[str, list[_SlimEvent]] = {}
         names: dict[str, str | None] = {}
-        for entry in entries:
-            try:
-                event = _DECODER.decode(entry.payload)
-            except msgspec.DecodeError as exc:
-                failed[entry.id] = f"undecodable prediction event: {exc}"
-                continue
+        for _, event in decoded:
             for alias, score in event.scores.items():
                 version = event.model_versions[alias]
                 scores.setdefault(version, []).append(score)

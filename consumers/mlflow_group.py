@@ -23,7 +23,7 @@ import msgspec
 
 from common.keys import Keys
 from common.settings import Settings
-from consumers.base import BatchResult, Entry
+from consumers.base import BatchResult, Entry, decode_entries
 from registry.store import ensure_experiment, mlflow_client
 
 log = logging.getLogger(__name__)
@@ -146,15 +146,10 @@ class MlflowMetricsHandler:
     # --- batch ---------------------------------------------------------------------------------------------------
     async def handle(self, entries: list[Entry]) -> BatchResult:
         await self.flush_closed_windows()  # raises while MLflow is down: nothing below happens, batch stays pending
-        failed: dict[str, str] = {}
+        decoded, failed = decode_entries(entries, _DECODER.decode)
         by_stream: dict[str, list[Any]] = {}
         closed: dict[int, bool] = {}
-        for entry in entries:
-            try:
-                event = _DECODER.decode(entry.payload)
-            except msgspec.DecodeError as exc:
-                failed[entry.id] = f"undecodable prediction event: {exc}"
-                continue
+        for entry, event in decoded:
             window = int(datetime.fromisoformat(event.event_time).timestamp() // self.window_s)
             if window not in closed:
                 closed[window] = bool(await self.redis.exists(self._closed_key(window)))

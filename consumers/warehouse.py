@@ -6,7 +6,7 @@ import asyncio
 
 import msgspec
 
-from consumers.base import BatchResult, Entry
+from consumers.base import BatchResult, Entry, decode_entries
 from schemas.events import PredictionEvent
 from warehouse.base import Warehouse, event_columns
 
@@ -33,15 +33,10 @@ class WarehouseHandler:
         if insert_raw is not None:  # the warehouse parses event JSON itself (DuckDB): Python only moves bytes
             _, rejected = insert_raw([e.payload for e in entries])
             return BatchResult({entries[i].id: f"unloadable prediction event: {why}" for i, why in rejected.items()})
-        failed: dict[str, str] = {}
+        decoded, failed = decode_entries(entries, _DECODER.decode)
         events: list[PredictionEvent] = []
         entry_of: dict[str, str] = {}
-        for entry in entries:
-            try:
-                event = _DECODER.decode(entry.payload)
-            except msgspec.DecodeError as exc:
-                failed[entry.id] = f"undecodable prediction event: {exc}"
-                continue
+        for entry, event in decoded:
             if event.prediction_id in entry_of:  # the same event twice in one batch: insert it once
                 continue
             entry_of[event.prediction_id] = entry.id

@@ -67,6 +67,16 @@ def _arrow_strings(payloads: list[bytes]) -> pa.Array:
     )
 
 
+def _counted_insert(conn: duckdb.DuckDBPyConnection, sql: str) -> int:
+    """Run an ``INSERT OR IGNORE`` into prediction_logs and return how many rows it added."""
+    before = conn.execute("SELECT count(*) FROM prediction_logs").fetchone()
+    conn.execute(sql)
+    after = conn.execute("SELECT count(*) FROM prediction_logs").fetchone()
+    assert before is not None
+    assert after is not None
+    return int(after[0]) - int(before[0])
+
+
 def create_table_sql(table: str, columns: list[Column], key: str) -> str:
     cols = ",\n  ".join(f'"{c.name}" {DUCKDB_TYPES[c.kind]}{"" if c.nullable else " NOT NULL"}' for c in columns)
     return f'CREATE TABLE IF NOT EXISTS {table} (\n  {cols},\n  PRIMARY KEY ("{key}")\n)'
@@ -139,13 +149,8 @@ class DuckDBWarehouse:
         batch = pa.Table.from_pydict(columns, schema=self._arrow_schema)  # noqa: F841 - read by DuckDB below
         with self.connect() as conn:
             conn.execute("BEGIN")
-            before = conn.execute("SELECT count(*) FROM prediction_logs").fetchone()
-            conn.execute(self._insert)
-            after = conn.execute("SELECT count(*) FROM prediction_logs").fetchone()
+            inserted = _counted_insert(conn, self._insert)
             conn.execute("COMMIT")
-        assert before is not None
-        assert after is not None
-        inserted = int(after[0]) - int(before[0])
         return InsertResult(inserted=inserted, duplicates=n - inserted)
 
     def insert_raw(self, payloads: list[bytes]) -> tuple[InsertResult, dict[int, str]]:
@@ -160,13 +165,8 @@ class DuckDBWarehouse:
                 int(i): "malformed JSON" if not ok else "missing or mistyped required field(s)"
                 for i, ok in conn.execute(self._invalid_raw).fetchall()
             }
-            before = conn.execute("SELECT count(*) FROM prediction_logs").fetchone()
-            conn.execute(self._insert_raw)
-            after = conn.execute("SELECT count(*) FROM prediction_logs").fetchone()
+            inserted = _counted_insert(conn, self._insert_raw)
             conn.execute("COMMIT")
-        assert before is not None
-        assert after is not None
-        inserted = int(after[0]) - int(before[0])
         return InsertResult(inserted=inserted, duplicates=len(payloads) - len(rejected) - inserted), rejected
 
     def upsert_experiment(self, row: dict[str, Any]) -> None:
