@@ -29,7 +29,7 @@ def _feed(monitor: DriftMonitor, obs: Observations, start: int = 0) -> list[tupl
         for finding in monitor.observe_scores(part.scores.tolist()):
             found.append((start + i, finding))
         findings = monitor.observe_requests(
-            part.features.tolist(), part.categories, part.unknown, ["champion"] * len(part), part.approved.tolist()
+            part.numeric.tolist(), part.categories, part.unknown, ["champion"] * len(part), part.approved.tolist()
         )
         found += [(start + i, f) for f in findings]
     return found

@@ -38,6 +38,13 @@ RUNBOOKS = {
 
 
 class _SlimRequest(msgspec.Struct):
+    amount: float
+    customer_tenure_days: int
+    device_is_trusted: bool
+    risk_score: float
+    installment_count: int
+    payment_credit_limit: float
+    price_comparison_time: float
     customer_credit_score_range: str
     customer_age_bracket: str
     customer_income_bracket: str
@@ -52,8 +59,10 @@ class _SlimRequest(msgspec.Struct):
 
 
 class _SlimEvent(msgspec.Struct):
+    """Only what the detectors read: the 36-feature array is skipped (the watched numbers are in the request),
+    which makes decoding about twice as cheap."""
+
     request: _SlimRequest
-    features: list[float]
     unknown_fields: list[str]
     model_name: str | None
     scores: dict[str, float]
@@ -64,6 +73,17 @@ class _SlimEvent(msgspec.Struct):
 
 
 _DECODER = msgspec.json.Decoder(_SlimEvent)
+_NORMALIZED: dict[str, str] = {}
+
+
+def _normalized(value: str) -> str:
+    """``normalize_category`` with a cache (the same few values repeat millions of times)."""
+    found = _NORMALIZED.get(value)
+    if found is None:
+        found = normalize_category(value)
+        if len(_NORMALIZED) < 10_000:
+            _NORMALIZED[value] = found
+    return found
 
 
 class DriftHandler:
@@ -141,8 +161,8 @@ class DriftHandler:
                 findings += [
                     (version, f)
                     for f in monitor.observe_requests(
-                        [e.features for e in decided],
-                        [{n: normalize_category(getattr(e.request, n)) for n in CATEGORICAL_FIELDS} for e in decided],
+                        [[float(getattr(e.request, n)) for n in self.config.numeric_features] for e in decided],
+                        [{n: _normalized(getattr(e.request, n)) for n in CATEGORICAL_FIELDS} for e in decided],
                         [e.unknown_fields for e in decided],
                         [e.arm for e in decided],
                         [e.decision == "approve" for e in decided],

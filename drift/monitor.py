@@ -22,7 +22,7 @@ import numpy as np
 from river import drift as river_drift
 
 from drift.stats import categorical_psi, ks_from_quantiles, numeric_psi
-from features.spec import CATEGORICAL_FIELDS, FEATURE_NAMES, NUMERIC_FIELDS
+from features.spec import CATEGORICAL_FIELDS, NUMERIC_FIELDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +80,6 @@ class DriftMonitor:
         self._score_window: list[float] = []
         self._window = _Window()
         self._approvals: dict[str, list[int]] = {}  # arm -> [approved, n]
-        self._feature_index = [FEATURE_NAMES.index(f) for f in self.config.numeric_features]
         self.reference_approval = float(profile.get("decision_rates", {}).get("approve", math.nan))
 
     # --- scores (every version scores every request) --------------------------------------------------------------
@@ -123,9 +122,9 @@ class DriftMonitor:
         return found
 
     # --- requests decided by this version ---------------------------------------------------------------------------
-    def observe_requests(
+    def observe_requests(  # numeric: the values of ``config.numeric_features``, in that order
         self,
-        features: list[list[float]],
+        numeric: list[list[float]],
         categories: list[dict[str, str]],
         unknown: list[list[str]],
         arms: list[str],
@@ -133,7 +132,7 @@ class DriftMonitor:
     ) -> list[Finding]:
         found: list[Finding] = []
         w = self._window
-        for row, cats, unk, arm, ok in zip(features, categories, unknown, arms, approved, strict=True):
+        for row, cats, unk, arm, ok in zip(numeric, categories, unknown, arms, approved, strict=True):
             self.requests_seen += 1
             w.features.append(row)
             for name, value in cats.items():
@@ -177,7 +176,7 @@ class DriftMonitor:
         found: list[Finding] = []
         where = f"{w.n} requests up to {self.requests_seen}"
         matrix = np.asarray(w.features)
-        for name, j in zip(self.config.numeric_features, self._feature_index, strict=True):
+        for j, name in enumerate(self.config.numeric_features):
             summary = self.profile["features"][name]
             value = numeric_psi(matrix[:, j], summary)
             if value > self.config.feature_psi:

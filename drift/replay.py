@@ -10,13 +10,13 @@ import numpy.typing as npt
 from datagen import Dataset
 from decision.scorers import Scorer
 from features import featurize_columns
-from features.spec import CATEGORICAL_FIELDS
+from features.spec import CATEGORICAL_FIELDS, FEATURE_NAMES, NUMERIC_FIELDS
 
 
 @dataclass(slots=True)
 class Observations:
     scores: npt.NDArray[np.float64]
-    features: npt.NDArray[np.float64]
+    numeric: npt.NDArray[np.float64]  # the request's numeric fields (NUMERIC_FIELDS order)
     categories: list[dict[str, str]]
     unknown: list[list[str]]
     approved: npt.NDArray[np.bool_]
@@ -27,7 +27,7 @@ class Observations:
     def take(self, index: npt.NDArray[np.intp]) -> Observations:
         return Observations(
             self.scores[index],
-            self.features[index],
+            self.numeric[index],
             [self.categories[i] for i in index],
             [self.unknown[i] for i in index],
             self.approved[index],
@@ -48,4 +48,5 @@ def observations(data: Dataset, scorer: Scorer, review_threshold: float, chunk: 
     amounts = np.asarray(data.columns["amount"], dtype=float)
     limits = np.asarray(data.columns["payment_credit_limit"], dtype=float)
     approved = (scores < review_threshold) & (amounts <= 0.8 * limits)
-    return Observations(scores, batch.matrix, categories, unknown, approved)
+    numeric = batch.matrix[:, [FEATURE_NAMES.index(f) for f in NUMERIC_FIELDS]]
+    return Observations(scores, numeric, categories, unknown, approved)

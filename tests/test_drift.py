@@ -45,7 +45,7 @@ def _feed(monitor, obs, step=250):
         part = obs.take(np.arange(i, min(i + step, len(obs))))
         found += monitor.observe_scores(part.scores.tolist())
         found += monitor.observe_requests(
-            part.features.tolist(), part.categories, part.unknown, ["champion"] * len(part), part.approved.tolist()
+            part.numeric.tolist(), part.categories, part.unknown, ["champion"] * len(part), part.approved.tolist()
         )
     return [(f.kind, f.feature, f.events_seen) for f in found]
 
