@@ -14,30 +14,9 @@ import numpy as np
 from scipy import stats
 
 from analysis.power import power_two_proportions, sample_size_two_proportions
-from analysis.sequential import SequentialTest, difference_of_rates
+from analysis.simulation import peeking
 
 EXPERIMENTS, STEP, LOOKS = 1_000, 100, 50
-
-
-def peeking(rate_a: float, rate_b: float, seed: int) -> tuple[float, float, float]:
-    rng = np.random.default_rng(seed)
-    seq = naive = 0
-    stops = []
-    for _ in range(EXPERIMENTS):
-        ca = np.cumsum(rng.random(STEP * LOOKS) < rate_a)
-        cb = np.cumsum(rng.random(STEP * LOOKS) < rate_b)
-        test = SequentialTest(tau2=0.02**2)
-        naive_hit = False
-        for k in range(1, LOOKS + 1):
-            n = k * STEP
-            test.update(int(ca[n - 1]), n, int(cb[n - 1]), n)
-            est, var = difference_of_rates(int(ca[n - 1]), n, int(cb[n - 1]), n)
-            naive_hit |= var > 0 and 2 * stats.norm.sf(abs(est) / np.sqrt(var)) < 0.05
-        seq += test.crossed_at is not None
-        naive += naive_hit
-        if test.crossed_at is not None:
-            stops.append(test.crossed_at / 2)
-    return seq / EXPERIMENTS, naive / EXPERIMENTS, float(np.median(stops)) if stops else float("nan")
 
 
 def fixed_power(p1: float, p2: float, n: int, sims: int = 5_000, seed: int = 9) -> float:
@@ -49,11 +28,13 @@ def fixed_power(p1: float, p2: float, n: int, sims: int = 5_000, seed: int = 9) 
 
 
 def main() -> int:
-    seq_fpr, naive_fpr, _ = peeking(0.80, 0.80, seed=1)
+    aa = peeking(0.80, 0.80, EXPERIMENTS, LOOKS, STEP, seed=1)
+    seq_fpr, naive_fpr = aa.sequential_rate, aa.naive_rate
     n = sample_size_two_proportions(0.80, 0.82, power=0.8)
     calc = power_two_proportions(0.80, 0.82, n)
     simulated = fixed_power(0.80, 0.82, n)
-    seq_power, _, median_stop = peeking(0.80, 0.82, seed=2)
+    ab = peeking(0.80, 0.82, EXPERIMENTS, LOOKS, STEP, seed=2)
+    seq_power, median_stop = ab.sequential_rate, ab.median_stop
     print(f"A/A, {EXPERIMENTS:,} experiments, peeking every {STEP} samples per arm up to {STEP * LOOKS:,}:")
     print(
         f"| test | false-positive rate (α = 0.05) |\n|---|---|\n| sequential (mSPRT, always valid) | "

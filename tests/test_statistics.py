@@ -20,7 +20,8 @@ from analysis.multiple import benjamini_hochberg, holm
 from analysis.paired import mcnemar
 from analysis.power import minimum_detectable_effect, power_two_proportions, sample_size_two_proportions
 from analysis.proportions import chi2_arms, compare_proportions, wilson_interval
-from analysis.sequential import SequentialTest, confidence_sequence, difference_of_rates
+from analysis.sequential import confidence_sequence, difference_of_rates
+from analysis.simulation import peeking
 from analysis.srm import sample_ratio_mismatch
 
 CASES = [(80, 100, 90, 110), (8_000, 10_000, 7_850, 10_000), (3, 40, 11, 45), (700, 1_000, 2_150, 3_000)]
@@ -95,30 +96,10 @@ def test_mcnemar_matches_statsmodels(discordant):
     assert result.disagreement_rate == pytest.approx((only_a + only_b) / len(a))
 
 
-def _simulate(rate_a: float, rate_b: float, experiments: int, looks: int, step: int, seed: int):
-    """Per experiment: (sequential test crossed?, naive test ever significant at a peek?)."""
-    rng = np.random.default_rng(seed)
-    a = rng.random((experiments, looks * step)) < rate_a
-    b = rng.random((experiments, looks * step)) < rate_b
-    seq_hits = naive_hits = 0
-    for e in range(experiments):
-        test = SequentialTest(tau2=0.02**2)
-        ca, cb = np.cumsum(a[e]), np.cumsum(b[e])
-        naive = False
-        for k in range(1, looks + 1):
-            n = k * step
-            test.update(int(ca[n - 1]), n, int(cb[n - 1]), n)
-            estimate, variance = difference_of_rates(int(ca[n - 1]), n, int(cb[n - 1]), n)
-            naive |= variance > 0 and 2 * stats.norm.sf(abs(estimate) / np.sqrt(variance)) < 0.05
-        seq_hits += test.crossed_at is not None
-        naive_hits += naive
-    return seq_hits / experiments, naive_hits / experiments
-
-
 def test_sequential_test_controls_false_positives_under_continuous_peeking():
-    sequential_fpr, naive_fpr = _simulate(0.8, 0.8, experiments=300, looks=30, step=100, seed=1)
-    assert sequential_fpr <= 0.05
-    assert naive_fpr > 0.10  # peeking at a fixed-horizon test inflates false positives
+    result = peeking(0.8, 0.8, experiments=300, looks=30, step=100, seed=1)
+    assert result.sequential_rate <= 0.05
+    assert result.naive_rate > 0.10  # peeking at a fixed-horizon test inflates false positives
 
 
 def test_confidence_sequence_covers_the_truth():
