@@ -124,6 +124,14 @@ class Settings:
     alert_cooldown_s: int = 3_600
     #: Events per drift window (PSI, unknown rate, approval checks). ``BNPL_DRIFT_WINDOW``.
     drift_window: int = 5_000
+    #: PSI above which a score/feature/category distribution alerts. ``BNPL_DRIFT_PSI``.
+    drift_psi: float = 0.1
+    #: Unknown-category share above which a field alerts. ``BNPL_DRIFT_UNKNOWN_RATE``.
+    drift_unknown_rate: float = 0.05
+    #: |z| of a window's approval rate vs the reference above which an arm alerts. ``BNPL_DRIFT_APPROVAL_Z``.
+    drift_approval_z: float = 5.0
+    #: ADWIN confidence on the score stream (smaller: fewer, later alarms). ``BNPL_DRIFT_ADWIN_DELTA``.
+    drift_adwin_delta: float = 1e-5
 
     def __post_init__(self) -> None:
         if not self.mlflow_tracking_uri:
@@ -193,6 +201,10 @@ class Settings:
                 "webhook_slack": env.get("BNPL_WEBHOOK_SLACK", "").lower() in ("1", "true", "yes"),
                 "alert_cooldown_s": int(env.get("BNPL_ALERT_COOLDOWN_S", "3600")),
                 "drift_window": int(env.get("BNPL_DRIFT_WINDOW", "5000")),
+                "drift_psi": float(env.get("BNPL_DRIFT_PSI", "0.1")),
+                "drift_unknown_rate": float(env.get("BNPL_DRIFT_UNKNOWN_RATE", "0.05")),
+                "drift_approval_z": float(env.get("BNPL_DRIFT_APPROVAL_Z", "5")),
+                "drift_adwin_delta": float(env.get("BNPL_DRIFT_ADWIN_DELTA", "1e-5")),
             }
         )
         if env.get("BNPL_DUCKDB_PATH"):

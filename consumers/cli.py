@@ -59,6 +59,9 @@ def _serve_metrics(worker: ConsumerWorker, port: int) -> None:
             gauge = GaugeMetricFamily("bnpl_consumer_batch_seconds", "Duration of the last batch", labels=labels)
             gauge.add_metric(values, worker.stats.last_batch_s)
             yield gauge
+            lag = GaugeMetricFamily("bnpl_consumer_lag", "Entries not yet delivered to the group", labels=labels)
+            lag.add_metric(values, worker.stats.lag)
+            yield lag
 
     REGISTRY.register(Collector())
     start_http_server(port, addr="127.0.0.1")

@@ -99,7 +99,15 @@ class DriftHandler:
     ) -> None:
         self.settings = settings
         self.redis = redis
-        self.config = config or DriftConfig(window=settings.drift_window)
+        self.config = config or DriftConfig(
+            window=settings.drift_window,
+            feature_psi=settings.drift_psi,
+            categorical_psi=settings.drift_psi,
+            score_psi=settings.drift_psi,
+            unknown_rate=settings.drift_unknown_rate,
+            approval_z=settings.drift_approval_z,
+            adwin_delta=settings.drift_adwin_delta,
+        )
         self.slot = slot
         self.checkpoint_every_s = checkpoint_every_s
         self.monitors: dict[str, DriftMonitor] = {}

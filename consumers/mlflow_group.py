@@ -224,8 +224,9 @@ class MlflowMetricsHandler:
                 Param("model_version", version),
                 Param("model_name", self.settings.model_name),
                 Param("window_seconds", str(self.window_s)),
+                Param("decision_policy", "rules-fallback-v1" if version == "rules" else "threshold-v1"),
             ]
-            for tag in ("bnpl.traffic_allocation", "bnpl.arm_models", "bnpl.decision_policy"):
+            for tag in ("bnpl.traffic_allocation", "bnpl.arm_models"):
                 if tag in exp.tags:
                     params.append(Param(tag.removeprefix("bnpl."), exp.tags[tag]))
             client.log_batch(run_id, params=params)

@@ -61,6 +61,7 @@ class WorkerStats:
     retries: int = 0
     claimed: int = 0
     last_batch_s: float = 0.0
+    lag: int = 0  # entries of the streams not yet delivered to this group (XINFO GROUPS)
     last_errors: dict[str, str] = field(default_factory=dict)
 
 
@@ -275,8 +276,14 @@ class ConsumerWorker:
                 )
         if now - self._last_sample >= 5.0:
             self._last_sample = now
+            lag = 0
             for stream in self.streams:
                 await record_rate_sample(self.redis, self.keys, stream, self.group)
+                for group in await self.redis.xinfo_groups(stream):
+                    name = group["name"].decode() if isinstance(group["name"], bytes) else group["name"]
+                    if name == self.group:
+                        lag += int(group.get("lag") or 0)
+            self.stats.lag = lag
         await self._beat()
 
     async def _claim_idle(self) -> None:

@@ -65,6 +65,7 @@ async def test_each_arm_run_has_the_right_counts_and_redelivery_changes_nothing(
         approve = next(m for m in client.get_metric_history(run.info.run_id, "approve_rate"))
         assert approve.value == expected[(arm, "approve")] / n
         assert run.data.params["traffic_allocation"] == "champion:0.7,challenger:0.3"
+        assert run.data.params["decision_policy"] == "threshold-v1"
         assert run.data.params["model_version"] == dict((m.alias, m.version) for m in loaded_models.models)[arm]
         assert "score_p50" in run.data.metrics
         assert "latency_p99_ms" in run.data.metrics
