@@ -99,11 +99,17 @@ def main() -> int:
         "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
         "MLFLOW_DISABLE_TELEMETRY": "true",
     }
-    ports = {name: free_port() for name in ("ours", "trivial", "mlflow")}
+    ports = {name: free_port() for name in ("ours", "ours2", "trivial", "mlflow")}
     targets = {
         "ours": Target(
             "bnpl API (full decision path)",
             f"http://127.0.0.1:{ports['ours']}/v1/bnpl/risk-assessment",
+            requests,
+            API_KEY,
+        ),
+        "ours2": Target(
+            "bnpl API, 2 processes (--workers 2)",
+            f"http://127.0.0.1:{ports['ours2']}/v1/bnpl/risk-assessment",
             requests,
             API_KEY,
         ),
@@ -123,6 +129,17 @@ def main() -> int:
                 "BNPL_SPOOL_DIR": str(work / "spool"),
             },
             f"http://127.0.0.1:{ports['ours']}/readyz?strict=1",
+        ),
+        "ours2": (
+            [str(BIN / "bnpl"), "serve", "--port", str(ports["ours2"]), "--workers", "2"],
+            {
+                "BNPL_REDIS_URL": redis.url,
+                "BNPL_API_KEYS": API_KEY,
+                "BNPL_INSTANCE_ID": f"bench2-{os.getpid()}",
+                "BNPL_KEY_PREFIX": f"bench2x{int(time.time())}",
+                "BNPL_SPOOL_DIR": str(work / "spool2"),
+            },
+            f"http://127.0.0.1:{ports['ours2']}/readyz?strict=1",
         ),
         "trivial": ([sys.executable, "-m", "bench.trivial_server", "--port", str(ports["trivial"])], {}, None),
         "mlflow": (
@@ -183,7 +200,7 @@ def _stream_length(url: str) -> int:
 
     client = sync_redis.Redis.from_url(url)
     try:
-        return sum(int(client.xlen(k)) for k in client.scan_iter(match="bench*:predictions", _type="stream"))
+        return sum(int(client.xlen(k)) for k in client.scan_iter(match="bench[0-9]*:predictions", _type="stream"))
     finally:
         client.close()
 
@@ -206,7 +223,8 @@ def _report(targets: dict[str, Target], results: dict[tuple[str, int], dict[str,
     for c in (1, 16):
         print(
             f"c={c}: ours / trivial = {rps('ours', c) / rps('trivial', c):.2f}   "
-            f"ours / mlflow models serve = {rps('ours', c) / rps('mlflow', c):.1f}x"
+            f"ours / mlflow models serve = {rps('ours', c) / rps('mlflow', c):.1f}x   "
+            f"(2 processes: {rps('ours2', c) / rps('trivial', c):.2f} and {rps('ours2', c) / rps('mlflow', c):.1f}x)"
         )
     sent = sum(results[("ours", c)]["requests"] for c in (1, 16))
     print(f"events in the stream after the run: {events:,} (measured requests to ours: {int(sent):,} + warm-up)")

@@ -8,6 +8,7 @@ embedded defaults).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -78,13 +79,59 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         settings = dataclasses.replace(settings, redis_url=embedded.url)
         print(f"embedded redis-server at {embedded.url} (set BNPL_REDIS_URL to use your own)", flush=True)
     try:
+        if args.workers > 1:
+            return _serve_workers(settings, args.workers)
         web.run_app(
-            create_app(settings), host=settings.host, port=settings.port, access_log=None, shutdown_timeout=10.0
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            access_log=None,
+            shutdown_timeout=10.0,
+            reuse_port=os.environ.get("BNPL_REUSE_PORT") == "1",
         )
     finally:
         if embedded is not None:
             embedded.stop()
     return 0
+
+
+def _serve_workers(settings: Settings, workers: int) -> int:
+    """N API processes on one port (SO_REUSEPORT); each has its own instance id, spool and publish sequence."""
+    import signal
+    import subprocess
+
+    children = [
+        subprocess.Popen(  # noqa: S603 - re-runs this same command
+            [
+                sys.executable,
+                "-m",
+                "bnpl_cli.main",
+                "--data-dir",
+                str(settings.data_dir),
+                "serve",
+                "--host",
+                settings.host,
+                "--port",
+                str(settings.port),
+            ],
+            env={
+                **os.environ,
+                "BNPL_REUSE_PORT": "1",
+                "BNPL_REDIS_URL": settings.redis_url,
+                "BNPL_INSTANCE_ID": f"{settings.instance_id}-w{i}",
+            },
+        )
+        for i in range(workers)
+    ]
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    return max(child.wait() for child in children)
 
 
 def _cmd_consume(args: argparse.Namespace) -> int:
@@ -168,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the decision API (aiohttp)")
     serve.add_argument("--host", help="listen address (env BNPL_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (env BNPL_PORT, default 8080)")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="API processes sharing the port (SO_REUSEPORT), one per core"
+    )
     serve.set_defaults(func=_cmd_serve)
 
     consume = sub.add_parser("consume", help="run workers of a consumer group (warehouse, …)")
