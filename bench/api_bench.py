@@ -100,6 +100,7 @@ def main() -> int:
         "MLFLOW_DISABLE_TELEMETRY": "true",
     }
     ports = {name: free_port() for name in ("ours", "ours2", "trivial", "mlflow")}
+    prefix = f"bench{int(time.time())}"
     targets = {
         "ours": Target(
             "bnpl API (full decision path)",
@@ -125,7 +126,7 @@ def main() -> int:
                 "BNPL_REDIS_URL": redis.url,
                 "BNPL_API_KEYS": API_KEY,
                 "BNPL_INSTANCE_ID": f"bench-{os.getpid()}",
-                "BNPL_KEY_PREFIX": f"bench{int(time.time())}",
+                "BNPL_KEY_PREFIX": prefix,
                 "BNPL_SPOOL_DIR": str(work / "spool"),
             },
             f"http://127.0.0.1:{ports['ours']}/readyz?strict=1",
@@ -188,19 +189,19 @@ def main() -> int:
         for target in targets.values():
             if target.proc:
                 processes.stop(target.proc)
-        events = _stream_length(redis.url)
+        events = _stream_length(redis.url, f"{prefix}:predictions")
         redis.stop()
     _report(targets, results, events)
     shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
-def _stream_length(url: str) -> int:
+def _stream_length(url: str, stream: str) -> int:
     import redis as sync_redis
 
     client = sync_redis.Redis.from_url(url)
     try:
-        return sum(int(client.xlen(k)) for k in client.scan_iter(match="bench[0-9]*:predictions", _type="stream"))
+        return int(client.xlen(stream))
     finally:
         client.close()
 
