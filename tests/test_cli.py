@@ -65,3 +65,72 @@ def test_unknown_command_exits_with_usage():
     with pytest.raises(SystemExit) as info:
         main(["no-such-command"])
     assert info.value.code == 2
+
+
+def test_serve_with_two_worker_processes_shares_one_port(tmp_path, trained_registry, redis_server, key_prefix):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    import orjson
+
+    from common.redis_server import free_port
+    from datagen import ORIGINAL_EXAMPLE
+
+    settings, _ = trained_registry
+    port = free_port()
+    env = {
+        **os.environ,
+        "BNPL_REDIS_URL": redis_server.url,
+        "BNPL_API_KEYS": "k",
+        "BNPL_KEY_PREFIX": key_prefix,
+        "BNPL_SPOOL_DIR": str(tmp_path / "spool"),
+        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bnpl_cli.main",
+            "--data-dir",
+            str(settings.data_dir),
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while len(list((tmp_path / "spool").glob("*.spool"))) < 2 or not _ready(port):
+            assert time.monotonic() < deadline, "workers did not start"
+            time.sleep(0.2)
+        for _ in range(20):
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{port}/v1/bnpl/risk-assessment",
+                data=orjson.dumps(ORIGINAL_EXAMPLE),
+                headers={"X-API-Key": "k"},
+            )
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                assert resp.status == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    assert sorted(p.name for p in (tmp_path / "spool").glob("*.spool")) == ["api-1-w0.spool", "api-1-w1.spool"]
+
+
+def _ready(port: int) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz?strict=1", timeout=1) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
