@@ -97,41 +97,32 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _serve_workers(settings: Settings, workers: int) -> int:
     """N API processes on one port (SO_REUSEPORT); each has its own instance id, spool and publish sequence."""
-    import signal
-    import subprocess
+    from common.processes import run_children
 
-    children = [
-        subprocess.Popen(  # noqa: S603 - re-runs this same command
-            [
-                sys.executable,
-                "-m",
-                "bnpl_cli.main",
-                "--data-dir",
-                str(settings.data_dir),
-                "serve",
-                "--host",
-                settings.host,
-                "--port",
-                str(settings.port),
-            ],
-            env={
-                **os.environ,
-                "BNPL_REUSE_PORT": "1",
-                "BNPL_REDIS_URL": settings.redis_url,
-                "BNPL_INSTANCE_ID": f"{settings.instance_id}-w{i}",
-            },
-        )
-        for i in range(workers)
-    ]
-
-    def forward(signum: int, _frame: object) -> None:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    return max(child.wait() for child in children)
+    return run_children(
+        [
+            (
+                [
+                    sys.executable,
+                    "-m",
+                    "bnpl_cli.main",
+                    "--data-dir",
+                    str(settings.data_dir),
+                    "serve",
+                    "--host",
+                    settings.host,
+                    "--port",
+                    str(settings.port),
+                ],
+                {
+                    "BNPL_REUSE_PORT": "1",
+                    "BNPL_REDIS_URL": settings.redis_url,
+                    "BNPL_INSTANCE_ID": f"{settings.instance_id}-w{i}",
+                },
+            )
+            for i in range(workers)
+        ]
+    )
 
 
 def _cmd_consume(args: argparse.Namespace) -> int:

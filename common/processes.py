@@ -52,3 +52,21 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
             proc.kill()
             proc.wait()
     return proc.returncode
+
+
+def run_children(commands: list[tuple[list[str], dict[str, str]]]) -> int:
+    """Run one child per (args, extra env) and wait for all; SIGTERM/SIGINT are forwarded to every child
+    (each then does its own two-stage shutdown). Returns the worst exit code."""
+    children = [
+        subprocess.Popen(args, env={**os.environ, **env})  # noqa: S603 - our own command lines
+        for args, env in commands
+    ]
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    return max(child.wait() for child in children)

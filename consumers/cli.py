@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
-import subprocess
 import sys
 from typing import Any
 
+from common.processes import run_children
 from common.settings import Settings
 from consumers.groups import GROUPS
 from consumers.runtime import ConsumerWorker, RuntimeConfig, run_worker
@@ -99,22 +98,12 @@ def consume(settings: Settings, group: str, workers: int = 1) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if workers <= 1:
         return asyncio.run(_run_one(settings, group))
-    children = [
-        subprocess.Popen(  # noqa: S603 - re-runs this same command
-            [sys.executable, "-m", "bnpl_cli.main", "consume", group],
-            env={**os.environ, "BNPL_WORKER_INDEX": str(i)},
-        )
-        for i in range(workers)
-    ]
-
-    def forward(signum: int, _frame: Any) -> None:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    return max(child.wait() for child in children)
+    return run_children(
+        [
+            ([sys.executable, "-m", "bnpl_cli.main", "consume", group], {"BNPL_WORKER_INDEX": str(i)})
+            for i in range(workers)
+        ]
+    )
 
 
 async def status(settings: Settings) -> int:
