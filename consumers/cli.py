@@ -100,7 +100,21 @@ def consume(settings: Settings, group: str, workers: int = 1) -> int:
         return asyncio.run(_run_one(settings, group))
     return run_children(
         [
-            ([sys.executable, "-m", "bnpl_cli.main", "consume", group], {"BNPL_WORKER_INDEX": str(i)})
+            (
+                # The parent's --data-dir/--tracking-uri flags must reach the workers too.
+                [
+                    sys.executable,
+                    "-m",
+                    "bnpl_cli.main",
+                    "--data-dir",
+                    str(settings.data_dir),
+                    "--tracking-uri",
+                    settings.mlflow_tracking_uri,
+                    "consume",
+                    group,
+                ],
+                {"BNPL_WORKER_INDEX": str(i)},
+            )
             for i in range(workers)
         ]
     )
