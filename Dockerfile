@@ -5,10 +5,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     MLFLOW_DISABLE_TELEMETRY=true \
-    BNPL_DATA_DIR=/var/lib/bnpl
+    BNPL_DATA_DIR=/var/lib/bnpl \
+    NUMBA_CACHE_DIR=/var/lib/bnpl/numba-cache
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY alerting ./alerting
+COPY analysis ./analysis
 COPY app ./app
 COPY bench ./bench
 COPY bnpl_cli ./bnpl_cli
@@ -16,6 +19,7 @@ COPY common ./common
 COPY consumers ./consumers
 COPY datagen ./datagen
 COPY decision ./decision
+COPY drift ./drift
 COPY features ./features
 COPY producers ./producers
 COPY registry ./registry

@@ -69,8 +69,9 @@ def load_version(version: RegisteredVersion) -> LoadedModel:
     except ValueError:
         log.exception("compiled scorer of v%s disagrees with sklearn; serving it with sklearn", version.version)
         scorer = SklearnScorer(model)
-    for row in sample[:200]:  # warm caches and branch predictors before the first real request
+    for row in sample[:200]:  # compile (numba) and warm caches before the first real request
         scorer.score(row)
+        scorer.contributions(row)
     return LoadedModel(
         alias=version.alias or "",
         name=version.name,

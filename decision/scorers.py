@@ -6,8 +6,8 @@ cannot afford that three times per request. Each supported family is compiled in
 * ``Pipeline(StandardScaler, LogisticRegression)`` → one dot product: the scaler is folded into the weights;
 * ``CalibratedClassifierCV(Pipeline(StandardScaler, RidgeClassifier), method="sigmoid", ensemble=False)`` → one dot
   product and sklearn's Platt sigmoid ``1 / (1 + exp(a·d + b))``;
-* ``HistGradientBoostingClassifier`` → every split of every tree decided in one vectorized compare, then all trees
-  followed pointer by pointer (leaves loop to themselves), then ``expit(baseline + Σ leaf values)``.
+* ``HistGradientBoostingClassifier`` → flat node arrays walked by a branch-free numba-compiled loop, summed from the
+  baseline in sklearn's order, then ``expit``.
 
 Anything else is served by :class:`SklearnScorer`. Compiled scorers are checked against ``predict_proba`` when they
 are loaded (:func:`verify`), and the test suite checks equality to 1e-9 on 10,000+ generated requests.
@@ -19,11 +19,13 @@ its feature with the change of the node value — which sums exactly to the raw 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
+from numba import njit
 
 from features.spec import N_FEATURES
 
@@ -46,8 +48,8 @@ class Scorer(Protocol):
 def _expit(z: float) -> float:
     # Same branches as scipy.special.expit for large |z|, so extremes match sklearn's probabilities.
     if z >= 0:
-        return 1.0 / (1.0 + float(np.exp(-z)))
-    e = float(np.exp(z))
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
     return e / (1.0 + e)
 
 
@@ -68,7 +70,7 @@ class LinearScorer:
         return -(a * decision + c)
 
     def score(self, x: Vector) -> float:
-        return _expit(float(self._prob(float(self.weights @ x) + self.intercept)))
+        return _expit(float(self._prob(float(x.dot(self.weights)) + self.intercept)))
 
     def score_batch(self, matrix: Vector) -> Vector:
         from scipy.special import expit
@@ -80,60 +82,84 @@ class LinearScorer:
         return np.asarray(scale * self.weights * (x - self.mean), dtype=np.float64)
 
 
+# The walk is branch-free and runs a fixed ``depth`` steps per tree: children are adjacent (right = left + 1), so
+# a step is ``node = left + goes_right``; a leaf is its own left child and never goes right (threshold +inf).
+# Without data-dependent branches the CPU overlaps the trees' pointer chains instead of mispredicting every split.
+# One node is one row of ``nodes`` (one cache line): THRESHOLD, VALUE, FEATURE, LEFT, NAN_RIGHT, all float64 (node
+# indices and feature numbers are exact in a double), so a call passes few arguments: numba's dispatcher checks the
+# type of every argument on every call, and that costs more than walking 120 small trees.
+THRESHOLD, VALUE, FEATURE, LEFT, NAN_RIGHT = range(5)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _step(x: Vector, nodes: Vector, n: int) -> int:
+    v = x[int(nodes[n, FEATURE])]
+    goes_right = (v > nodes[n, THRESHOLD]) | ((v != v) & (nodes[n, NAN_RIGHT] != 0.0))
+    return int(nodes[n, LEFT]) + int(goes_right)
+
+
+@njit(cache=True, nogil=True)
+def _raw_score(x: Vector, nodes: Vector, roots: Any, depth: int, base: float) -> float:
+    # Level by level across all trees: the trees' steps are independent, so they overlap in the CPU.
+    node = roots.copy()
+    for _ in range(depth):
+        for t in range(node.size):
+            node[t] = _step(x, nodes, node[t])
+    total = base  # tree by tree from the baseline: sklearn's order of summation
+    for t in range(node.size):
+        total += nodes[node[t], VALUE]
+    return total
+
+
+@njit(cache=True, nogil=True)
+def _raw_scores(matrix: Vector, nodes: Vector, roots: Any, depth: int, base: float) -> Vector:
+    out = np.empty(matrix.shape[0])
+    for i in range(matrix.shape[0]):
+        out[i] = _raw_score(matrix[i], nodes, roots, depth, base)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _path_contributions(x: Vector, nodes: Vector, roots: Any, depth: int, n_features: int) -> Vector:
+    out = np.zeros(n_features)
+    node = roots.copy()
+    for _ in range(depth):  # level by level, like _raw_score
+        for t in range(node.size):
+            n = node[t]
+            nxt = _step(x, nodes, n)
+            out[int(nodes[n, FEATURE])] += nodes[nxt, VALUE] - nodes[n, VALUE]  # a leaf adds 0 (its own child)
+            node[t] = nxt
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class TreeEnsembleScorer:
-    """Every tree of a gradient-boosted ensemble as flat arrays.
+    """Every tree of a gradient-boosted ensemble as one node table, walked by compiled (numba) loops.
 
-    Internal nodes come first (indices ``0 … n_internal-1``), leaves after them; a leaf's child is itself, so
-    following pointers ``depth`` times from the roots always ends on the leaf of every tree.
+    Node ``i`` sends ``x[FEATURE] <= THRESHOLD`` to ``LEFT`` and the rest to ``LEFT + 1`` (NaN goes right where
+    ``NAN_RIGHT``, as sklearn learned). A leaf is its own child with threshold +inf. Leaves hold sklearn's values;
+    internal nodes their value scaled by the learning rate, for path attribution.
     """
 
-    feature: npt.NDArray[np.intp]  # per internal node
-    threshold: Vector  # per internal node
-    left: npt.NDArray[np.intp]  # per internal node, global index
-    right: npt.NDArray[np.intp]  # per internal node, global index
-    leaf_self: npt.NDArray[np.intp]  # global indices of the leaves (their own child)
-    value: Vector  # every node's value on the log-odds scale (internal nodes scaled by the learning rate)
-    node_feature: npt.NDArray[np.intp]  # feature of every node (0 for leaves), for path attribution
+    nodes: Vector  # shape (n_nodes, 5)
     roots: npt.NDArray[np.intp]
     depth: int
     baseline: float
     kind: str = "trees"
 
-    def _next(self, x: Vector) -> npt.NDArray[np.intp]:
-        # Decide every split of every tree at once (one gather + compare over the internal nodes), then only
-        # follow pointers: cheaper than deciding level by level on the nodes reached.
-        return np.concatenate((np.where(x[self.feature] <= self.threshold, self.left, self.right), self.leaf_self))
-
     def score(self, x: Vector) -> float:
-        child = self._next(x)
-        node = self.roots
-        for _ in range(self.depth):
-            node = child[node]
-        return _expit(self.baseline + float(self.value[node].sum()))
+        return _expit(_raw_score(x, self.nodes, self.roots, self.depth, self.baseline))
 
     def score_batch(self, matrix: Vector) -> Vector:
         from scipy.special import expit
 
-        decided = np.where(matrix[:, self.feature] <= self.threshold, self.left, self.right)
-        child = np.hstack([decided, np.broadcast_to(self.leaf_self, (matrix.shape[0], self.leaf_self.size))])
-        rows = np.arange(matrix.shape[0])[:, None]
-        node = np.broadcast_to(self.roots, (matrix.shape[0], self.roots.size))
-        for _ in range(self.depth):
-            node = child[rows, node]
-        return np.asarray(expit(self.baseline + self.value[node].sum(axis=1)), dtype=np.float64)
+        raw = _raw_scores(
+            np.ascontiguousarray(matrix, dtype=np.float64), self.nodes, self.roots, self.depth, self.baseline
+        )
+        return np.asarray(expit(raw), dtype=np.float64)
 
     def contributions(self, x: Vector) -> Vector:
-        child = self._next(x)
-        node = self.roots
-        total = np.zeros(N_FEATURES)
-        for _ in range(self.depth):
-            nxt = child[node]
-            total += np.bincount(
-                self.node_feature[node], weights=self.value[nxt] - self.value[node], minlength=N_FEATURES
-            )
-            node = nxt
-        return total
+        return _path_contributions(x, self.nodes, self.roots, self.depth, N_FEATURES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,37 +192,33 @@ def _compile_hgb(model: Any) -> TreeEnsembleScorer:
     trees = [predictor.nodes for (predictor,) in model._predictors]
     if any(nodes["is_categorical"].any() for nodes in trees):
         raise ValueError("categorical splits are not compiled")
-    n_internal = sum(int((~nodes["is_leaf"].astype(bool)).sum()) for nodes in trees)
-    # Global numbering: all internal nodes first (tree by tree), then all leaves.
-    internal_at, leaf_at, roots = 0, n_internal, []
-    feature, threshold, left, right, values_internal, values_leaf = [], [], [], [], [], []
-    depth = 0
+    n_nodes = sum(len(nodes) for nodes in trees)
+    table = np.zeros((n_nodes, 5))
+    table[:, THRESHOLD] = np.inf
+    table[:, LEFT] = np.arange(n_nodes)  # leaves stay their own child
+    roots, depth, at = [], 0, 0
     for nodes in trees:
-        leaf = nodes["is_leaf"].astype(bool)
-        index = np.empty(len(nodes), dtype=np.intp)
-        index[~leaf] = internal_at + np.arange(int((~leaf).sum()))
-        index[leaf] = leaf_at + np.arange(int(leaf.sum()))
-        internal_at += int((~leaf).sum())
-        leaf_at += int(leaf.sum())
-        roots.append(index[0])
-        inner = nodes[~leaf]
-        feature.append(inner["feature_idx"])
-        threshold.append(inner["num_threshold"])
-        left.append(index[inner["left"].astype(np.intp)])
-        right.append(index[inner["right"].astype(np.intp)])
-        # sklearn scales only leaf values by the learning rate; scale internal nodes too for path attribution.
-        values_internal.append(inner["value"] * shrinkage)
-        values_leaf.append(nodes[leaf]["value"])
+        # Renumber breadth-first so that every internal node's children are adjacent.
+        roots.append(at)
+        order, placed = [0], {0: at}
+        at += 1
+        for old in order:
+            node = nodes[old]
+            new = placed[old]
+            # sklearn scales only leaf values by the learning rate; scale internal nodes too for path attribution.
+            table[new, VALUE] = node["value"] if node["is_leaf"] else node["value"] * shrinkage
+            if node["is_leaf"]:
+                continue
+            table[new, FEATURE], table[new, THRESHOLD] = node["feature_idx"], node["num_threshold"]
+            table[new, NAN_RIGHT] = 0.0 if node["missing_go_to_left"] else 1.0
+            table[new, LEFT] = at
+            for child in (int(node["left"]), int(node["right"])):
+                placed[child] = at
+                order.append(child)
+                at += 1
         depth = max(depth, int(nodes["depth"].max()))
-    features = np.concatenate(feature).astype(np.intp)
     return TreeEnsembleScorer(
-        feature=features,
-        threshold=np.concatenate(threshold).astype(np.float64),
-        left=np.concatenate(left).astype(np.intp),
-        right=np.concatenate(right).astype(np.intp),
-        leaf_self=np.arange(n_internal, leaf_at, dtype=np.intp),
-        value=np.concatenate(values_internal + values_leaf).astype(np.float64),
-        node_feature=np.concatenate([features, np.zeros(leaf_at - n_internal, dtype=np.intp)]),
+        nodes=table,
         roots=np.asarray(roots, dtype=np.intp),
         depth=depth,
         baseline=float(np.asarray(model._baseline_prediction).reshape(-1)[0]),

@@ -12,7 +12,7 @@ from datagen import NewCategory, generate
 from decision.engine import DecisionEngine
 from decision.experiment import Experiment
 from decision.models import ModelSet
-from decision.scorers import LinearScorer, TreeEnsembleScorer
+from decision.scorers import VALUE, LinearScorer, TreeEnsembleScorer
 from features import featurize_columns
 from schemas import parse_request
 
@@ -57,7 +57,7 @@ def test_contributions_explain_the_score_exactly(loaded_models, requests_10k):
             logit = np.log(p / (1 - p))
             c = scorer.contributions(x)
             if isinstance(scorer, TreeEnsembleScorer):
-                base = scorer.baseline + scorer.value[scorer.roots].sum()
+                base = scorer.baseline + scorer.nodes[scorer.roots, VALUE].sum()
             else:
                 assert isinstance(scorer, LinearScorer)
                 ref = scorer.score(scorer.mean)
