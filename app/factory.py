@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import msgspec
 from aiohttp import web
 
-from app.keys import ENGINE, METRICS, OPENAPI, PUBLISHER, REDIS, SETTINGS, WATCHER
+from app.keys import API_KEYS, ENGINE, METRICS, OPENAPI, PUBLISHER, REDIS, SETTINGS, WATCHER
 from app.metrics import ApiMetrics
 from app.openapi import openapi_document
 from app.routes import JSON, add_routes
@@ -33,13 +33,14 @@ def _error(status: int, error: str, message: str, headers: dict[str, str] | None
     return web.Response(status=status, body=body, content_type=JSON, headers=headers)
 
 
-def _key_matches(presented: str, keys: tuple[str, ...]) -> bool:
+def _key_matches(presented: str, keys: tuple[bytes, ...]) -> bool:
     # Compare against every key, always, in constant time per key: no early exit that leaks which one matched.
     if not presented:
         return False
+    given = presented.encode()
     ok = False
     for key in keys:
-        ok |= hmac.compare_digest(presented.encode(), key.encode())
+        ok |= hmac.compare_digest(given, key)
     return ok
 
 
@@ -62,7 +63,7 @@ async def _front_door(request: web.Request, handler: Handler) -> web.StreamRespo
     if (
         settings.auth_disabled
         or request.path in settings.open_paths
-        or _key_matches(_presented_key(request), settings.api_keys)
+        or _key_matches(_presented_key(request), app[API_KEYS])
     ):
         try:
             response = await handler(request)
@@ -133,6 +134,7 @@ def create_app(
         raise ValueError("no API keys configured: set BNPL_API_KEYS (or BNPL_AUTH_DISABLED=true for local use)")
     app = web.Application(middlewares=[_front_door], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
+    app[API_KEYS] = tuple(key.encode() for key in settings.api_keys)
     app[ENGINE] = engine or DecisionEngine(instance_id=settings.instance_id)
     app[METRICS] = ApiMetrics(lambda: app.get(PUBLISHER))
     app[WATCHER] = RegistryWatcher(settings, app[ENGINE], app[METRICS])

@@ -20,3 +20,5 @@ METRICS = web.AppKey("metrics", ApiMetrics)
 WATCHER = web.AppKey("watcher", RegistryWatcher)
 REDIS: web.AppKey[Redis] = web.AppKey("redis")
 OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")
+#: The configured API keys, encoded once for constant-time comparison.
+API_KEYS: web.AppKey[tuple[bytes, ...]] = web.AppKey("api_keys")

@@ -32,7 +32,7 @@ class ApiMetrics:
     def __init__(self, publisher: Callable[[], EventPublisher | None]) -> None:
         self.registry = CollectorRegistry()
         self._publisher = publisher
-        self.requests: dict[tuple[str, str], int] = {}
+        self.requests: dict[tuple[str, int], int] = {}
         self.latency: dict[str, _Latency] = {}
         self.decisions: dict[tuple[str, str, str], int] = {}
         self.unknown: dict[str, int] = {}
@@ -47,7 +47,7 @@ class ApiMetrics:
 
     # --- request path ---------------------------------------------------------------------------------------------
     def observe_request(self, route: str, status: int, seconds: float) -> None:
-        key = (route, str(status))
+        key = (route, status)
         self.requests[key] = self.requests.get(key, 0) + 1
         hist = self.latency.get(route)
         if hist is None:
@@ -73,8 +73,8 @@ class ApiMetrics:
 
     def collect(self) -> Iterator[Any]:
         requests = CounterMetricFamily("bnpl_http_requests", "HTTP requests", labels=["route", "status"])
-        for labels, count in self.requests.items():
-            requests.add_metric(list(labels), count)
+        for (route, status), count in self.requests.items():
+            requests.add_metric([route, str(status)], count)
         yield requests
         latency = HistogramMetricFamily("bnpl_request_latency_seconds", "Request latency", labels=["route"])
         for route, hist in self.latency.items():

@@ -21,8 +21,25 @@ from schemas.response import DeploymentMode, ReasonCode, RiskAssessmentResponse
 MAX_REASONS = 3
 
 
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+class _UtcClock:
+    """``YYYY-MM-DDTHH:MM:SS.mmmZ`` for now; the part up to the second is formatted once per second."""
+
+    __slots__ = ("_prefix", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def now_iso(self) -> str:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+            self._second = second
+        return f"{self._prefix}{int((now - second) * 1000):03d}Z"
+
+
+_now_iso = _UtcClock().now_iso
 
 
 class DecisionEngine:
@@ -65,11 +82,12 @@ class DecisionEngine:
         else:
             for model in models.models:
                 scores[model.alias] = model.scorer.score(x)
-                versions[model.alias] = model.version
+            versions = models.versions
             inference_ms = (time.perf_counter() - inference_start) * 1000.0
             experiment = models.experiment
-            arm = experiment.assign(request.customer_id) if experiment else models.champion.alias
-            deciding = models.by_alias.get(experiment.model_for(arm) if experiment else arm, models.champion)
+            champion = models.models[0]
+            arm = experiment.assign(request.customer_id) if experiment else champion.alias
+            deciding = models.by_alias.get(experiment.model_for(arm) if experiment else arm, champion)
             mode = "ab_test" if experiment else "champion"
             probability = scores[deciding.alias]
             outcome = threshold_policy(probability, deciding.review, deciding.deny, request)
@@ -80,7 +98,7 @@ class DecisionEngine:
                     reasons += top_reasons(contributions, MAX_REASONS - len(reasons))
             family, alias, version = deciding.family, deciding.alias, deciding.version
             thresholds, policy = deciding.thresholds, THRESHOLD_POLICY
-            champion_family = models.champion.family
+            champion_family = champion.family
         decision = outcome.decision
         prediction_id = str(uuid_utils.uuid7())
         timestamp = _now_iso()
@@ -113,7 +131,7 @@ class DecisionEngine:
             prediction_id=prediction_id,
             event_time=timestamp,
             request=request,
-            features=x.tolist(),
+            features=feats.values,
             unknown_fields=response.unknown_fields,
             model_name=models.champion.name if models else None,
             scores=scores,

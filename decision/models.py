@@ -19,10 +19,11 @@ class LoadedModel:
     scorer: Scorer
     review: float
     deny: float
+    #: ``{"review": …, "deny": …}`` as responses and events carry it (built once; never mutated).
+    thresholds: dict[str, float] = field(init=False)
 
-    @property
-    def thresholds(self) -> dict[str, float]:
-        return {"review": self.review, "deny": self.deny}
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "thresholds", {"review": self.review, "deny": self.deny})
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,11 +36,14 @@ class ModelSet:
     models: tuple[LoadedModel, ...]
     experiment: Experiment | None = None
     by_alias: dict[str, LoadedModel] = field(init=False)
+    #: Alias → version, as responses and events carry it (built once; never mutated).
+    versions: dict[str, str] = field(init=False)
 
     def __post_init__(self) -> None:
         if not self.models:
             raise ValueError("a model set needs at least one model")
         object.__setattr__(self, "by_alias", {m.alias: m for m in self.models})
+        object.__setattr__(self, "versions", {m.alias: m.version for m in self.models})
 
     @property
     def champion(self) -> LoadedModel:

@@ -10,6 +10,7 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
+from numba import njit
 
 from features.spec import FEATURE_NAMES, NUMERIC_FIELDS, ONE_HOT_FIELDS, ORDINAL_FIELDS, TIME_FEATURES
 from schemas.response import ReasonCode
@@ -50,7 +51,7 @@ def _field_of_feature() -> list[str]:
 
 _FIELDS: Final = _field_of_feature()
 _FIELD_NAMES: Final = sorted(set(_FIELDS))
-_FIELD_INDEX: Final = np.array([_FIELD_NAMES.index(f) for f in _FIELDS])
+_FIELD_INDEX: Final = np.array([_FIELD_NAMES.index(f) for f in _FIELDS], dtype=np.intp)
 
 
 def top_reasons(contributions: npt.NDArray[np.float64], limit: int = 3) -> list[ReasonCode]:
@@ -60,10 +61,21 @@ def top_reasons(contributions: npt.NDArray[np.float64], limit: int = 3) -> list[
     >>> [r.code for r in top_reasons(c)]
     ['HIGH_AMOUNT', 'LOW_CREDIT_LIMIT']
     """
-    per_field = np.bincount(_FIELD_INDEX, weights=contributions, minlength=len(_FIELD_NAMES))
-    order = np.argsort(-per_field, kind="stable")[:limit]
+    per_field, order = _rank_fields(np.asarray(contributions, dtype=np.float64), _FIELD_INDEX, len(_FIELD_NAMES))
+    sums = per_field.tolist()
     return [
-        ReasonCode(REASON_CODES[_FIELD_NAMES[i]], _FIELD_NAMES[i], round(float(per_field[i]), 6))
-        for i in order
-        if per_field[i] > 0
+        ReasonCode(REASON_CODES[_FIELD_NAMES[i]], _FIELD_NAMES[i], round(sums[i], 6))
+        for i in order.tolist()[:limit]
+        if sums[i] > 0
     ]
+
+
+@njit(cache=True, nogil=True)
+def _rank_fields(
+    contributions: npt.NDArray[np.float64], field_index: npt.NDArray[np.intp], n_fields: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.intp]]:
+    # Sum per field in feature order, then rank largest first (stable: ties keep field order).
+    per_field = np.zeros(n_fields)
+    for j in range(contributions.size):
+        per_field[field_index[j]] += contributions[j]
+    return per_field, np.argsort(-per_field, kind="mergesort")

@@ -19,26 +19,39 @@ from features.spec import (
 )
 from schemas.request import RiskAssessmentRequest
 
-# Lookup tables built once from the spec: value -> encoded float(s), plus the explicit unknown encoding.
-_ORDINAL = tuple(
-    (field, {c: float(i) for i, c in enumerate(cats)}, (len(cats) - 1) / 2.0) for field, _, cats in ORDINAL_FIELDS
+# Lookup tables built once from the spec: value -> encoded number(s), plus the explicit unknown encoding.
+# Whole-numbered codes are kept as ints: the values list goes into every event, and JSON-encoding an int is far
+# cheaper than a float (the vector the models see is float64 either way).
+_ORDINAL: tuple[tuple[str, dict[str, float], float], ...] = tuple(
+    (field, {c: i for i, c in enumerate(cats)}, (len(cats) - 1) / 2.0) for field, _, cats in ORDINAL_FIELDS
 )
-_ONE_HOT = tuple(
+_ONE_HOT: tuple[tuple[str, dict[str, tuple[float, ...]], tuple[float, ...]], ...] = tuple(
     (
         field,
-        {c: tuple(1.0 if c == d else 0.0 for d in cats[1:]) for c in cats},
+        {c: tuple(1 if c == d else 0 for d in cats[1:]) for c in cats},
         tuple(1.0 / len(cats) for _ in cats[1:]),
     )
     for field, cats in ONE_HOT_FIELDS
 )
-_TIME_OF_DAY = {c: tuple(1.0 if c == d else 0.0 for d in TIMES_OF_DAY[1:]) for c in TIMES_OF_DAY}
+_TIME_OF_DAY = {c: tuple(1 if c == d else 0 for d in TIMES_OF_DAY[1:]) for c in TIMES_OF_DAY}
+assert NUMERIC_FIELDS == (
+    "amount",
+    "customer_tenure_days",
+    "device_is_trusted",
+    "risk_score",
+    "installment_count",
+    "payment_credit_limit",
+    "price_comparison_time",
+), "featurize() reads the numeric fields in this order"
 
 
 @dataclass(frozen=True, slots=True)
 class FeatureResult:
-    """The 36-feature vector of one request and the categorical fields whose value was unknown."""
+    """The 36 features of one request (as float64 vector and as a list of plain numbers) and its unknown fields."""
 
     vector: npt.NDArray[np.float64]
+    #: The same 36 values as ints where whole-numbered by construction (what events carry).
+    values: list[float]
     unknown_fields: tuple[str, ...]
 
 
@@ -57,6 +70,29 @@ def time_features(timestamp: str) -> tuple[list[float], str]:
     return values, time_of_day(hour)
 
 
+# The request schema only admits ``YYYY-MM-DD[( |T)HH:MM…]`` (a real date, checked on decoding), so the request
+# path reads date and hour by position: per date, the date features are computed once; per hour, a table.
+_DATE_CACHE: dict[str, tuple[float, ...]] = {}
+_DATE_CACHE_MAX = 4096
+
+
+def _date_features(date: str) -> tuple[float, ...]:
+    found = _DATE_CACHE.get(date)
+    if found is None:
+        if len(_DATE_CACHE) >= _DATE_CACHE_MAX:
+            _DATE_CACHE.clear()
+        found = _DATE_CACHE[date] = tuple(int(v) for v in time_features(date)[0][:4])
+    return found
+
+
+def _hour_features(hour: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    values, bucket = time_features(f"2024-01-01T{hour:02d}:00")
+    return tuple(int(v) for v in values[4:]), _TIME_OF_DAY[bucket]
+
+
+_HOURS = tuple(_hour_features(h) for h in range(24))
+
+
 def featurize(request: RiskAssessmentRequest) -> FeatureResult:
     """Turn one validated request into its 36 features (order: ``features.spec.FEATURE_NAMES``).
 
@@ -65,23 +101,41 @@ def featurize(request: RiskAssessmentRequest) -> FeatureResult:
     >>> len(result.vector), result.unknown_fields
     (36, ('payment_provider',))
     """
-    row: list[float] = [float(getattr(request, name)) for name in NUMERIC_FIELDS]
-    time_values, bucket = time_features(request.transaction_timestamp)
-    row += time_values
+    r = request
+    row: list[float] = [
+        r.amount,
+        r.customer_tenure_days,
+        1 if r.device_is_trusted else 0,
+        r.risk_score,
+        r.installment_count,
+        r.payment_credit_limit,
+        r.price_comparison_time,
+    ]
+    timestamp = request.transaction_timestamp
+    hour_values, time_of_day_dummies = _HOURS[int(timestamp[11:13]) if len(timestamp) > 10 else 0]
+    row += _date_features(timestamp[:10])
+    row += hour_values
     unknown: list[str] = []
+    # Canonical spellings hit the table directly; only a miss pays for normalizing.
     for field, table, midpoint in _ORDINAL:
-        code = table.get(normalize_category(getattr(request, field)))
+        value = getattr(request, field)
+        code = table.get(value)
         if code is None:
-            unknown.append(field)
-            code = midpoint
+            code = table.get(normalize_category(value))
+            if code is None:
+                unknown.append(field)
+                code = midpoint
         row.append(code)
     for field, group, mixture in _ONE_HOT:
-        dummies = group.get(normalize_category(getattr(request, field)))
+        value = getattr(request, field)
+        dummies = group.get(value)
         if dummies is None:
-            unknown.append(field)
-            dummies = mixture
+            dummies = group.get(normalize_category(value))
+            if dummies is None:
+                unknown.append(field)
+                dummies = mixture
         row += dummies
-    row += _TIME_OF_DAY[bucket]
+    row += time_of_day_dummies
     vector = np.array(row, dtype=np.float64)
     assert vector.shape == (N_FEATURES,)
-    return FeatureResult(vector, tuple(unknown))
+    return FeatureResult(vector, row, tuple(unknown))

@@ -119,3 +119,27 @@ def test_single_and_batch_give_identical_vectors_on_generated_requests():
         unknown_rows += bool(single.unknown_fields)
     assert len(data) >= 10_000
     assert unknown_rows > 600  # the comparison really covered unknown encodings
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    [
+        "2024-11-30",
+        "2024-11-30T23:59",
+        "2024-11-30 05:00:00.123456+05:30",
+        "2024-02-29T12:00:00Z",
+        "2025-12-25T22:10:00-08:00",
+        "2026-03-01T00:00:00.5",
+    ],
+)
+def test_time_features_read_by_position_equal_a_full_parse(timestamp):
+    from datetime import datetime
+
+    from features.single import time_features
+    from features.spec import TIME_FEATURES, TIMES_OF_DAY
+
+    f = _by_name(featurize(example_request(transaction_timestamp=timestamp)).vector)
+    values, bucket = time_features(timestamp)
+    assert [f[name] for name in TIME_FEATURES] == values
+    assert [f[f"time_of_day_{c}"] for c in TIMES_OF_DAY[1:]] == [1.0 if c == bucket else 0.0 for c in TIMES_OF_DAY[1:]]
+    assert f["is_weekend"] == (1.0 if datetime.fromisoformat(timestamp).weekday() >= 5 else 0.0)
