@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
 import numpy.typing as npt
+from msgspec.structs import astuple
 
 from features.spec import (
-    N_FEATURES,
     NUMERIC_FIELDS,
     ONE_HOT_FIELDS,
     ORDINAL_FIELDS,
@@ -33,6 +34,13 @@ _ONE_HOT: tuple[tuple[str, dict[str, tuple[float, ...]], tuple[float, ...]], ...
     )
     for field, cats in ONE_HOT_FIELDS
 )
+_POSITION = {name: i for i, name in enumerate(RiskAssessmentRequest.__struct_fields__)}
+#: (field, position in the request, value -> encoded numbers, unknown encoding): ordinal fields, then one-hot.
+_CATEGORICAL: list[tuple[str, int, dict[str, tuple[float, ...]], tuple[float, ...]]] = []
+for _field, _codes, _midpoint in _ORDINAL:
+    _CATEGORICAL.append((_field, _POSITION[_field], {c: (i,) for c, i in _codes.items()}, (_midpoint,)))
+for _field, _group, _mixture in _ONE_HOT:
+    _CATEGORICAL.append((_field, _POSITION[_field], _group, _mixture))
 _TIME_OF_DAY = {c: tuple(1 if c == d else 0 for d in TIMES_OF_DAY[1:]) for c in TIMES_OF_DAY}
 assert NUMERIC_FIELDS == (
     "amount",
@@ -116,26 +124,16 @@ def featurize(request: RiskAssessmentRequest) -> FeatureResult:
     row += _date_features(timestamp[:10])
     row += hour_values
     unknown: list[str] = []
+    values = astuple(request)
     # Canonical spellings hit the table directly; only a miss pays for normalizing.
-    for field, table, midpoint in _ORDINAL:
-        value = getattr(request, field)
-        code = table.get(value)
-        if code is None:
-            code = table.get(normalize_category(value))
-            if code is None:
+    for field, position, table, fallback in _CATEGORICAL:
+        value = values[position]
+        encoded = table.get(value)
+        if encoded is None:
+            encoded = table.get(normalize_category(value))
+            if encoded is None:
                 unknown.append(field)
-                code = midpoint
-        row.append(code)
-    for field, group, mixture in _ONE_HOT:
-        value = getattr(request, field)
-        dummies = group.get(value)
-        if dummies is None:
-            dummies = group.get(normalize_category(value))
-            if dummies is None:
-                unknown.append(field)
-                dummies = mixture
-        row += dummies
+                encoded = fallback
+        row += encoded
     row += time_of_day_dummies
-    vector = np.array(row, dtype=np.float64)
-    assert vector.shape == (N_FEATURES,)
-    return FeatureResult(vector, row, tuple(unknown))
+    return FeatureResult(np.frombuffer(array("d", row)), row, tuple(unknown))
