@@ -42,6 +42,24 @@ def test_engine_scores_equal_sklearn_predict_proba_on_10k_requests(trained_regis
         np.testing.assert_allclose(model.scorer.score_batch(matrix), expected, rtol=0, atol=1e-9)
 
 
+def test_tree_scorer_sends_missing_values_where_sklearn_does(trained_registry, loaded_models, requests_10k):
+    # Requests never carry NaN (every number is range-checked), but the compiled walk is a general scorer: it must
+    # follow each split's learned missing-value side exactly as sklearn does.
+    from registry import mlflow_client
+
+    mlflow_client(trained_registry[0])
+    matrix = featurize_columns(requests_10k.columns).matrix[:2_000].copy()
+    rng = np.random.default_rng(5)
+    matrix[rng.random(matrix.shape) < 0.15] = np.nan
+    trees = [m for m in loaded_models.models if isinstance(m.scorer, TreeEnsembleScorer)]
+    assert trees
+    for model in trees:
+        sk = mlflow.sklearn.load_model(f"models:/{model.name}/{model.version}")
+        expected = sk.predict_proba(matrix)[:, 1]
+        np.testing.assert_allclose(model.scorer.score_batch(matrix), expected, rtol=0, atol=1e-9)
+        np.testing.assert_allclose([model.scorer.score(row) for row in matrix], expected, rtol=0, atol=1e-9)
+
+
 def test_compiled_scorers_are_used_for_every_family(loaded_models):
     kinds = {m.family: m.scorer.kind for m in loaded_models.models}
     assert set(kinds.values()) <= {"linear", "trees"}
