@@ -21,12 +21,15 @@ import redis.asyncio as aioredis
 from common import processes
 from common.redis_server import RedisServer
 from producers.synthetic import add_events, make_events
+from schemas.events import PredictionEvent
 
 EVENTS = int(os.environ.get("BENCH_EVENTS", "100000"))
 GROUPS = os.environ.get("BENCH_GROUPS", "warehouse,drift").split(",")
 
 
-async def _run(redis_url: str, work: Path, events: list, group: str, workers: int) -> tuple[float, int]:
+async def _run(
+    redis_url: str, work: Path, events: list[PredictionEvent], group: str, workers: int
+) -> tuple[float, int]:
     prefix = f"bench{group}{workers}w"
     stream = f"{prefix}:predictions"
     redis = aioredis.from_url(redis_url)

@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 import sys
 from collections import Counter
+from typing import Any
 
 import numpy as np
 
 from common.settings import Settings
 from datagen import CovariateShift, NewCategory, generate
+from decision.scorers import Scorer
 from drift.monitor import DriftConfig, DriftMonitor, Finding
 from drift.replay import Observations, observations
 
@@ -35,7 +37,7 @@ def _feed(monitor: DriftMonitor, obs: Observations, start: int = 0) -> list[tupl
     return found
 
 
-def _stationary(n: int, seed: int, scorer, review: float, **kwargs) -> Observations:
+def _stationary(n: int, seed: int, scorer: Scorer, review: float, **kwargs: Any) -> Observations:
     data = generate(n, seed=seed, days=365, **kwargs)
     obs = observations(data, scorer, review)
     return obs.take(np.random.default_rng(seed).permutation(len(obs)))
@@ -61,7 +63,7 @@ def main() -> int:
     no_drift = base.take(np.arange(NO_DRIFT_EVENTS))
     findings = _feed(DriftMonitor(version.version, profile, config), no_drift)
     false_alarms = Counter(f.kind for _, f in findings)
-    worst = Counter()
+    worst: Counter[str] = Counter()
     for _, f in findings:
         worst[f"{f.kind}({f.feature})"] += 1
     kinds = ["score_change", "score_psi", "feature_psi", "categorical_psi", "unknown_category_rate", "approval_rate"]
