@@ -97,23 +97,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _serve_workers(settings: Settings, workers: int) -> int:
     """N API processes on one port (SO_REUSEPORT); each has its own instance id, spool and publish sequence."""
-    from common.processes import run_children
+    from common.processes import bnpl_command, run_children
 
     return run_children(
         [
             (
-                [
-                    sys.executable,
-                    "-m",
-                    "bnpl_cli.main",
-                    "--data-dir",
-                    str(settings.data_dir),
-                    "serve",
-                    "--host",
-                    settings.host,
-                    "--port",
-                    str(settings.port),
-                ],
+                bnpl_command(settings, "serve", "--host", settings.host, "--port", str(settings.port)),
                 {
                     "BNPL_REUSE_PORT": "1",
                     "BNPL_REDIS_URL": settings.redis_url,

@@ -9,8 +9,26 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from common.settings import Settings
 
 BIN = Path(sys.executable).parent
+
+
+def bnpl_command(settings: Settings, *args: str) -> list[str]:
+    """``bnpl <args>`` for a child process, with this process's data dir and tracking URI (flags win over env)."""
+    return [
+        sys.executable,
+        "-m",
+        "bnpl_cli.main",
+        "--data-dir",
+        str(settings.data_dir),
+        "--tracking-uri",
+        settings.mlflow_tracking_uri,
+        *args,
+    ]
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes], seconds: float = 90.0) -> None:

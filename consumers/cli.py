@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sys
 from typing import Any
 
-from common.processes import run_children
+from common.processes import bnpl_command, run_children
 from common.settings import Settings
 from consumers.groups import GROUPS
 from consumers.runtime import ConsumerWorker, RuntimeConfig, run_worker
@@ -101,18 +100,7 @@ def consume(settings: Settings, group: str, workers: int = 1) -> int:
     return run_children(
         [
             (
-                # The parent's --data-dir/--tracking-uri flags must reach the workers too.
-                [
-                    sys.executable,
-                    "-m",
-                    "bnpl_cli.main",
-                    "--data-dir",
-                    str(settings.data_dir),
-                    "--tracking-uri",
-                    settings.mlflow_tracking_uri,
-                    "consume",
-                    group,
-                ],
+                bnpl_command(settings, "consume", group),
                 {"BNPL_WORKER_INDEX": str(i)},
             )
             for i in range(workers)

@@ -88,7 +88,8 @@ def test_serve_with_two_worker_processes_shares_one_port(tmp_path, trained_regis
         "BNPL_API_KEYS": "k",
         "BNPL_KEY_PREFIX": key_prefix,
         "BNPL_SPOOL_DIR": str(tmp_path / "spool"),
-        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        # An empty registry in the environment: the workers must take the parent's --tracking-uri flag instead.
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'empty-registry.db'}",
     }
     proc = subprocess.Popen(
         [
@@ -97,6 +98,8 @@ def test_serve_with_two_worker_processes_shares_one_port(tmp_path, trained_regis
             "bnpl_cli.main",
             "--data-dir",
             str(settings.data_dir),
+            "--tracking-uri",
+            settings.mlflow_tracking_uri,
             "serve",
             "--port",
             str(port),
