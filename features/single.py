@@ -6,6 +6,7 @@ from array import array
 from dataclasses import dataclass
 from datetime import datetime
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 from msgspec.structs import astuple
@@ -23,34 +24,24 @@ from schemas.request import RiskAssessmentRequest
 # Lookup tables built once from the spec: value -> encoded number(s), plus the explicit unknown encoding.
 # Whole-numbered codes are kept as ints: the values list goes into every event, and JSON-encoding an int is far
 # cheaper than a float (the vector the models see is float64 either way).
-_ORDINAL: tuple[tuple[str, dict[str, float], float], ...] = tuple(
-    (field, {c: i for i, c in enumerate(cats)}, (len(cats) - 1) / 2.0) for field, _, cats in ORDINAL_FIELDS
-)
-_ONE_HOT: tuple[tuple[str, dict[str, tuple[float, ...]], tuple[float, ...]], ...] = tuple(
-    (
-        field,
-        {c: tuple(1 if c == d else 0 for d in cats[1:]) for c in cats},
-        tuple(1.0 / len(cats) for _ in cats[1:]),
-    )
-    for field, cats in ONE_HOT_FIELDS
-)
 _POSITION = {name: i for i, name in enumerate(RiskAssessmentRequest.__struct_fields__)}
+_NUMERIC_POSITIONS = tuple(_POSITION[name] for name in NUMERIC_FIELDS)
+_TYPES = {f.name: f.type for f in msgspec.structs.fields(RiskAssessmentRequest)}
+_BOOL_SLOTS = tuple(i for i, name in enumerate(NUMERIC_FIELDS) if _TYPES[name] is bool)
 #: (field, position in the request, value -> encoded numbers, unknown encoding): ordinal fields, then one-hot.
 _CATEGORICAL: list[tuple[str, int, dict[str, tuple[float, ...]], tuple[float, ...]]] = []
-for _field, _codes, _midpoint in _ORDINAL:
-    _CATEGORICAL.append((_field, _POSITION[_field], {c: (i,) for c, i in _codes.items()}, (_midpoint,)))
-for _field, _group, _mixture in _ONE_HOT:
-    _CATEGORICAL.append((_field, _POSITION[_field], _group, _mixture))
+for _field, _, _cats in ORDINAL_FIELDS:
+    _CATEGORICAL.append((_field, _POSITION[_field], {c: (i,) for i, c in enumerate(_cats)}, ((len(_cats) - 1) / 2.0,)))
+for _field, _cats in ONE_HOT_FIELDS:
+    _CATEGORICAL.append(
+        (
+            _field,
+            _POSITION[_field],
+            {c: tuple(1 if c == d else 0 for d in _cats[1:]) for c in _cats},
+            tuple(1.0 / len(_cats) for _ in _cats[1:]),
+        )
+    )
 _TIME_OF_DAY = {c: tuple(1 if c == d else 0 for d in TIMES_OF_DAY[1:]) for c in TIMES_OF_DAY}
-assert NUMERIC_FIELDS == (
-    "amount",
-    "customer_tenure_days",
-    "device_is_trusted",
-    "risk_score",
-    "installment_count",
-    "payment_credit_limit",
-    "price_comparison_time",
-), "featurize() reads the numeric fields in this order"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,22 +100,15 @@ def featurize(request: RiskAssessmentRequest) -> FeatureResult:
     >>> len(result.vector), result.unknown_fields
     (36, ('payment_provider',))
     """
-    r = request
-    row: list[float] = [
-        r.amount,
-        r.customer_tenure_days,
-        1 if r.device_is_trusted else 0,
-        r.risk_score,
-        r.installment_count,
-        r.payment_credit_limit,
-        r.price_comparison_time,
-    ]
+    values = astuple(request)
+    row: list[float] = [values[p] for p in _NUMERIC_POSITIONS]
+    for i in _BOOL_SLOTS:  # 0/1, not true/false in the event's JSON
+        row[i] = int(row[i])
     timestamp = request.transaction_timestamp
     hour_values, time_of_day_dummies = _HOURS[int(timestamp[11:13]) if len(timestamp) > 10 else 0]
     row += _date_features(timestamp[:10])
     row += hour_values
     unknown: list[str] = []
-    values = astuple(request)
     # Canonical spellings hit the table directly; only a miss pays for normalizing.
     for field, position, table, fallback in _CATEGORICAL:
         value = values[position]
