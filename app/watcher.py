@@ -39,7 +39,7 @@ class RegistryWatcher:
         pointers, experiment = registry_pointers(self._client, self._settings)
         current = self._engine.models
         wanted = {alias: v.version for alias, v in pointers.items()}
-        if current is not None and current.pointers() == wanted and current.experiment == experiment:
+        if current is not None and current.versions == wanted and current.experiment == experiment:
             return False
         model_set = build_model_set(pointers, experiment, current.by_alias if current else None)
         self._engine.swap(model_set)

@@ -36,7 +36,7 @@ class ModelSet:
     models: tuple[LoadedModel, ...]
     experiment: Experiment | None = None
     by_alias: dict[str, LoadedModel] = field(init=False)
-    #: Alias → version, as responses and events carry it (built once; never mutated).
+    #: Alias → version: what responses and events carry, and what the watcher compares (built once; never mutated).
     versions: dict[str, str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -48,7 +48,3 @@ class ModelSet:
     @property
     def champion(self) -> LoadedModel:
         return self.models[0]
-
-    def pointers(self) -> dict[str, str]:
-        """Alias → version, for change detection and /readyz."""
-        return {m.alias: m.version for m in self.models}
