@@ -1,14 +1,90 @@
-"""Every Redis key name and the shard count, in one place.
+"""Every Redis key name and stream-entry layout of the system, in one place.
 
-With ``shards == 1`` keys are plain (``bnpl:predictions``). With more shards (Redis Cluster) each stream is split by
-customer_id and every key of a shard carries the same hash tag, so a stream and its publish markers live in one slot:
-``bnpl:predictions:{3}`` and ``bnpl:predictions:{3}:pub:<block>``.
+**Slots.** Keys that a Lua script or a MULTI/EXEC touches together must live in one Redis Cluster hash slot. Each
+shard of the prediction stream has a hash tag (``{0}``, ``{1}`` …) and every key that works with that shard carries
+the same tag: the stream, its publish-state hash, its dead letters and the MLflow group's aggregates of that shard.
+Streams that are not sharded (alerts) carry their own name as tag, so their dead letters share their slot too::
+
+    bnpl:predictions:{0}            prediction events of shard 0 (customer_id → shard by crc32)
+    bnpl:predictions:{0}:pub        last block sequence written per API instance (idempotent publishing)
+    bnpl:predictions:{0}:dead       entries a group failed too often, with the error
+    bnpl:mlflow:{0}:agg:<exp>|<arm>|<version>|<window>    per-window counts of shard 0 (MLflow group)
+    bnpl:mlflow:{0}:open / :late / :closed:<window>       windows waiting to be logged, late events, logged windows
+    bnpl:{alerts}, bnpl:{alerts}:dead                     the alert stream and its dead letters
+
+Keys used alone (no slot constraint): ``bnpl:health:<group>:<consumer>`` (worker liveness, with a TTL),
+``bnpl:rates:<group>:<stream>`` (progress samples for ``bnpl status``), ``bnpl:drift:state:<slot>`` (detector
+checkpoints), ``bnpl:alerted:<cause>`` (alert dedup with a cooldown), ``bnpl:delivered:<alert id>:<url hash>``
+(webhook delivery markers).
+
+**Entries.** Every stream entry has three fields: ``v`` (schema version of the payload), ``id`` (the record's own
+id: prediction id, alert id) and ``e`` (the payload). :func:`encode_entry` / :func:`decode_entry` are the only code
+that writes or reads that layout; Lua scripts that append entries embed :func:`lua_xadd_entry`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 from dataclasses import dataclass
+from typing import Final
+
+#: Entry field names (bytes: what Redis returns).
+VERSION_FIELD: Final = b"v"
+ID_FIELD: Final = b"id"
+PAYLOAD_FIELD: Final = b"e"
+
+
+@dataclass(frozen=True, slots=True)
+class EntryData:
+    """The three fields of a stream entry, decoded."""
+
+    version: int
+    record_id: str
+    payload: bytes
+
+
+def encode_entry(record_id: str, payload: bytes, version: int) -> dict[str, str | bytes | int]:
+    """The fields of one stream entry (for ``XADD``).
+
+    >>> fields = encode_entry("p1", b"{}", 2)
+    >>> fields
+    {'v': 2, 'id': 'p1', 'e': b'{}'}
+    >>> decode_entry({b"v": b"2", b"id": b"p1", b"e": b"{}"})  # as Redis returns them
+    EntryData(version=2, record_id='p1', payload=b'{}')
+    """
+    return {VERSION_FIELD.decode(): version, ID_FIELD.decode(): record_id, PAYLOAD_FIELD.decode(): payload}
+
+
+def decode_entry(fields: dict[bytes, bytes]) -> EntryData:
+    """Read an entry written by :func:`encode_entry` or :func:`lua_xadd_entry`; missing fields read as empty
+    (version 0), so a foreign entry fails later, in the payload decoder, as one bad entry."""
+    raw_version = fields.get(VERSION_FIELD, b"0")
+    return EntryData(
+        int(raw_version) if raw_version.isdigit() else 0,
+        fields.get(ID_FIELD, b"").decode(errors="replace"),
+        fields.get(PAYLOAD_FIELD, b""),
+    )
+
+
+def lua_xadd_entry(stream: str, version: str, record_id: str, payload: str) -> str:
+    """A Lua ``XADD`` of one entry; the arguments are Lua expressions (``KEYS[1]``, ``ARGV[3]`` …)."""
+    v, i, e = (f.decode() for f in (VERSION_FIELD, ID_FIELD, PAYLOAD_FIELD))
+    return f"redis.call('XADD', {stream}, '*', '{v}', {version}, '{i}', {record_id}, '{e}', {payload})"
+
+
+def dead_letter_fields(
+    entry_fields: dict[bytes, bytes], source_id: str, group: str, error: str, deliveries: int, at_ms: int
+) -> dict[str, str | bytes]:
+    """A dead-letter entry: the original fields plus where it came from and why it failed."""
+    return {
+        **{k.decode(): v for k, v in entry_fields.items()},
+        "source_id": source_id,
+        "group": group,
+        "error": error[:2_000],
+        "deliveries": str(deliveries),
+        "dead_lettered_at": str(at_ms),
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,29 +94,106 @@ class Keys:
     prefix: str = "bnpl"
     shards: int = 1
 
-    def _shard_suffix(self, shard: int) -> str:
-        return "" if self.shards == 1 else f":{{{shard}}}"
+    # --- slots -------------------------------------------------------------------------------------------------
+    @staticmethod
+    def tag(shard: int) -> str:
+        """The hash tag every key of ``shard`` carries."""
+        return f"{{{shard}}}"
 
     def shard_of(self, customer_id: str) -> int:
         """Stable shard of a customer (crc32, identical in every process)."""
         return 0 if self.shards == 1 else zlib.crc32(customer_id.encode()) % self.shards
 
+    def shard_of_stream(self, stream: str) -> int:
+        """The shard of a prediction stream name.
+
+        >>> Keys("bnpl", 4).shard_of_stream("bnpl:predictions:{3}")
+        3
+        """
+        return self.prediction_streams().index(stream)
+
+    # --- streams -----------------------------------------------------------------------------------------------
     def predictions(self, shard: int = 0) -> str:
         """The prediction-event stream of ``shard``."""
-        return f"{self.prefix}:predictions{self._shard_suffix(shard)}"
+        return f"{self.prefix}:predictions:{self.tag(shard)}"
 
     def prediction_streams(self) -> list[str]:
         """Every prediction-event stream (one per shard)."""
         return [self.predictions(s) for s in range(self.shards)]
 
-    def publish_marker(self, stream: str, block_id: str) -> str:
-        """Marker proving a block of events was appended to ``stream`` (same slot as the stream)."""
-        return f"{stream}:pub:{block_id}"
+    def current_stream(self, stream: str) -> str:
+        """``stream``, or the current name of a stream of the layout before hash tags (``<prefix>:predictions``,
+        ``<prefix>:alerts``), e.g. in a spool file written by an older version.
+
+        >>> Keys("bnpl").current_stream("bnpl:predictions"), Keys("bnpl").current_stream("bnpl:predictions:{0}")
+        ('bnpl:predictions:{0}', 'bnpl:predictions:{0}')
+        """
+        legacy = {f"{self.prefix}:predictions": self.predictions(0), f"{self.prefix}:alerts": self.alerts()}
+        return legacy.get(stream, stream)
 
     def alerts(self) -> str:
         """The alert stream: every alert, for audit and for the alert sender."""
-        return f"{self.prefix}:alerts"
+        return f"{self.prefix}:{{alerts}}"
 
-    def dead_letter(self, stream: str) -> str:
-        """Dead-letter stream for entries of ``stream`` that failed too often."""
+    @staticmethod
+    def publish_state(stream: str) -> str:
+        """Hash of the last block sequence each API instance wrote to ``stream`` (same slot as the stream)."""
+        return f"{stream}:pub"
+
+    @staticmethod
+    def dead_letter(stream: str) -> str:
+        """Dead-letter stream for entries of ``stream`` that failed too often (same slot as the stream)."""
         return f"{stream}:dead"
+
+    # --- consumer groups -----------------------------------------------------------------------------------------
+    def health(self, group: str, consumer: str) -> str:
+        """Liveness key of one worker (refreshed with a TTL)."""
+        return f"{self.prefix}:health:{group}:{consumer}"
+
+    def health_pattern(self, group: str) -> str:
+        """SCAN pattern matching every live worker of ``group``."""
+        return self.health(group, "*")
+
+    def rates(self, stream: str, group: str) -> str:
+        """Progress samples (time, entries added, entries read) of ``group`` on ``stream``."""
+        return f"{self.prefix}:rates:{group}:{stream}"
+
+    def drift_state(self, slot: int) -> str:
+        """Checkpointed detector state of drift worker ``slot``."""
+        return f"{self.prefix}:drift:state:{slot}"
+
+    def mlflow_agg(self, shard: int, experiment: str, arm: str, version: str, window: int) -> str:
+        """Counts of one (experiment, arm, model version, window) from ``shard``'s stream."""
+        return f"{self.prefix}:mlflow:{self.tag(shard)}:agg:{experiment}|{arm}|{version}|{window}"
+
+    @staticmethod
+    def parse_mlflow_agg(key: str) -> tuple[str, str, str, int]:
+        """(experiment, arm, version, window) of an aggregate key.
+
+        >>> Keys().parse_mlflow_agg(Keys().mlflow_agg(0, "7", "champion", "3", 99))
+        ('7', 'champion', '3', 99)
+        """
+        experiment, arm, version, window = key.rsplit(":agg:", 1)[1].split("|")
+        return experiment, arm, version, int(window)
+
+    def mlflow_open(self, shard: int) -> str:
+        """Sorted set of ``shard``'s aggregates by window end: what is still to be logged."""
+        return f"{self.prefix}:mlflow:{self.tag(shard)}:open"
+
+    def mlflow_late(self, shard: int) -> str:
+        """Counter of events that arrived after their window was logged."""
+        return f"{self.prefix}:mlflow:{self.tag(shard)}:late"
+
+    def mlflow_closed(self, shard: int, window: int) -> str:
+        """Marker: ``window`` was logged (events for it now count as late)."""
+        return f"{self.prefix}:mlflow:{self.tag(shard)}:closed:{window}"
+
+    # --- alerts --------------------------------------------------------------------------------------------------
+    def alerted(self, cause: str) -> str:
+        """Dedup marker of an alert cause (``SET NX`` with the cooldown as TTL)."""
+        return f"{self.prefix}:alerted:{cause}"
+
+    def delivered(self, alert_id: str, url: str) -> str:
+        """Marker: ``alert_id`` was delivered to ``url`` (the URL hashed: it may be long or hold braces)."""
+        digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+        return f"{self.prefix}:delivered:{alert_id}:{digest}"

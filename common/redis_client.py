@@ -1,0 +1,43 @@
+"""The one place Redis clients are created: every process and tool connects through :func:`connect`.
+
+Timeouts differ by role: the API must never wait long on Redis (its publisher spools instead), a consumer worker
+may wait longer for a blocking read. Nothing connects at import or at construction: redis-py connects lazily.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Literal
+
+Role = Literal["api", "worker", "tool"]
+
+#: socket timeout, connect timeout (seconds) per role. A worker's socket timeout must exceed its longest
+#: blocking read (``BNPL_CONSUMER_BLOCK_MS``).
+TIMEOUTS: Final[dict[str, tuple[float, float]]] = {"api": (2.0, 1.0), "worker": (10.0, 2.0), "tool": (10.0, 2.0)}
+
+
+def require_url(url: str) -> str:
+    """``url``, or a clear error when no Redis is configured."""
+    if not url:
+        raise SystemExit("set BNPL_REDIS_URL (bnpl serve prints the URL of its embedded redis-server)")
+    return url
+
+
+def connect(url: str, role: Role = "tool") -> Any:
+    """An asyncio client (``redis.asyncio.Redis``) for ``url``."""
+    from redis.asyncio import Redis
+
+    socket_timeout, connect_timeout = TIMEOUTS[role]
+    return Redis.from_url(
+        require_url(url),
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=connect_timeout,
+        health_check_interval=5 if role == "api" else 0,
+    )
+
+
+def connect_sync(url: str) -> Any:
+    """A blocking client (``redis.Redis``), for command-line tools and reports."""
+    import redis
+
+    socket_timeout, connect_timeout = TIMEOUTS["tool"]
+    return redis.Redis.from_url(require_url(url), socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout)
