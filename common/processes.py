@@ -26,7 +26,7 @@ def bnpl_command(settings: Settings, *args: str) -> list[str]:
         "--data-dir",
         str(settings.data_dir),
         "--tracking-uri",
-        settings.mlflow_tracking_uri,
+        settings.registry.tracking_uri,
         *args,
     ]
 

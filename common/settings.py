@@ -1,219 +1,448 @@
-"""One immutable settings object per process, read from the environment once.
+"""Every setting of every process, declared once: one frozen dataclass per section, one field per setting.
 
-Every field is documented where it is defined. Connections are URLs/URIs so that the same code runs against the
-embedded defaults (SQLite MLflow under the data directory) and production services.
+Each field names its environment variable, default and documentation in one place (:func:`setting`); parsing is
+derived from the field's type. ``Settings`` holds one instance of each section, built once per process from the
+environment (:meth:`Settings.from_env`). Modules receive only the section they need (``settings.api``,
+``settings.consumers`` …). The README's configuration table is generated from these declarations
+(``bnpl config --markdown``), and a test keeps the two equal.
+
+Defaults that depend on the data directory (SQLite MLflow store, spool, DuckDB file) are resolved when the settings
+are built; :meth:`Settings.replace` rebuilds from what was given, so changing ``data_dir`` moves them too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Mapping
+import types
+import typing
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar, Final
+from urllib.parse import urlsplit, urlunsplit
 
 from common.keys import Keys
+
+#: Values that mean true / false in boolean variables (anything else is an error, not silently false).
+TRUE_WORDS: Final = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS: Final = frozenset({"", "0", "false", "no", "off"})
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value its setting cannot take."""
+
+
+def setting(env: str, default: Any, doc: str, *, shown: str | None = None, secret: bool = False) -> Any:
+    """Declare a setting: environment variable ``env``, ``default`` and one line of documentation.
+
+    ``shown`` replaces the default in the README table (e.g. a path under the data directory); ``secret`` values
+    are never printed by ``bnpl config``.
+    """
+    return field(default=default, metadata={"env": env, "doc": doc, "shown": shown, "secret": secret})
 
 
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
-def _default_tracking_uri(data_dir: Path) -> str:
-    return f"sqlite:///{data_dir.resolve() / 'mlflow.db'}"
+def _bool(value: str) -> bool:
+    word = value.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ValueError(f"expected one of {sorted(TRUE_WORDS | FALSE_WORDS - {''})}")
+
+
+def _parser(tp: Any) -> Callable[[str], Any]:
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        parse = _parser(inner)
+        return lambda text: parse(text) if text else None
+    if typing.get_origin(tp) is tuple:
+        return _csv
+    parsers: dict[Any, Callable[[str], Any]] = {str: str, int: int, float: float, bool: _bool, Path: Path}
+    return parsers[tp]
+
+
+# --- sections --------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ApiSettings:
+    """``bnpl serve``: the decision API."""
+
+    host: str = setting("BNPL_HOST", "127.0.0.1", "listen address of `bnpl serve`")
+    port: int = setting("BNPL_PORT", 8080, "listen port of `bnpl serve`")
+    api_keys: tuple[str, ...] = setting(
+        "BNPL_API_KEYS",
+        (),
+        "comma-separated accepted keys (`X-API-Key` or `Authorization: Bearer`); the API refuses to start without one",
+        shown="(none)",
+        secret=True,
+    )
+    auth_disabled: bool = setting("BNPL_AUTH_DISABLED", False, "`true` serves without keys (local experiments only)")
+    open_paths: tuple[str, ...] = setting(
+        "BNPL_OPEN_PATHS", ("/healthz", "/readyz", "/metrics", "/openapi.json"), "paths reachable without a key"
+    )
+    max_body_bytes: int = setting("BNPL_MAX_BODY_BYTES", 2 * 1024 * 1024, "413 above this request body size")
+    batch_max: int = setting("BNPL_BATCH_MAX", 1000, "most requests in one batch call (422 above)")
+    instance_id: str = setting(
+        "BNPL_INSTANCE_ID", "api-1", "unique per API process: names its spool file and its publish sequence in Redis"
+    )
+    reuse_port: bool = setting(
+        "BNPL_REUSE_PORT", False, "bind with SO_REUSEPORT (set by `bnpl serve --workers N` for its processes)"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PublisherSettings:
+    """The API's event publisher: in-memory queue, blocks written to Redis, the local spool."""
+
+    queue_max: int = setting("BNPL_QUEUE_MAX", 50_000, "events held in memory; beyond it they go to the spool")
+    publish_batch: int = setting("BNPL_PUBLISH_BATCH", 500, "most events per block written to Redis")
+    publish_interval_ms: float = setting(
+        "BNPL_PUBLISH_INTERVAL_MS", 5.0, "longest wait (ms) before a partial block is written"
+    )
+    spool_dir: Path | None = setting(
+        "BNPL_SPOOL_DIR", None, "where events wait while Redis cannot take them", shown="`<data dir>/spool`"
+    )
+
+    def spool_path(self, instance_id: str) -> Path:
+        """The spool file of API instance ``instance_id``."""
+        assert self.spool_dir is not None, "resolved by Settings.build"
+        return self.spool_dir / f"{instance_id}.spool"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSettings:
+    """Redis and the stream layout shared by the API and every consumer group."""
+
+    redis_url: str = setting(
+        "BNPL_REDIS_URL",
+        "",
+        "`redis://[:password@]host:port/db`; empty: `bnpl serve` starts a private redis-server under the data dir",
+        shown="(embedded)",
+    )
+    key_prefix: str = setting("BNPL_KEY_PREFIX", "bnpl", "prefix of every Redis key (separates deployments)")
+    stream_shards: int = setting(
+        "BNPL_STREAM_SHARDS", 1, "prediction-stream shards (by customer_id, hash-tagged for Redis Cluster)"
+    )
+
+    @property
+    def keys(self) -> Keys:
+        """Every Redis key name of this deployment."""
+        return Keys(self.key_prefix, self.stream_shards)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerSettings:
+    """Every consumer-group worker (`bnpl consume <group>`): batching, retries, claiming, health, trimming."""
+
+    batch_size: int = setting("BNPL_CONSUMER_BATCH", 5_000, "entries per batch handed to a group's sink")
+    max_wait_s: float = setting("BNPL_CONSUMER_WAIT_S", 2.0, "a partial batch is handed over after this wait")
+    block_ms: int = setting("BNPL_CONSUMER_BLOCK_MS", 500, "longest blocking XREADGROUP call (ms)")
+    max_deliveries: int = setting("BNPL_MAX_DELIVERIES", 5, "an entry delivered this often goes to the dead letters")
+    claim_idle_ms: int = setting("BNPL_CLAIM_IDLE_MS", 30_000, "another worker claims entries pending this long (ms)")
+    claim_every_s: float = setting("BNPL_CLAIM_EVERY_S", 5.0, "how often a worker looks for idle entries")
+    health_ttl_s: int = setting("BNPL_HEALTH_TTL_S", 15, "a worker's health key expires this long after its beat")
+    trim_every_s: float = setting("BNPL_TRIM_EVERY_S", 30.0, "how often a worker trims the streams it reads")
+    retention_days: float = setting(
+        "BNPL_STREAM_RETENTION_DAYS", 30.0, "trim acked entries older than this (never what a group still needs)"
+    )
+    drain_timeout_s: float = setting("BNPL_DRAIN_TIMEOUT_S", 30.0, "first stop signal: finish the batch within this")
+    max_backoff_s: float = setting("BNPL_MAX_BACKOFF_S", 30.0, "ceiling of the retry backoff of a failing sink")
+    metrics_port: int = setting("BNPL_METRICS_PORT", 0, "Prometheus port of a worker (worker i: port + i); 0: off")
+    worker_index: int = setting(
+        "BNPL_WORKER_INDEX", 0, "slot of a worker within `--workers N` (set by the supervisor; names drift state)"
+    )
+    mlflow_window_s: int = setting("BNPL_MLFLOW_WINDOW_S", 60, "window of the MLflow group's per-arm metrics (s)")
+    mlflow_lateness_s: int = setting(
+        "BNPL_MLFLOW_LATENESS_S", 30, "how long after its end a window still takes late events (s)"
+    )
+
+    @property
+    def retention_ms(self) -> int:
+        return int(self.retention_days * 24 * 3600 * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class WarehouseSettings:
+    """Where the warehouse group lands events."""
+
+    warehouse: str = setting("BNPL_WAREHOUSE", "duckdb", "`duckdb` (embedded) or `bigquery`")
+    duckdb_path: Path | None = setting("BNPL_DUCKDB_PATH", None, "DuckDB file", shown="`<data dir>/warehouse.duckdb`")
+    bq_project: str = setting(
+        "BNPL_BQ_PROJECT",
+        "",
+        "BigQuery project (credentials: Application Default Credentials, e.g. `GOOGLE_APPLICATION_CREDENTIALS`)",
+        shown="—",
+    )
+    bq_dataset: str = setting("BNPL_BQ_DATASET", "bnpl", "BigQuery dataset")
+    bq_location: str = setting("BNPL_BQ_LOCATION", "US", "BigQuery location of the dataset")
+
+
+@dataclass(frozen=True, slots=True)
+class DriftSettings:
+    """The drift group's detectors (defaults measured by `make bench-drift`)."""
+
+    window: int = setting("BNPL_DRIFT_WINDOW", 5_000, "events per drift window (PSI, KS, unknown rate, approval)")
+    psi: float = setting("BNPL_DRIFT_PSI", 0.1, "PSI above which a score, feature or category mix alerts")
+    unknown_rate: float = setting("BNPL_DRIFT_UNKNOWN_RATE", 0.05, "unknown-category share above which a field alerts")
+    approval_z: float = setting(
+        "BNPL_DRIFT_APPROVAL_Z", 5.0, "|z| of a window's approval rate vs the reference above which an arm alerts"
+    )
+    adwin_delta: float = setting("BNPL_DRIFT_ADWIN_DELTA", 1e-5, "ADWIN confidence on the score stream")
+    adwin_min_samples: int = setting(
+        "BNPL_DRIFT_ADWIN_MIN_SAMPLES", 5_000, "scores seen before ADWIN may alert (its warm-up)"
+    )
+    checkpoint_every_s: float = setting(
+        "BNPL_DRIFT_CHECKPOINT_S", 5.0, "how often detector state is checkpointed to Redis"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AlertSettings:
+    """Alerts: dedup cooldown and webhook delivery."""
+
+    webhook_urls: tuple[str, ...] = setting(
+        "BNPL_WEBHOOK_URLS", (), "where alerts are POSTed (comma-separated)", shown="—"
+    )
+    webhook_secret: str = setting(
+        "BNPL_WEBHOOK_SECRET", "", "HMAC-SHA256 secret of `X-Signature`", shown="—", secret=True
+    )
+    webhook_slack: bool = setting("BNPL_WEBHOOK_SLACK", False, 'send a Slack-compatible `{"text": …}` body')
+    alert_cooldown_s: int = setting(
+        "BNPL_ALERT_COOLDOWN_S", 3_600, "the same cause (alert key) alerts at most once per cooldown (s)"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrySettings:
+    """The MLflow tracking server and model registry."""
+
+    tracking_uri: str = setting(
+        "MLFLOW_TRACKING_URI", "", "MLflow tracking + registry", shown="`sqlite:///<data dir>/mlflow.db`"
+    )
+    artifact_root: str = setting(
+        "BNPL_MLFLOW_ARTIFACT_ROOT",
+        "",
+        "artifact root of experiments this project creates (ignored by an `mlflow server` that serves artifacts)",
+        shown="`<data dir>/mlartifacts`",
+    )
+    model_name: str = setting("BNPL_MODEL_NAME", "bnpl_default_predictor", "registered model of every candidate")
+    model_aliases: tuple[str, ...] = setting(
+        "BNPL_MODEL_ALIASES",
+        ("champion", "challenger"),
+        "aliases loaded and scored on every request (first = champion)",
+    )
+    registry_poll_seconds: float = setting(
+        "BNPL_REGISTRY_POLL_SECONDS", 10.0, "how often the API re-reads aliases and the active experiment"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingSettings:
+    """`bnpl train` and the demo's training step."""
+
+    training_experiment: str = setting("BNPL_TRAINING_EXPERIMENT", "bnpl-training", "MLflow experiment of training")
+    train_seed: int = setting("BNPL_TRAIN_SEED", 7, "seed of the synthetic training data")
+    train_rows: int = setting("BNPL_TRAIN_ROWS", 200_000, "synthetic transactions for training + holdout")
+
+
+@dataclass(frozen=True, slots=True)
+class BenchSettings:
+    """`make bench-*` (development only)."""
+
+    bench_rounds: int = setting("BENCH_ROUNDS", 3, "`make bench-api`: rounds per cell (servers take turns)")
+    bench_seconds: float = setting("BENCH_SECONDS", 5.0, "`make bench-api`: seconds per cell")
+    bench_warmup_seconds: float = setting("BENCH_WARMUP_SECONDS", 3.0, "`make bench-api`: warm-up per server")
+    bench_events: int = setting("BENCH_EVENTS", 100_000, "`make bench-consumers`: events per run")
+    bench_groups: tuple[str, ...] = setting(
+        "BENCH_GROUPS", ("warehouse", "drift"), "`make bench-consumers`: groups measured"
+    )
+    bench_drift_events: int = setting("BENCH_DRIFT_EVENTS", 1_000_000, "`make bench-drift`: events without drift")
+
+
+#: Section name → section class, in README order.
+SECTIONS: Final[dict[str, type]] = {
+    "api": ApiSettings,
+    "publisher": PublisherSettings,
+    "streams": StreamSettings,
+    "consumers": ConsumerSettings,
+    "warehouse": WarehouseSettings,
+    "drift": DriftSettings,
+    "alerts": AlertSettings,
+    "registry": RegistrySettings,
+    "training": TrainingSettings,
+    "bench": BenchSettings,
+}
+DATA_DIR_ENV: Final = "BNPL_DATA_DIR"
+
+
+@dataclass(frozen=True, slots=True)
+class SettingInfo:
+    """One declared setting, as the README table and ``bnpl config`` show it."""
+
+    section: str
+    name: str
+    env: str
+    default: Any
+    doc: str
+    shown: str | None
+    secret: bool
+    parse: Callable[[str], Any]
+
+
+def declared() -> Iterator[SettingInfo]:
+    """Every declared setting, section by section."""
+    yield SettingInfo("core", "data_dir", DATA_DIR_ENV, Path(".bnpl"), _DATA_DIR_DOC, None, False, Path)
+    for section, cls in SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            meta = f.metadata
+            yield SettingInfo(
+                section,
+                f.name,
+                meta["env"],
+                f.default,
+                meta["doc"],
+                meta["shown"],
+                meta["secret"],
+                _parser(hints[f.name]),
+            )
+
+
+_DATA_DIR_DOC = "directory of every embedded store (SQLite MLflow, artifacts, DuckDB, spool, redis)"
+#: Flat setting name → its section (names are unique across sections, so overrides can be given flat).
+_SECTION_OF: Final[dict[str, str]] = {}
+for _info in declared():
+    if _info.name in _SECTION_OF:
+        raise AssertionError(f"setting name {_info.name!r} is declared twice")
+    _SECTION_OF[_info.name] = _info.section
+
+
+def _shown_default(info: SettingInfo) -> str:
+    if info.shown is not None:
+        return info.shown
+    value = info.default
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, tuple):
+        return f"`{','.join(value)}`" if value else "—"
+    return f"`{value}`" if value != "" else "—"
+
+
+def configuration_table() -> str:
+    """The README's configuration table (markdown), generated from the declarations."""
+    lines = ["| variable | default | section | meaning |", "|---|---|---|---|"]
+    for info in declared():
+        doc = info.doc.replace("|", "\\|")  # a pipe would end the cell
+        lines.append(f"| `{info.env}` | {_shown_default(info)} | {info.section} | {doc} |")
+    return "\n".join(lines)
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password (``redis://:***@host``, ``postgresql://user:***@host/db``).
+
+    >>> redact_url("redis://:s3cret@redis:6379/0")
+    'redis://:***@redis:6379/0'
+    >>> redact_url("sqlite:///tmp/mlflow.db")
+    'sqlite:///tmp/mlflow.db'
+    """
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Configuration of one process. Build it with :meth:`from_env`; never mutate it."""
+    """The configuration of one process: one object per section. Build with :meth:`from_env` or :meth:`build`."""
 
-    #: Directory for every embedded default (SQLite MLflow store, artifacts, DuckDB, spool). ``BNPL_DATA_DIR``.
-    data_dir: Path = Path(".bnpl")
-    #: MLflow tracking + registry URI. ``MLFLOW_TRACKING_URI``; default: SQLite file under ``data_dir``.
-    mlflow_tracking_uri: str = ""
-    #: Where new MLflow experiments store artifacts. ``BNPL_MLFLOW_ARTIFACT_ROOT``; default: ``data_dir/mlartifacts``.
-    #: Ignored by an ``mlflow server`` that proxies artifacts (it decides the location itself).
-    mlflow_artifact_root: str = ""
-    #: Registered model that holds every candidate version. ``BNPL_MODEL_NAME``.
-    model_name: str = "bnpl_default_predictor"
-    #: MLflow experiment that training runs are logged to. ``BNPL_TRAINING_EXPERIMENT``.
-    training_experiment: str = "bnpl-training"
-    #: Seed of the synthetic training data. ``BNPL_TRAIN_SEED``.
-    train_seed: int = 7
-    #: Number of synthetic transactions used for training + holdout. ``BNPL_TRAIN_ROWS``.
-    train_rows: int = 200_000
+    data_dir: Path
+    api: ApiSettings
+    publisher: PublisherSettings
+    streams: StreamSettings
+    consumers: ConsumerSettings
+    warehouse: WarehouseSettings
+    drift: DriftSettings
+    alerts: AlertSettings
+    registry: RegistrySettings
+    training: TrainingSettings
+    bench: BenchSettings
     #: Extra labels copied onto every logged run (not secrets). Not read from the environment.
     run_tags: Mapping[str, str] = field(default_factory=dict)
+    #: What was set explicitly (environment or overrides), flat; :meth:`replace` rebuilds from it.
+    given: Mapping[str, Any] = field(default_factory=dict)
 
-    # --- Redis and streams -------------------------------------------------------------------------------------
-    #: Redis URL (``redis://[:password@]host:port/db``). ``BNPL_REDIS_URL``; empty: the CLI starts a private
-    #: redis-server under ``data_dir`` (embedded default).
-    redis_url: str = ""
-    #: Prefix of every Redis key. ``BNPL_KEY_PREFIX``.
-    key_prefix: str = "bnpl"
-    #: Number of stream shards (by customer_id; >1 for Redis Cluster). ``BNPL_STREAM_SHARDS``.
-    stream_shards: int = 1
+    SECTION_NAMES: ClassVar[tuple[str, ...]] = tuple(SECTIONS)
 
-    # --- API ---------------------------------------------------------------------------------------------------
-    #: Listen address and port of ``bnpl serve``. ``BNPL_HOST``, ``BNPL_PORT``.
-    host: str = "127.0.0.1"
-    port: int = 8080
-    #: Accepted API keys, comma-separated in ``BNPL_API_KEYS``. Empty: every request is refused unless
-    #: ``auth_disabled``.
-    api_keys: tuple[str, ...] = ()
-    #: Serve without authentication (local experiments only). ``BNPL_AUTH_DISABLED=true``.
-    auth_disabled: bool = False
-    #: Paths reachable without a key. ``BNPL_OPEN_PATHS`` (comma-separated).
-    open_paths: tuple[str, ...] = ("/healthz", "/readyz", "/metrics", "/openapi.json")
-    #: Largest accepted request body in bytes (413 above). ``BNPL_MAX_BODY_BYTES``.
-    max_body_bytes: int = 2 * 1024 * 1024
-    #: Most requests in one batch call. ``BNPL_BATCH_MAX``.
-    batch_max: int = 1000
-    #: Registry aliases loaded and scored on every request (first = champion). ``BNPL_MODEL_ALIASES``.
-    model_aliases: tuple[str, ...] = ("champion", "challenger")
-    #: Seconds between registry polls for alias or experiment changes. ``BNPL_REGISTRY_POLL_SECONDS``.
-    registry_poll_seconds: float = 10.0
-    #: Name of this API instance in events and spool file names. ``BNPL_INSTANCE_ID``.
-    instance_id: str = "api-1"
+    @classmethod
+    def build(cls, run_tags: Mapping[str, str] | None = None, **given: Any) -> Settings:
+        """Settings from flat setting names (``redis_url=…``, ``batch_size=…``); everything else at its default."""
+        unknown = set(given) - set(_SECTION_OF)
+        if unknown:
+            raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        data_dir = Path(given.get("data_dir") or ".bnpl")
+        sections: dict[str, Any] = {}
+        for name, section_cls in SECTIONS.items():
+            values = {k: v for k, v in given.items() if _SECTION_OF[k] == name}
+            sections[name] = section_cls(**values)
+        resolved = data_dir.resolve()
+        if sections["publisher"].spool_dir is None:
+            sections["publisher"] = dataclasses.replace(sections["publisher"], spool_dir=data_dir / "spool")
+        if sections["warehouse"].duckdb_path is None:
+            sections["warehouse"] = dataclasses.replace(
+                sections["warehouse"], duckdb_path=data_dir / "warehouse.duckdb"
+            )
+        registry = sections["registry"]
+        sections["registry"] = dataclasses.replace(
+            registry,
+            tracking_uri=registry.tracking_uri or f"sqlite:///{resolved / 'mlflow.db'}",
+            artifact_root=registry.artifact_root or (resolved / "mlartifacts").as_uri(),
+        )
+        return cls(data_dir=data_dir, run_tags=dict(run_tags or {}), given=dict(given), **sections)
 
-    # --- event publishing ----------------------------------------------------------------------------------------
-    #: In-memory event queue bound; beyond it events go straight to the spool. ``BNPL_QUEUE_MAX``.
-    queue_max: int = 50_000
-    #: Most events per pipelined write. ``BNPL_PUBLISH_BATCH``.
-    publish_batch: int = 500
-    #: Longest wait before a partial batch is written, in ms. ``BNPL_PUBLISH_INTERVAL_MS``.
-    publish_interval_ms: float = 5.0
-    #: How long Redis remembers a written block for idempotent retries, in seconds. ``BNPL_PUBLISH_MARKER_TTL``.
-    publish_marker_ttl: int = 86_400
-    #: Directory of spool files (events kept while Redis is unreachable). ``BNPL_SPOOL_DIR``; default data_dir/spool.
-    spool_dir: Path | None = None
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read every declared variable from ``environ`` (default: the process environment) once; keyword
+        overrides (CLI flags) win when not None. A value a setting cannot take raises :class:`SettingsError`."""
+        env = os.environ if environ is None else environ
+        given: dict[str, Any] = {}
+        for info in declared():
+            if info.env not in env:
+                continue
+            try:
+                given[info.name] = info.parse(env[info.env])
+            except (ValueError, TypeError) as exc:
+                raise SettingsError(f"{info.env}={env[info.env]!r}: {exc}") from None
+        given.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.build(**given)
 
-    # --- consumer groups and the warehouse ---------------------------------------------------------------------
-    #: ``duckdb`` (embedded default) or ``bigquery``. ``BNPL_WAREHOUSE``.
-    warehouse: str = "duckdb"
-    #: DuckDB file. ``BNPL_DUCKDB_PATH``; default data_dir/warehouse.duckdb.
-    duckdb_path: Path | None = None
-    #: BigQuery project, dataset and location. ``BNPL_BQ_PROJECT``, ``BNPL_BQ_DATASET``, ``BNPL_BQ_LOCATION``.
-    bq_project: str = ""
-    bq_dataset: str = "bnpl"
-    bq_location: str = "US"
-    #: Events per consumer batch and the longest wait to fill one. ``BNPL_CONSUMER_BATCH``, ``BNPL_CONSUMER_WAIT_S``.
-    consumer_batch: int = 5_000
-    consumer_wait_s: float = 2.0
-    #: Deliveries before an entry is dead-lettered. ``BNPL_MAX_DELIVERIES``.
-    max_deliveries: int = 5
-    #: Idle time after which another worker claims a pending entry, in ms. ``BNPL_CLAIM_IDLE_MS``.
-    claim_idle_ms: int = 30_000
-    #: Stream retention in Redis, in days (kept longer only while a group still needs entries).
-    #: ``BNPL_STREAM_RETENTION_DAYS``.
-    stream_retention_days: float = 30.0
-    #: Prometheus port of a consumer worker (worker i uses port + i); 0 disables. ``BNPL_METRICS_PORT``.
-    metrics_port: int = 0
-    #: Window of the MLflow group's per-arm metrics, in seconds. ``BNPL_MLFLOW_WINDOW_S``.
-    mlflow_window_s: int = 60
-    #: How long after its end a window still accepts late events before it is logged. ``BNPL_MLFLOW_LATENESS_S``.
-    mlflow_lateness_s: int = 30
-
-    # --- drift and alerts -------------------------------------------------------------------------------------------
-    #: Webhook URLs alerts are POSTed to (comma-separated). ``BNPL_WEBHOOK_URLS``.
-    webhook_urls: tuple[str, ...] = ()
-    #: Shared secret of the ``X-Signature`` HMAC. ``BNPL_WEBHOOK_SECRET``.
-    webhook_secret: str = ""
-    #: Send a Slack-compatible ``{"text": …}`` body. ``BNPL_WEBHOOK_SLACK=true``.
-    webhook_slack: bool = False
-    #: After an alert, the same cause stays quiet this long (seconds). ``BNPL_ALERT_COOLDOWN_S``.
-    alert_cooldown_s: int = 3_600
-    #: Events per drift window (PSI, unknown rate, approval checks). ``BNPL_DRIFT_WINDOW``.
-    drift_window: int = 5_000
-    #: PSI above which a score/feature/category distribution alerts. ``BNPL_DRIFT_PSI``.
-    drift_psi: float = 0.1
-    #: Unknown-category share above which a field alerts. ``BNPL_DRIFT_UNKNOWN_RATE``.
-    drift_unknown_rate: float = 0.05
-    #: |z| of a window's approval rate vs the reference above which an arm alerts. ``BNPL_DRIFT_APPROVAL_Z``.
-    drift_approval_z: float = 5.0
-    #: ADWIN confidence on the score stream (smaller: fewer, later alarms). ``BNPL_DRIFT_ADWIN_DELTA``.
-    drift_adwin_delta: float = 1e-5
-
-    def __post_init__(self) -> None:
-        if not self.mlflow_tracking_uri:
-            object.__setattr__(self, "mlflow_tracking_uri", _default_tracking_uri(self.data_dir))
-        if not self.mlflow_artifact_root:
-            object.__setattr__(self, "mlflow_artifact_root", (self.data_dir.resolve() / "mlartifacts").as_uri())
-        if self.spool_dir is None:
-            object.__setattr__(self, "spool_dir", self.data_dir / "spool")
-        if self.duckdb_path is None:
-            object.__setattr__(self, "duckdb_path", self.data_dir / "warehouse.duckdb")
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some settings changed (flat names; None leaves a setting as it is), derived defaults
+        recomputed."""
+        changed = {k: v for k, v in changes.items() if v is not None}
+        return Settings.build(run_tags=self.run_tags, **{**self.given, **changed})
 
     @property
     def keys(self) -> Keys:
-        """Redis key names of this deployment."""
-        return Keys(self.key_prefix, self.stream_shards)
+        """Every Redis key name of this deployment (shorthand for ``settings.streams.keys``)."""
+        return self.streams.keys
 
-    @property
-    def spool_path(self) -> Path:
-        """This instance's spool file."""
-        assert self.spool_dir is not None
-        return self.spool_dir / f"{self.instance_id}.spool"
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-        """Read settings from ``environ`` (default ``os.environ``); keyword overrides win (CLI flags)."""
-        env = os.environ if environ is None else environ
-        values: dict[str, object] = {
-            "data_dir": Path(env.get("BNPL_DATA_DIR", ".bnpl")),
-            "mlflow_tracking_uri": env.get("MLFLOW_TRACKING_URI", ""),
-            "mlflow_artifact_root": env.get("BNPL_MLFLOW_ARTIFACT_ROOT", ""),
-            "model_name": env.get("BNPL_MODEL_NAME", "bnpl_default_predictor"),
-            "training_experiment": env.get("BNPL_TRAINING_EXPERIMENT", "bnpl-training"),
-            "train_seed": int(env.get("BNPL_TRAIN_SEED", "7")),
-            "train_rows": int(env.get("BNPL_TRAIN_ROWS", "200000")),
-            "redis_url": env.get("BNPL_REDIS_URL", ""),
-            "key_prefix": env.get("BNPL_KEY_PREFIX", "bnpl"),
-            "stream_shards": int(env.get("BNPL_STREAM_SHARDS", "1")),
-            "host": env.get("BNPL_HOST", "127.0.0.1"),
-            "port": int(env.get("BNPL_PORT", "8080")),
-            "api_keys": _csv(env.get("BNPL_API_KEYS", "")),
-            "auth_disabled": env.get("BNPL_AUTH_DISABLED", "").lower() in ("1", "true", "yes"),
-            "max_body_bytes": int(env.get("BNPL_MAX_BODY_BYTES", str(2 * 1024 * 1024))),
-            "batch_max": int(env.get("BNPL_BATCH_MAX", "1000")),
-            "registry_poll_seconds": float(env.get("BNPL_REGISTRY_POLL_SECONDS", "10")),
-            "instance_id": env.get("BNPL_INSTANCE_ID", "api-1"),
-            "queue_max": int(env.get("BNPL_QUEUE_MAX", "50000")),
-            "publish_batch": int(env.get("BNPL_PUBLISH_BATCH", "500")),
-            "publish_interval_ms": float(env.get("BNPL_PUBLISH_INTERVAL_MS", "5")),
-            "publish_marker_ttl": int(env.get("BNPL_PUBLISH_MARKER_TTL", "86400")),
-        }
-        values.update(
-            {
-                "warehouse": env.get("BNPL_WAREHOUSE", "duckdb"),
-                "bq_project": env.get("BNPL_BQ_PROJECT", ""),
-                "bq_dataset": env.get("BNPL_BQ_DATASET", "bnpl"),
-                "bq_location": env.get("BNPL_BQ_LOCATION", "US"),
-                "consumer_batch": int(env.get("BNPL_CONSUMER_BATCH", "5000")),
-                "consumer_wait_s": float(env.get("BNPL_CONSUMER_WAIT_S", "2")),
-                "max_deliveries": int(env.get("BNPL_MAX_DELIVERIES", "5")),
-                "claim_idle_ms": int(env.get("BNPL_CLAIM_IDLE_MS", "30000")),
-                "stream_retention_days": float(env.get("BNPL_STREAM_RETENTION_DAYS", "30")),
-                "metrics_port": int(env.get("BNPL_METRICS_PORT", "0")),
-                "mlflow_window_s": int(env.get("BNPL_MLFLOW_WINDOW_S", "60")),
-                "mlflow_lateness_s": int(env.get("BNPL_MLFLOW_LATENESS_S", "30")),
-                "webhook_urls": _csv(env.get("BNPL_WEBHOOK_URLS", "")),
-                "webhook_secret": env.get("BNPL_WEBHOOK_SECRET", ""),
-                "webhook_slack": env.get("BNPL_WEBHOOK_SLACK", "").lower() in ("1", "true", "yes"),
-                "alert_cooldown_s": int(env.get("BNPL_ALERT_COOLDOWN_S", "3600")),
-                "drift_window": int(env.get("BNPL_DRIFT_WINDOW", "5000")),
-                "drift_psi": float(env.get("BNPL_DRIFT_PSI", "0.1")),
-                "drift_unknown_rate": float(env.get("BNPL_DRIFT_UNKNOWN_RATE", "0.05")),
-                "drift_approval_z": float(env.get("BNPL_DRIFT_APPROVAL_Z", "5")),
-                "drift_adwin_delta": float(env.get("BNPL_DRIFT_ADWIN_DELTA", "1e-5")),
-            }
-        )
-        if env.get("BNPL_DUCKDB_PATH"):
-            values["duckdb_path"] = Path(env["BNPL_DUCKDB_PATH"])
-        if "BNPL_OPEN_PATHS" in env:
-            values["open_paths"] = _csv(env["BNPL_OPEN_PATHS"])
-        if "BNPL_MODEL_ALIASES" in env:
-            values["model_aliases"] = _csv(env["BNPL_MODEL_ALIASES"])
-        if env.get("BNPL_SPOOL_DIR"):
-            values["spool_dir"] = Path(env["BNPL_SPOOL_DIR"])
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)  # type: ignore[arg-type]
+    def describe(self) -> list[tuple[str, str, str]]:
+        """(variable, effective value, section) of every setting; secrets hidden, URLs without passwords."""
+        rows = []
+        for info in declared():
+            value = self.data_dir if info.section == "core" else getattr(getattr(self, info.section), info.name)
+            if info.secret:
+                text = "(set)" if value else "(not set)"
+            elif isinstance(value, tuple):
+                text = ",".join(value)
+            else:
+                text = redact_url(str(value)) if isinstance(value, str) else str(value)
+            rows.append((info.env, text, info.section))
+        return rows
