@@ -1,4 +1,6 @@
-"""The decision engine: validated request → features → every model (shadow) → arm → policy → response + event.
+"""The decision engine: validated request → features → every model (shadow) → arm → policy → decision record.
+
+The record is the API's response; the prediction event embeds the same object (no second copy of its fields).
 
 Pure CPU, no I/O: the API handlers, benchmarks, simulator and demo call it directly.
 """
@@ -128,29 +130,10 @@ class DecisionEngine:
             model_inference_time_ms=round(inference_ms, 4),
         )
         event = PredictionEvent(
-            prediction_id=prediction_id,
-            event_time=timestamp,
+            decision=response,
             request=request,
             features=feats.values,
-            unknown_fields=response.unknown_fields,
             model_name=models.champion.name if models else None,
-            scores=scores,
-            model_versions=versions,
-            selected_alias=alias,
-            selected_version=version,
-            selected_model=family,
-            experiment_id=response.experiment_id,
-            experiment_name=response.experiment_name,
-            arm=arm,
-            deployment_mode=mode,
-            decision=decision,
-            decision_risk_level=response.risk_level,
-            default_probability=probability,
-            decision_policy=policy,
-            thresholds=thresholds,
-            reason_codes=[r.code for r in reasons],
-            processing_time_ms=response.processing_time_ms,
-            inference_time_ms=response.model_inference_time_ms,
             api_instance=self.instance_id,
         )
         return response, event

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from features.spec import normalize_category
+from schemas.reasons import POLICY_REASON_CODES
 from schemas.request import RiskAssessmentRequest
 from schemas.response import Decision, ReasonCode, RiskLevel
 
@@ -31,8 +32,14 @@ FALLBACK_POLICY: Final = "rules-fallback-v1"
 UTILISATION_REVIEW: Final = 0.8
 RISK_LEVEL_OF: Final[dict[Decision, RiskLevel]] = {"approve": "LOW", "manual_review": "MEDIUM", "deny": "HIGH"}
 
-_OVER_LIMIT = ReasonCode("AMOUNT_EXCEEDS_CREDIT_LIMIT", "amount")
-_HIGH_UTILISATION = ReasonCode("HIGH_LIMIT_UTILISATION", "payment_credit_limit")
+
+def _rule(code: str) -> ReasonCode:
+    return ReasonCode(code, POLICY_REASON_CODES[code])
+
+
+_OVER_LIMIT = _rule("AMOUNT_EXCEEDS_CREDIT_LIMIT")
+_HIGH_UTILISATION = _rule("HIGH_LIMIT_UTILISATION")
+_HIGH_UPSTREAM_RISK = _rule("HIGH_UPSTREAM_RISK_SCORE")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +69,9 @@ def fallback_policy(request: RiskAssessmentRequest) -> PolicyOutcome:
     if request.amount > request.payment_credit_limit:
         return PolicyOutcome("deny", (_OVER_LIMIT,))
     if level == "very_high" or request.risk_score >= 0.8:
-        return PolicyOutcome("deny", (ReasonCode("HIGH_UPSTREAM_RISK_SCORE", "risk_score"),))
+        return PolicyOutcome("deny", (_HIGH_UPSTREAM_RISK,))
     if level == "high" or request.risk_score >= 0.55:
-        return PolicyOutcome("manual_review", (ReasonCode("HIGH_UPSTREAM_RISK_SCORE", "risk_score"),))
+        return PolicyOutcome("manual_review", (_HIGH_UPSTREAM_RISK,))
     if request.amount > UTILISATION_REVIEW * request.payment_credit_limit:
         return PolicyOutcome("manual_review", (_HIGH_UTILISATION,))
     return PolicyOutcome("approve")

@@ -13,30 +13,11 @@ import numpy.typing as npt
 from numba import njit
 
 from features.spec import FEATURE_NAMES, NUMERIC_FIELDS, ONE_HOT_FIELDS, ORDINAL_FIELDS, TIME_FEATURES
+from schemas.reasons import FIELD_REASON_CODES
 from schemas.response import ReasonCode
 
-#: Reason code of each request field.
-REASON_CODES: Final[dict[str, str]] = {
-    "amount": "HIGH_AMOUNT",
-    "customer_tenure_days": "SHORT_CUSTOMER_TENURE",
-    "device_is_trusted": "UNTRUSTED_DEVICE",
-    "risk_score": "HIGH_UPSTREAM_RISK_SCORE",
-    "installment_count": "INSTALLMENT_PLAN",
-    "payment_credit_limit": "LOW_CREDIT_LIMIT",
-    "price_comparison_time": "SHORT_PRICE_COMPARISON",
-    "transaction_timestamp": "TRANSACTION_TIME",
-    "customer_credit_score_range": "CREDIT_SCORE_RANGE",
-    "customer_age_bracket": "AGE_BRACKET",
-    "customer_income_bracket": "INCOME_BRACKET",
-    "customer_verification_level": "VERIFICATION_LEVEL",
-    "product_risk_category": "PRODUCT_RISK_CATEGORY",
-    "risk_level": "HIGH_UPSTREAM_RISK_LEVEL",
-    "device_type": "DEVICE_TYPE",
-    "payment_provider": "PAYMENT_PROVIDER",
-    "product_category": "PRODUCT_CATEGORY",
-    "purchase_context": "PURCHASE_CONTEXT",
-    "risk_scenario": "RISK_SCENARIO",
-}
+#: Reason code of each request field (the catalogue lives with the wire formats).
+REASON_CODES: Final[dict[str, str]] = FIELD_REASON_CODES
 
 
 def _field_of_feature() -> list[str]:

@@ -1,4 +1,5 @@
-"""The risk-assessment request, exactly as the original service's clients send it (ORIGINAL.md).
+"""The risk-assessment request, exactly as the original service's clients send it (same field names and types, so
+existing checkouts need no change).
 
 Categorical fields are plain strings on purpose: a value the models never saw is data, not an error
 (it is scored with an explicit unknown encoding and reported). Types and numeric ranges are validated here.
@@ -59,11 +60,17 @@ def parse_request(data: Any) -> RiskAssessmentRequest:
     return msgspec.convert(data, RiskAssessmentRequest)
 
 
-#: Most requests accepted in one batch call.
-BATCH_MAX = 1000
+def batch_request_type(limit: int) -> type[msgspec.Struct]:
+    """The body of ``POST /v1/bnpl/risk-assessment/batch`` with its cap (``BNPL_BATCH_MAX``): 1 … ``limit`` requests,
+    decided in order. Built per app, so the decoder rejects an oversized list early and the OpenAPI document
+    shows the configured cap.
 
-
-class BatchRequest(msgspec.Struct, kw_only=True):
-    """POST /v1/bnpl/risk-assessment/batch body: up to 1,000 requests, decided in order."""
-
-    requests: Annotated[list[RiskAssessmentRequest], msgspec.Meta(min_length=1, max_length=BATCH_MAX)]
+    >>> batch = batch_request_type(2)
+    >>> msgspec.json.schema(batch)["$defs"]["BatchRequest"]["properties"]["requests"]["maxItems"]
+    2
+    """
+    return msgspec.defstruct(
+        "BatchRequest",
+        [("requests", Annotated[list[RiskAssessmentRequest], msgspec.Meta(min_length=1, max_length=limit)])],
+        kw_only=True,
+    )

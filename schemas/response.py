@@ -1,4 +1,9 @@
-"""Responses of the decision API. Field names follow the original service where they make sense."""
+"""Responses of the decision API, and the decision record they are made of.
+
+:class:`RiskAssessmentResponse` **is the decision record**: the API answers with it, and the prediction event embeds
+it unchanged (``schemas.events``), so the API, the warehouse and every consumer group speak one vocabulary: the
+original service's field names (``business_decision``, ``traffic_segment``, ``all_predictions`` …).
+"""
 
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ class ReasonCode(msgspec.Struct, frozen=True):
 
 
 class RiskAssessmentResponse(msgspec.Struct, kw_only=True):
-    """Decision for one request."""
+    """The decision for one request: the API's answer and the ``decision`` of its prediction event."""
 
     schema_version: int = RESPONSE_SCHEMA_VERSION
     #: Time-ordered unique id (UUIDv7) of this decision; also the id of its event.

@@ -6,13 +6,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import orjson
+import msgspec
 
+from common.settings import WarehouseSettings
 from schemas.events import PredictionEvent
-from schemas.warehouse import PREDICTION_LOGS
+from schemas.warehouse import PREDICTION_LOGS, Column
 
 Columns = dict[str, list[Any]]
-_EVENT_FIELDS = set(PredictionEvent.__struct_fields__)
 
 
 @dataclass(slots=True)
@@ -25,33 +25,44 @@ class InsertResult:
 
 
 class Warehouse(Protocol):
-    """Where prediction events land. ``insert_predictions`` is idempotent on prediction_id and commits before it
-    returns; it raises on transient failure (the caller retries the whole batch)."""
+    """Where prediction events land. Inserts are idempotent on prediction_id and commit before they return; they
+    raise on transient failure (the caller retries the whole batch)."""
 
-    def ensure_tables(self) -> None: ...
+    def ensure_tables(self) -> None:
+        """Create missing tables; refuse (raise) when a table has an older layout that needs a migration."""
+        ...
 
-    def insert_predictions(self, columns: Columns) -> InsertResult: ...
+    def insert_events(self, payloads: list[bytes]) -> tuple[InsertResult, dict[int, str]]:
+        """Insert prediction events given as published (current version's JSON). Returns the result and, by
+        position in ``payloads``, the events that can never load, with why."""
+        ...
 
-    def upsert_experiment(self, row: dict[str, Any]) -> None: ...
+    def upsert_experiment(self, row: dict[str, Any]) -> None:
+        """Mirror an experiment's configuration into ``experiments``."""
+        ...
 
     def close(self) -> None: ...
 
 
+def _value(event: PredictionEvent, column: Column) -> Any:
+    value: Any = event
+    for name in column.path:
+        value = getattr(value, name)
+    return value
+
+
 def event_columns(events: list[PredictionEvent], ingested_at: datetime | None = None) -> Columns:
-    """``prediction_logs`` as columns: request flattened, maps as JSON text, timestamps ISO-8601 text."""
+    """``prediction_logs`` as columns: fields read by their path, maps and structs as JSON text, timestamps
+    ISO-8601 text."""
     now = (ingested_at or datetime.now(UTC)).isoformat()
     columns: Columns = {}
-    requests = [e.request for e in events]
     for column in PREDICTION_LOGS:
-        name = column.name
-        if name == "ingested_at":
-            columns[name] = [now] * len(events)
-        elif name not in _EVENT_FIELDS:
-            columns[name] = [getattr(r, name) for r in requests]
+        if not column.path:  # ingested_at
+            columns[column.name] = [now] * len(events)
         elif column.kind == "JSON":
-            columns[name] = [orjson.dumps(getattr(e, name)).decode() for e in events]
+            columns[column.name] = [msgspec.json.encode(_value(e, column)).decode() for e in events]
         else:
-            columns[name] = [getattr(e, name) for e in events]
+            columns[column.name] = [_value(e, column) for e in events]
     return columns
 
 
@@ -59,3 +70,19 @@ def rows_of(columns: Columns) -> list[dict[str, Any]]:
     """Columns → row dicts (for APIs that take rows)."""
     names = list(columns)
     return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
+def make_warehouse(settings: WarehouseSettings) -> Warehouse:
+    """The configured warehouse (``BNPL_WAREHOUSE``)."""
+    if settings.warehouse == "bigquery":
+        from warehouse.bigquery_store import BigQueryWarehouse, bigquery_client
+
+        if not settings.bq_project:
+            raise ValueError("BNPL_WAREHOUSE=bigquery needs BNPL_BQ_PROJECT")
+        return BigQueryWarehouse(bigquery_client(settings.bq_project), settings.bq_dataset, settings.bq_location)
+    if settings.warehouse == "duckdb":
+        from warehouse.duckdb_store import DuckDBWarehouse
+
+        assert settings.duckdb_path is not None
+        return DuckDBWarehouse(settings.duckdb_path)
+    raise ValueError(f"unknown warehouse {settings.warehouse!r} (duckdb or bigquery)")

@@ -1,7 +1,9 @@
 """BigQuery warehouse (production) through the official ``google-cloud-bigquery`` client.
 
-Tables are created when missing: ``prediction_logs`` partitioned by DAY on ``event_time`` with a 2-year partition
-expiration and clustered by ``customer_id`` and ``selected_model``; ``experiments`` and ``model_metrics`` beside it.
+Tables are created when missing: ``prediction_logs`` partitioned by DAY on ``assessment_timestamp`` with a 2-year
+partition expiration and clustered by ``customer_id`` and ``selected_model``; ``experiments``, ``model_metrics`` and
+``schema_versions`` beside it. A version 1 ``prediction_logs`` is never written to: starting fails with the command
+that migrates it (``bnpl warehouse migrate``, see ``warehouse.migrations``).
 
 Loading uses the streaming API (``tabledata.insertAll``) with ``insertId = prediction_id`` and
 ``skipInvalidRows``. Guarantee: a batch redelivered by Redis (worker crash, retry after a timeout) is deduplicated
@@ -15,14 +17,19 @@ go to the dead-letter stream; any other failure raises so the runtime retries th
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from google.api_core import exceptions as gexc
 from google.api_core.retry import Retry, if_transient_error
 from google.cloud import bigquery
 
-from schemas.warehouse import TABLES, Column
-from warehouse.base import Columns, InsertResult, rows_of
+from schemas.events import PredictionEvent
+from schemas.reasons import FIELD_REASON_CODES, POLICY_REASON_CODES
+from schemas.warehouse import PARTITION_COLUMN, TABLES, WAREHOUSE_SCHEMA_VERSION, Column
+from warehouse.base import Columns, InsertResult, event_columns, rows_of
+from warehouse.migrations import V1_MARKER, v1_select
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +45,11 @@ BQ_TYPES = {
 }
 PARTITION_EXPIRATION_MS = 2 * 365 * 24 * 3600 * 1000
 ROWS_PER_REQUEST = 500
+_EVENTS = msgspec.json.Decoder(PredictionEvent)
+
+
+class MigrationRequiredError(RuntimeError):
+    """The dataset holds an older table layout; ``bnpl warehouse migrate`` upgrades it."""
 
 
 def _transient(exc: Exception) -> bool:
@@ -74,24 +86,94 @@ class BigQueryWarehouse:
         table = bigquery.Table(f"{self.dataset}.{name}", schema=schema_fields(columns))
         if name == "prediction_logs":
             table.time_partitioning = bigquery.TimePartitioning(
-                type_=bigquery.TimePartitioningType.DAY, field="event_time", expiration_ms=PARTITION_EXPIRATION_MS
+                type_=bigquery.TimePartitioningType.DAY, field=PARTITION_COLUMN, expiration_ms=PARTITION_EXPIRATION_MS
             )
             table.clustering_fields = ["customer_id", "selected_model"]
-            table.description = "One row per decision (see schemas/events.py); partitions expire after 2 years."
+            table.description = (
+                f"One row per decision (layout version {WAREHOUSE_SCHEMA_VERSION}, see schemas/warehouse.py); "
+                "partitions expire after 2 years."
+            )
         return table
+
+    def layout_version(self) -> int | None:
+        """Layout version of the existing ``prediction_logs`` (None when there is none)."""
+        try:
+            table = self.client.get_table(f"{self.dataset}.prediction_logs", retry=self.retry)
+        except gexc.NotFound:
+            return None
+        return 1 if any(f.name == V1_MARKER for f in table.schema) else WAREHOUSE_SCHEMA_VERSION
 
     def ensure_tables(self) -> None:
         dataset = bigquery.Dataset(self.dataset)
         dataset.location = self.location
         self.client.create_dataset(dataset, exists_ok=True, retry=self.retry)
+        if self.layout_version() == 1:
+            raise MigrationRequiredError(
+                f"{self.dataset}.prediction_logs has the version 1 layout: run `bnpl warehouse migrate` "
+                "(`--dry-run` shows the SQL) before starting the warehouse group"
+            )
         for name in TABLES:
             self.client.create_table(self.table_definition(name), exists_ok=True, retry=self.retry)
+        self._record_version()
         view = bigquery.Table(f"{self.dataset}.prediction_logs_dedup")
         view.view_query = (
             f"SELECT * FROM `{self.dataset}.prediction_logs` "  # noqa: S608 - our own dataset name
             "WHERE TRUE QUALIFY ROW_NUMBER() OVER (PARTITION BY prediction_id ORDER BY ingested_at) = 1"
         )
         self.client.create_table(view, exists_ok=True, retry=self.retry)
+
+    def migration_sql(self) -> list[str]:
+        """The statements that rebuild a version 1 ``prediction_logs`` in the version 2 layout (the old table is
+        kept as ``prediction_logs_v1``)."""
+        table = f"{self.dataset}.prediction_logs"
+        definition = self.table_definition("prediction_logs")
+        columns = ", ".join(
+            f"`{f.name}` {'ARRAY<' + f.field_type + '>' if f.mode == 'REPEATED' else f.field_type}"
+            f"{' NOT NULL' if f.mode == 'REQUIRED' else ''}"
+            for f in definition.schema
+        )
+        codes = sorted({*FIELD_REASON_CODES.values(), *POLICY_REASON_CODES})
+        return [
+            f"CREATE TABLE `{table}_v2` ({columns}) PARTITION BY DATE(`{PARTITION_COLUMN}`) "
+            f"CLUSTER BY customer_id, selected_model "
+            f"OPTIONS (partition_expiration_days = {PARTITION_EXPIRATION_MS // 86_400_000}) "
+            f"AS {v1_select('bigquery', f'`{table}`', codes)}",
+            f"ALTER TABLE `{table}` RENAME TO `prediction_logs_v1`",
+            f"ALTER TABLE `{table}_v2` RENAME TO `prediction_logs`",
+        ]
+
+    def migrate(self) -> list[str]:
+        """Run :meth:`migration_sql` (one query job each, in order) when the table is version 1; record the
+        version. Returns the statements run (none when already current)."""
+        if self.layout_version() != 1:
+            return []
+        statements = self.migration_sql()
+        for sql in statements:
+            self.client.query(sql, location=self.location, retry=self.retry).result()
+        self.ensure_tables()
+        return statements
+
+    def insert_events(self, payloads: list[bytes]) -> tuple[InsertResult, dict[int, str]]:
+        """Decode (msgspec validates every field), insert as columns; undecodable and invalid rows are reported by
+        position. The same event twice in one batch is inserted once."""
+        events: list[PredictionEvent] = []
+        position_of: dict[str, int] = {}
+        rejected: dict[int, str] = {}
+        for i, payload in enumerate(payloads):
+            try:
+                event = _EVENTS.decode(payload)
+            except msgspec.DecodeError as exc:
+                rejected[i] = f"undecodable prediction event: {exc}"
+                continue
+            if event.prediction_id not in position_of:
+                position_of[event.prediction_id] = i
+                events.append(event)
+        if not events:
+            return InsertResult(), rejected
+        result = self.insert_predictions(event_columns(events))
+        for prediction_id, why in result.rejected.items():
+            rejected[position_of[prediction_id]] = why
+        return result, rejected
 
     def insert_predictions(self, columns: Columns) -> InsertResult:
         rows = rows_of(columns)
@@ -114,6 +196,15 @@ class BigQueryWarehouse:
             result.rejected.update(rejected)
             result.inserted += len(chunk) - len(rejected)
         return result
+
+    def _record_version(self) -> None:
+        now = datetime.now(UTC).isoformat()
+        self.client.insert_rows_json(
+            f"{self.dataset}.schema_versions",
+            [{"table_name": "prediction_logs", "version": WAREHOUSE_SCHEMA_VERSION, "applied_at": now}],
+            row_ids=[f"prediction_logs@{WAREHOUSE_SCHEMA_VERSION}"],
+            retry=self.retry,
+        )
 
     def upsert_experiment(self, row: dict[str, Any]) -> None:
         """Append the experiment's current configuration (the newest ``updated_at`` per experiment is current)."""

@@ -2,11 +2,14 @@
 
 DuckDB lets one process write a file at a time, so each batch opens the file, inserts with
 ``INSERT OR IGNORE`` (idempotent), commits and closes; a worker that finds the file locked by another waits briefly
-and retries (the caller sees a transient error after ``lock_timeout_s``).
+and retries (the caller sees a transient error after ``lock_timeout_s``). Events are inserted as published: DuckDB
+parses the JSON itself (vectorized C++), Python only moves bytes. A version 1 ``prediction_logs`` is migrated in
+place when the tables are ensured (``warehouse.migrations``).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,9 +21,12 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from schemas.events import PredictionEvent
-from schemas.warehouse import TABLES, Column
+from schemas.reasons import FIELD_REASON_CODES, POLICY_REASON_CODES
+from schemas.warehouse import TABLES, WAREHOUSE_SCHEMA_VERSION, Column
 from warehouse.base import Columns, InsertResult
+from warehouse.migrations import V1_MARKER, v1_select
+
+log = logging.getLogger(__name__)
 
 DUCKDB_TYPES = {
     "STRING": "VARCHAR",
@@ -45,17 +51,20 @@ ARROW_TYPES = {
 
 
 def _json_structure(columns: list[Column]) -> str:
-    """json_transform structure of a prediction event (the request nested, like on the wire)."""
-    top = set(PredictionEvent.__struct_fields__)
+    """json_transform structure of a prediction event: every column at its path (timestamps read as text)."""
     event: dict[str, Any] = {}
-    request: dict[str, Any] = {}
     for c in columns:
-        if c.name == "ingested_at":
+        if not c.path:
             continue
-        kind = "VARCHAR" if c.kind == "TIMESTAMP" else DUCKDB_TYPES[c.kind]
-        (event if c.name in top else request)[c.name] = kind
-    event["request"] = request
+        node = event
+        for part in c.path[:-1]:
+            node = node.setdefault(part, {})
+        node[c.path[-1]] = "VARCHAR" if c.kind == "TIMESTAMP" else DUCKDB_TYPES[c.kind]
     return orjson.dumps(event).decode()
+
+
+def _json_ref(column: Column) -> str:
+    return "j." + ".".join(f'"{part}"' for part in column.path)
 
 
 def _arrow_strings(payloads: list[bytes]) -> pa.Array:
@@ -65,6 +74,13 @@ def _arrow_strings(payloads: list[bytes]) -> pa.Array:
     return pa.Array.from_buffers(
         pa.large_string(), len(payloads), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(payloads))]
     )
+
+
+def _columns_of(conn: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    rows = conn.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position", [table]
+    ).fetchall()
+    return [str(r[0]) for r in rows]
 
 
 def _counted_insert(conn: duckdb.DuckDBPyConnection, sql: str) -> int:
@@ -91,20 +107,19 @@ class DuckDBWarehouse:
         path.parent.mkdir(parents=True, exist_ok=True)
         columns, _ = TABLES["prediction_logs"]
         self._columns = columns
+        names = ", ".join(f'"{c.name}"' for c in columns)  # by name: a migrated table may order columns otherwise
         self._arrow_schema = pa.schema([pa.field(c.name, ARROW_TYPES[c.kind], nullable=c.nullable) for c in columns])
         select = ", ".join(
             f'CAST("{c.name}" AS {DUCKDB_TYPES[c.kind]})' if c.kind in ("TIMESTAMP", "JSON") else f'"{c.name}"'
             for c in columns
         )
-        self._insert = f"INSERT OR IGNORE INTO prediction_logs SELECT {select} FROM batch"  # noqa: S608 - constants
-        # Raw path: DuckDB parses the event JSON itself (vectorized C++), Python only moves bytes.
-        top = set(PredictionEvent.__struct_fields__)
+        self._insert = f"INSERT OR IGNORE INTO prediction_logs ({names}) SELECT {select} FROM batch"  # noqa: S608
         exprs = []
         for c in columns:
-            if c.name == "ingested_at":
+            if not c.path:  # ingested_at
                 exprs.append("now()")
                 continue
-            ref = f'j."{c.name}"' if c.name in top else f'j.request."{c.name}"'
+            ref = _json_ref(c)
             exprs.append(f"CAST({ref} AS {DUCKDB_TYPES[c.kind]})" if c.kind == "TIMESTAMP" else ref)
         required = " OR ".join(
             f"({e}) IS NULL" for c, e in zip(columns, exprs, strict=True) if not c.nullable and c.name != "ingested_at"
@@ -116,7 +131,7 @@ class DuckDBWarehouse:
         )
         self._invalid_raw = f"SELECT i, ok FROM staged WHERE NOT ok OR {required}"  # noqa: S608 - constants
         self._insert_raw = (
-            f"INSERT OR IGNORE INTO prediction_logs SELECT {', '.join(exprs)} FROM staged "  # noqa: S608
+            f"INSERT OR IGNORE INTO prediction_logs ({names}) SELECT {', '.join(exprs)} FROM staged "  # noqa: S608
             f"WHERE ok AND NOT ({required})"
         )
 
@@ -138,9 +153,29 @@ class DuckDBWarehouse:
             conn.close()
 
     def ensure_tables(self) -> None:
+        """Create missing tables; migrate a version 1 ``prediction_logs`` in one transaction."""
         with self.connect() as conn:
+            conn.execute("BEGIN")
+            if V1_MARKER in _columns_of(conn, "prediction_logs"):
+                self._migrate_v1(conn)
             for table, (columns, key) in TABLES.items():
                 conn.execute(create_table_sql(table, columns, key))
+            conn.execute(
+                "INSERT OR REPLACE INTO schema_versions VALUES ('prediction_logs', ?, now())",
+                [WAREHOUSE_SCHEMA_VERSION],
+            )
+            conn.execute("COMMIT")
+
+    def _migrate_v1(self, conn: duckdb.DuckDBPyConnection) -> None:
+        columns, key = TABLES["prediction_logs"]
+        codes = sorted({*FIELD_REASON_CODES.values(), *POLICY_REASON_CODES})
+        rows = conn.execute("SELECT count(*) FROM prediction_logs").fetchone()
+        log.warning("migrating prediction_logs from version 1 to %d (%s rows)", WAREHOUSE_SCHEMA_VERSION, rows)
+        conn.execute(create_table_sql("prediction_logs_v2", columns, key))
+        names = ", ".join(f'"{c.name}"' for c in columns)
+        conn.execute(f"INSERT INTO prediction_logs_v2 ({names}) {v1_select('duckdb', 'prediction_logs', codes)}")
+        conn.execute("DROP TABLE prediction_logs")
+        conn.execute("ALTER TABLE prediction_logs_v2 RENAME TO prediction_logs")
 
     def insert_predictions(self, columns: Columns) -> InsertResult:
         n = len(columns["prediction_id"])
@@ -153,8 +188,8 @@ class DuckDBWarehouse:
             conn.execute("COMMIT")
         return InsertResult(inserted=inserted, duplicates=n - inserted)
 
-    def insert_raw(self, payloads: list[bytes]) -> tuple[InsertResult, dict[int, str]]:
-        """Insert raw event JSON (as published); returns the result and the rejected positions with reasons."""
+    def insert_events(self, payloads: list[bytes]) -> tuple[InsertResult, dict[int, str]]:
+        """Insert event JSON as published; returns the result and the rejected positions with reasons."""
         if not payloads:
             return InsertResult(), {}
         raw = pa.table({"i": pa.array(range(len(payloads)), pa.int64()), "e": _arrow_strings(payloads)})  # noqa: F841
