@@ -1,4 +1,4 @@
-"""The example request used by the original service's tests (ORIGINAL.md), kept verbatim."""
+"""The example request used by the original service's tests, kept verbatim (a compatibility fixture)."""
 
 from __future__ import annotations
 

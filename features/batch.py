@@ -13,7 +13,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from features.spec import N_FEATURES, NUMERIC_FIELDS, ONE_HOT_FIELDS, ORDINAL_FIELDS, TIMES_OF_DAY
+from features.spec import (
+    N_FEATURES,
+    NUMERIC_FIELDS,
+    ONE_HOT_FIELDS,
+    ORDINAL_FIELDS,
+    TIMES_OF_DAY,
+    date_features,
+    hour_features,
+    time_of_day_index,
+)
 
 Columns = Mapping[str, Sequence[Any] | npt.NDArray[Any]]
 
@@ -50,15 +59,11 @@ def _time_block(timestamps: Sequence[str] | npt.NDArray[Any]) -> npt.NDArray[np.
     month = months.astype(np.int64) % 12 + 1
     weekday = (days.astype(np.int64) + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
     hour = (ts - days.astype("datetime64[s]")).astype(np.int64) // 3600
-    bucket = np.select([hour <= 6, hour <= 12, hour <= 18], [0, 1, 2], default=3)
+    bucket = time_of_day_index(hour)
     block = np.column_stack(
         [
-            (day - 1) // 7 + 1,
-            weekday >= 5,
-            day >= 25,
-            month >= 11,
-            (hour >= 9) & (hour <= 17),
-            (hour >= 22) | (hour <= 5),
+            *date_features(day, weekday, month),
+            *hour_features(hour),
             *(bucket == k for k in range(1, len(TIMES_OF_DAY))),
         ]
     )

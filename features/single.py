@@ -16,8 +16,10 @@ from features.spec import (
     ONE_HOT_FIELDS,
     ORDINAL_FIELDS,
     TIMES_OF_DAY,
+    date_features,
+    hour_features,
     normalize_category,
-    time_of_day,
+    time_of_day_index,
 )
 from schemas.request import RiskAssessmentRequest
 
@@ -55,18 +57,10 @@ class FeatureResult:
 
 
 def time_features(timestamp: str) -> tuple[list[float], str]:
-    """Time features and time-of-day bucket from the wall-clock time written in ``timestamp``."""
+    """Time features and time-of-day bucket from the wall-clock time written in ``timestamp`` (a full parse)."""
     ts = datetime.fromisoformat(timestamp)
-    hour, day = ts.hour, ts.day
-    values = [
-        float((day - 1) // 7 + 1),
-        1.0 if ts.weekday() >= 5 else 0.0,
-        1.0 if day >= 25 else 0.0,
-        1.0 if ts.month >= 11 else 0.0,
-        1.0 if 9 <= hour <= 17 else 0.0,
-        1.0 if hour >= 22 or hour <= 5 else 0.0,
-    ]
-    return values, time_of_day(hour)
+    values = [float(v) for v in (*date_features(ts.day, ts.weekday(), ts.month), *hour_features(ts.hour))]
+    return values, TIMES_OF_DAY[time_of_day_index(ts.hour)]
 
 
 # The request schema only admits ``YYYY-MM-DD[( |T)HH:MM…]`` (a real date, checked on decoding), so the request
@@ -80,13 +74,13 @@ def _date_features(date: str) -> tuple[float, ...]:
     if found is None:
         if len(_DATE_CACHE) >= _DATE_CACHE_MAX:
             _DATE_CACHE.clear()
-        found = _DATE_CACHE[date] = tuple(int(v) for v in time_features(date)[0][:4])
+        day = datetime.fromisoformat(date)
+        found = _DATE_CACHE[date] = tuple(int(v) for v in date_features(day.day, day.weekday(), day.month))
     return found
 
 
 def _hour_features(hour: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    values, bucket = time_features(f"2024-01-01T{hour:02d}:00")
-    return tuple(int(v) for v in values[4:]), _TIME_OF_DAY[bucket]
+    return tuple(int(v) for v in hour_features(hour)), _TIME_OF_DAY[TIMES_OF_DAY[time_of_day_index(hour)]]
 
 
 _HOURS = tuple(_hour_features(h) for h in range(24))

@@ -6,7 +6,8 @@ Encodings (compatible with the original service's 36 features):
   payment_credit_limit, price_comparison_time — scaling belongs to each model's pipeline, not here;
 * time, from the wall-clock time as written in ``transaction_timestamp`` (the shopper's local time):
   week_of_month (1–5), is_weekend, is_month_end (day ≥ 25), is_holiday_season (Nov/Dec), is_business_hours (9–17),
-  is_late_night (22–5) and time_of_day (night 0–6, morning 7–12, afternoon 13–18, evening 19–23);
+  is_late_night (22–5) and time_of_day (night 0–6, morning 7–12, afternoon 13–18, evening 19–23), all computed by
+  :func:`date_features`, :func:`hour_features` and :func:`time_of_day_index` at the end of this module;
 * ordinal: the index of the value in its list below;
 * one-hot with the first category dropped.
 
@@ -23,7 +24,7 @@ Every unknown field is reported by name, so the API can count it and the drift g
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 #: Version of this specification; stored with every trained model and every event.
 FEATURE_SPEC_VERSION: Final = 1
@@ -107,12 +108,33 @@ def normalize_category(value: str) -> str:
     return value.strip().lower()
 
 
-def time_of_day(hour: int) -> str:
-    """Bucket an hour 0–23 into night (0–6), morning (7–12), afternoon (13–18), evening (19–23)."""
-    if hour <= 6:
-        return "night"
-    if hour <= 12:
-        return "morning"
-    if hour <= 18:
-        return "afternoon"
-    return "evening"
+# --- the calendar rules, written once ----------------------------------------------------------------------------
+# Plain comparisons and arithmetic only, so the same function serves one request (ints) and a whole column (numpy
+# arrays): ``features.single`` and ``features.batch`` both call these.
+
+
+def date_features(day: Any, weekday: Any, month: Any) -> tuple[Any, Any, Any, Any]:
+    """week_of_month (1–5), is_weekend (Sat/Sun; Monday = 0), is_month_end (day ≥ 25), is_holiday_season (Nov/Dec).
+
+    >>> date_features(27, 5, 11)
+    (4, True, True, True)
+    """
+    return (day - 1) // 7 + 1, weekday >= 5, day >= 25, month >= 11
+
+
+def hour_features(hour: Any) -> tuple[Any, Any]:
+    """is_business_hours (9–17), is_late_night (22–5).
+
+    >>> hour_features(23)
+    (False, True)
+    """
+    return (hour >= 9) & (hour <= 17), (hour >= 22) | (hour <= 5)
+
+
+def time_of_day_index(hour: Any) -> Any:
+    """Index into ``TIMES_OF_DAY``: night (0–6), morning (7–12), afternoon (13–18), evening (19–23).
+
+    >>> [TIMES_OF_DAY[time_of_day_index(h)] for h in (6, 7, 13, 19)]
+    ['night', 'morning', 'afternoon', 'evening']
+    """
+    return (hour > 6) * 1 + (hour > 12) + (hour > 18)
