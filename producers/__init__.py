@@ -1,1 +1,1 @@
-"""Everything that writes to Redis Streams: the API's event publisher, the traffic simulator, outcomes."""
+"""What the API writes to Redis Streams: the event publisher (in-memory queue, blocks, spool and replay)."""

@@ -27,16 +27,19 @@ from typing import Any
 import msgspec
 from redis import exceptions as redis_errors
 
-from common.keys import Keys
+from common.keys import Keys, lua_xadd_entry
+from common.settings import PublisherSettings
 from producers.spool import Spool
-from schemas.events import PREDICTION_EVENT_VERSION, PredictionEvent
+from schemas.events import PREDICTION_EVENT_VERSION, PredictionEvent, projection, upgrade_payload
 
 log = logging.getLogger(__name__)
 
-#: KEYS: stream, publish-state hash. ARGV: instance, block seq, schema version, prediction ids and event JSON
-#: documents, each of the last two as one newline-terminated list (compact JSON never holds a raw newline). Two
-#: arguments per block instead of two per event: packing each argument costs the API more than the XADD costs Redis.
-APPEND_BLOCK = """
+#: KEYS: stream, publish-state hash (same slot). ARGV: instance, block seq, schema version, prediction ids and event
+#: JSON documents, each of the last two as one newline-terminated list (compact JSON never holds a raw newline).
+#: Two arguments per block instead of two per event: packing each argument costs the API more than the XADD costs
+#: Redis.
+APPEND_BLOCK = (
+    """
 local last = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 if tonumber(ARGV[2]) <= last then return 0 end
 local ids, events = ARGV[4], ARGV[5]
@@ -44,13 +47,15 @@ local i, e = 1, 1
 while e <= #events do
   local id_end = string.find(ids, '\\n', i, true)
   local event_end = string.find(events, '\\n', e, true)
-  redis.call('XADD', KEYS[1], '*', 'v', ARGV[3], 'id', string.sub(ids, i, id_end - 1),
-             'e', string.sub(events, e, event_end - 1))
+  """
+    + lua_xadd_entry("KEYS[1]", "ARGV[3]", "string.sub(ids, i, id_end - 1)", "string.sub(events, e, event_end - 1)")
+    + """
   i, e = id_end + 1, event_end + 1
 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 return 1
 """
+)
 #: Errors after which Redis may or may not have applied a write: the block is spooled and retried idempotently.
 WRITE_ERRORS = (
     redis_errors.ConnectionError,
@@ -110,25 +115,16 @@ class _SeqAllocator:
 class EventPublisher:
     """Publishes prediction events to Redis Streams; never blocks and never drops."""
 
-    def __init__(
-        self,
-        redis: Any,
-        keys: Keys,
-        spool_path: Path,
-        instance_id: str,
-        *,
-        queue_max: int = 50_000,
-        batch_size: int = 500,
-        interval_ms: float = 5.0,
-    ) -> None:
+    def __init__(self, redis: Any, keys: Keys, settings: PublisherSettings, instance_id: str) -> None:
         self._redis = redis
         self._keys = keys
         self._instance = instance_id
         self._queue: deque[PredictionEvent] = deque()
-        self._queue_max = queue_max
-        self._batch_size = batch_size
-        self._interval = interval_ms / 1000.0
+        self._queue_max = settings.queue_max
+        self._batch_size = settings.publish_batch
+        self._interval = settings.publish_interval_ms / 1000.0
         self._encoder = msgspec.json.Encoder()
+        spool_path = settings.spool_path(instance_id)
         self.spool = Spool(spool_path)
         self._seq = _SeqAllocator(spool_path.with_name(spool_path.name + ".seq"), self.spool.max_seq)
         self._script = redis.register_script(APPEND_BLOCK)
@@ -239,7 +235,9 @@ class EventPublisher:
 
     def _spool_events(self, events: list[PredictionEvent]) -> None:
         for stream, group in self._group(events).items():
-            self.spool.append(self._seq.take(), stream, [self._encoder.encode(e) for e in group])
+            self.spool.append(
+                self._seq.take(), stream, [self._encoder.encode(e) for e in group], PREDICTION_EVENT_VERSION
+            )
             self.stats.spooled += len(group)
 
     async def _append(self, stream: str, seq: int, ids: list[str], payloads: list[bytes]) -> bool:
@@ -252,7 +250,7 @@ class EventPublisher:
     async def _append_lines(self, stream: str, seq: int, ids: str, lines: bytes) -> bool:
         """Write one block (ids and events newline-terminated); False if Redis already has this or a later seq."""
         args = (self._instance, seq, PREDICTION_EVENT_VERSION, ids, lines)
-        written = await self._script(keys=[stream, f"{stream}:pub"], args=args)
+        written = await self._script(keys=[stream, self._keys.publish_state(stream)], args=args)
         return bool(written)
 
     async def _write_batch(self, batch: list[PredictionEvent]) -> None:
@@ -265,11 +263,11 @@ class EventPublisher:
             seq = self._seq.take()
             lines = self._encoder.encode_lines(group)  # one C call for the whole block
             try:
-                await self._append_lines(stream, seq, "".join([f"{e.prediction_id}\n" for e in group]), lines)
+                await self._append_lines(stream, seq, "".join([f"{e.decision.prediction_id}\n" for e in group]), lines)
                 self.stats.published += len(group)
             except (*WRITE_ERRORS, asyncio.CancelledError) as exc:
                 # Outcome unknown: keep the block with the same seq, so a retry is skipped if this one landed.
-                self.spool.append(seq, stream, lines.split(b"\n")[:-1])
+                self.spool.append(seq, stream, lines.split(b"\n")[:-1], PREDICTION_EVENT_VERSION)
                 self.stats.spooled += len(group)
                 self._spool_dirty.set()
                 if isinstance(exc, asyncio.CancelledError):
@@ -286,8 +284,10 @@ class EventPublisher:
         if not self._redis_ok:
             await self._sync_floor(raise_errors=True)
         for block in blocks:
-            ids = [msgspec.json.decode(e, type=_IdOnly).prediction_id for e in block.events]
-            if await self._append(block.stream, block.seq, ids, block.events):
+            # Blocks spooled by an older version are upgraded to the current layout and stream names.
+            events = [upgrade_payload(block.version, e) for e in block.events]
+            ids = [_ID_DECODER.decode(e).decision.prediction_id for e in events]
+            if await self._append(self._keys.current_stream(block.stream), block.seq, ids, events):
                 self.stats.published += len(block.events)
                 self.stats.replayed += len(block.events)
             else:
@@ -301,7 +301,7 @@ class EventPublisher:
         """Never hand out a sequence number Redis already saw for this instance (e.g. after a lost seq file)."""
         try:
             for stream in self._keys.prediction_streams():
-                last = await self._redis.hget(f"{stream}:pub", self._instance)
+                last = await self._redis.hget(self._keys.publish_state(stream), self._instance)
                 if last is not None:
                     self._seq.raise_floor(max(int(last), self.spool.max_seq))
         except WRITE_ERRORS:
@@ -311,5 +311,4 @@ class EventPublisher:
             log.warning("Redis unreachable at start; events go to the spool until it answers")
 
 
-class _IdOnly(msgspec.Struct):
-    prediction_id: str
+_ID_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder(projection("EventId", decision=["prediction_id"]))

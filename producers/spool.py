@@ -2,8 +2,10 @@
 
 File format, one block after another::
 
-    #B <seq> <stream> <count>\\n
+    #B <seq> <stream> <count> <version>\\n
     <event JSON>\\n   (count lines; JSON never contains a raw newline)
+
+``<version>`` is the events' schema version (files written before it existed have four header words: version 1).
 
 ``<path>.offset`` holds the byte offset up to which blocks are confirmed in Redis (written after each replayed
 block; replay is idempotent, so a stale offset only re-sends blocks Redis then skips). A block cut short by a crash
@@ -32,6 +34,7 @@ class SpoolBlock:
     stream: str
     events: list[bytes]
     end: int
+    version: int = 1
 
 
 class Spool:
@@ -54,9 +57,9 @@ class Spool:
         self.max_seq = max((b.seq for b in self._scan(self._offset)), default=0)
 
     # --- writing -------------------------------------------------------------------------------------------------
-    def append(self, seq: int, stream: str, events: Sequence[bytes]) -> None:
-        """Buffer one block at the end of the file (durable after :meth:`sync`)."""
-        header = f"#B {seq} {stream} {len(events)}\n".encode()
+    def append(self, seq: int, stream: str, events: Sequence[bytes], version: int) -> None:
+        """Buffer one block of events of schema ``version`` at the end of the file (durable after :meth:`sync`)."""
+        header = f"#B {seq} {stream} {len(events)} {version}\n".encode()
         data = header + b"".join(e + b"\n" for e in events)
         self._file.write(data)
         self._size += len(data)
@@ -115,11 +118,13 @@ class Spool:
                 header = reader.readline()
                 if not header.startswith(b"#B ") or not header.endswith(b"\n"):
                     return
-                _, seq, stream, count = header.decode().split()
+                _, seq, stream, count, *version = header.decode().split()
                 events = [reader.readline() for _ in range(int(count))]
                 if not events or any(not e.endswith(b"\n") for e in events):
                     return  # torn block at the tail
-                yield SpoolBlock(int(seq), stream, [e[:-1] for e in events], reader.tell())
+                yield SpoolBlock(
+                    int(seq), stream, [e[:-1] for e in events], reader.tell(), int(version[0]) if version else 1
+                )
 
     def _truncate_torn_tail(self) -> None:
         size = self._file.seek(0, os.SEEK_END)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from common.settings import Settings
+from common.settings import RegistrySettings
 from decision.experiment import Experiment, parse_allocation, parse_arm_models
 from registry.store import ensure_experiment
 
@@ -112,7 +112,7 @@ def active_experiment(client: Any, model_name: str) -> Experiment | None:
     return _info(found[0]).as_experiment() if found else None
 
 
-def create_experiment(client: Any, settings: Settings, spec: ExperimentSpec) -> ExperimentInfo:
+def create_experiment(client: Any, settings: RegistrySettings, spec: ExperimentSpec) -> ExperimentInfo:
     """Create (or update, while not active) experiment ``spec.name`` as a draft."""
     allocation = parse_allocation(spec.allocation)
     arm_models = parse_arm_models(spec.arm_models)
@@ -142,7 +142,7 @@ def create_experiment(client: Any, settings: Settings, spec: ExperimentSpec) -> 
     return get_experiment(client, settings.model_name, spec.name)
 
 
-def set_status(client: Any, settings: Settings, name: str, status: str) -> ExperimentInfo:
+def set_status(client: Any, settings: RegistrySettings, name: str, status: str) -> ExperimentInfo:
     """Move an experiment to ``status``; activating it pauses the model's other active experiment."""
     if status not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}")
@@ -161,7 +161,9 @@ def set_status(client: Any, settings: Settings, name: str, status: str) -> Exper
     return get_experiment(client, settings.model_name, name)
 
 
-def start_experiment(client: Any, settings: Settings, name: str, allocation: str, arm_models: str = "") -> Experiment:
+def start_experiment(
+    client: Any, settings: RegistrySettings, name: str, allocation: str, arm_models: str = ""
+) -> Experiment:
     """Create (if needed) and activate experiment ``name``."""
     existing = client.get_experiment_by_name(name)
     if existing is None or existing.tags.get(STATUS_TAG) != "active":

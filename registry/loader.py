@@ -1,8 +1,11 @@
-"""Load a :class:`ModelSet` from the MLflow registry (blocking: call it in a worker thread).
+"""Load a :class:`decision.models.ModelSet` from the MLflow registry (blocking: call it in a worker thread).
 
 For each configured alias: resolve the version, load the sklearn model (skops), compile it, verify the compiled
-scorer against ``predict_proba`` on generated requests (falls back to the sklearn scorer if it ever differs), and
-warm it up. Versions already loaded are reused, so an alias move loads only the new version.
+scorer against ``predict_proba`` (falls back to the sklearn scorer if it ever differs), and warm it up. Versions
+already loaded are reused, so an alias move loads only the new version.
+
+The verification sample is drawn from the version's own reference profile (per-feature quantiles and ranges stored
+at training time), so serving needs no data generator and checks each model on values of its own training data.
 """
 
 from __future__ import annotations
@@ -15,28 +18,37 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from common.settings import Settings
+from common.settings import RegistrySettings
 from decision.experiment import Experiment
 from decision.models import LoadedModel, ModelSet
 from decision.scorers import SklearnScorer, compile_model, verify
+from features.spec import FEATURE_NAMES
 from registry.experiments import active_experiment
-from registry.store import RegisteredVersion, resolve_alias
+from registry.store import RegisteredVersion, read_profile, resolve_alias
 
 log = logging.getLogger(__name__)
-_SAMPLE: list[npt.NDArray[np.float64]] = []
+VERIFICATION_ROWS = 2_000
 
 
-def _verification_sample() -> npt.NDArray[np.float64]:
-    if not _SAMPLE:
-        from datagen import NewCategory, generate
-        from features import featurize_columns
+def verification_sample(profile: dict[str, Any], rows: int = VERIFICATION_ROWS, seed: int = 2024) -> Any:
+    """``rows`` feature vectors drawn from a reference profile: per feature, half its observed quantiles and bin
+    edges (values the training data had, including split-like points), half uniform over its observed range."""
+    rng = np.random.default_rng(seed)
+    columns = []
+    for name in FEATURE_NAMES:
+        summary = profile["features"][name]
+        low, high = float(summary["min"]), float(summary["max"])
+        points = np.array(sorted({low, high, *summary["quantiles"].values(), *summary["bin_edges"]}), dtype=float)
+        observed = rng.choice(points, rows)
+        uniform = rng.uniform(low, high, rows)
+        columns.append(np.where(rng.random(rows) < 0.5, observed, uniform))
+    sample: npt.NDArray[np.float64] = np.ascontiguousarray(np.column_stack(columns))
+    return sample
 
-        data = generate(2_000, seed=2024, drifts=[NewCategory(start_index=1_000, share=0.2)])
-        _SAMPLE.append(featurize_columns(data.columns).matrix)
-    return _SAMPLE[0]
 
-
-def registry_pointers(client: Any, settings: Settings) -> tuple[dict[str, RegisteredVersion], Experiment | None]:
+def registry_pointers(
+    client: Any, settings: RegistrySettings
+) -> tuple[dict[str, RegisteredVersion], Experiment | None]:
     """Current alias → version of every configured alias that exists, and the active experiment."""
     from mlflow.exceptions import MlflowException
 
@@ -54,7 +66,7 @@ def load_version(version: RegisteredVersion) -> LoadedModel:
     import mlflow.sklearn
 
     model = mlflow.sklearn.load_model(version.model_uri)
-    sample = _verification_sample()
+    sample = verification_sample(read_profile(version))
     scorer = compile_model(model)
     try:
         error = verify(scorer, model, sample)

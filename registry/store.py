@@ -2,7 +2,7 @@
 
 Conventions (one place):
 
-* one registered model (``Settings.model_name``) holds every candidate version; aliases ``champion``,
+* one registered model (``BNPL_MODEL_NAME``) holds every candidate version; aliases ``champion``,
   ``challenger``, … point at versions (stages are deprecated in MLflow);
 * every version carries tags ``family``, ``threshold_review``, ``threshold_deny``, ``feature_spec_version``,
   ``holdout_auc``, ``training_run_id``;
@@ -18,32 +18,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from common.settings import Settings
+from common.settings import RegistrySettings
 
 PROFILE_FILE: Final = "reference_profile.json"
 POLICY_FILE: Final = "decision_policy.json"
 
 
-def mlflow_client(settings: Settings) -> Any:
-    """An ``MlflowClient`` for the configured tracking/registry URI; creates the local data dir for SQLite."""
+def mlflow_client(settings: RegistrySettings) -> Any:
+    """An ``MlflowClient`` for the configured tracking/registry URI; creates the directory of a SQLite store."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no phoning home from a risk service
     import mlflow  # imported lazily: importing mlflow costs ~1 s and must not happen at module import
 
-    if settings.mlflow_tracking_uri.startswith("sqlite:"):
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
-    return mlflow.MlflowClient(settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
+    uri = settings.tracking_uri
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return mlflow.MlflowClient(uri, registry_uri=uri)
 
 
-def ensure_experiment(client: Any, settings: Settings, name: str) -> str:
+def ensure_experiment(client: Any, settings: RegistrySettings, name: str) -> str:
     """Id of experiment ``name``, created with an artifact location under the configured root if missing."""
     existing = client.get_experiment_by_name(name)
     if existing is not None:
         return str(existing.experiment_id)
     location = None
-    if not settings.mlflow_tracking_uri.startswith(("http://", "https://")):
-        location = f"{settings.mlflow_artifact_root.rstrip('/')}/{name}"
+    if not settings.tracking_uri.startswith(("http://", "https://")):
+        location = f"{settings.artifact_root.rstrip('/')}/{name}"
     try:
         return str(client.create_experiment(name, artifact_location=location))
     except Exception:  # a concurrent creator won the race
@@ -104,6 +105,11 @@ def list_versions(client: Any, name: str) -> list[RegisteredVersion]:
         if "threshold_review" in mv.tags
     ]
     return sorted(versions, key=lambda v: int(v.version), reverse=True)
+
+
+def get_version(client: Any, name: str, version: str) -> RegisteredVersion:
+    """Registered ``version`` of ``name``."""
+    return _as_registered(client.get_model_version(name, version), None)
 
 
 def resolve_alias(client: Any, name: str, alias: str) -> RegisteredVersion:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 import msgspec
 
+from common.keys import encode_entry
 from datagen import generate
 from decision.engine import DecisionEngine
-from schemas import PredictionEvent, parse_request
+from schemas import PREDICTION_EVENT_VERSION, PredictionEvent, parse_request
 
 
 def make_events(n: int, seed: int = 0, engine: DecisionEngine | None = None) -> list[PredictionEvent]:
@@ -21,29 +20,22 @@ def make_events(n: int, seed: int = 0, engine: DecisionEngine | None = None) -> 
 
 
 async def add_events(
-    redis: Any, stream: str, events: list[PredictionEvent], poison_at: set[int] | None = None
+    redis: Any,
+    stream: str,
+    events: list[PredictionEvent],
+    poison_at: set[int] | None = None,
+    version: int = PREDICTION_EVENT_VERSION,
+    encode: Any = None,
 ) -> list[str]:
-    """XADD the events with the publisher's entry layout; entries at ``poison_at`` get undecodable payloads."""
-    encoder = msgspec.json.Encoder()
+    """XADD the events with the publisher's entry layout; entries at ``poison_at`` get undecodable payloads.
+    ``version``/``encode`` write events of another schema version (upgrade tests)."""
+    encode = encode or msgspec.json.Encoder().encode
     ids: list[str] = []
     for start in range(0, len(events), 1_000):
         async with redis.pipeline(transaction=False) as pipe:
             for i in range(start, min(start + 1_000, len(events))):
                 poison = poison_at is not None and i in poison_at
-                payload = b'{"prediction_id": 42, "broken": ' if poison else encoder.encode(events[i])
-                pipe.xadd(stream, {"v": 1, "id": events[i].prediction_id, "e": payload})
+                payload = b'{"prediction_id": 42, "broken": ' if poison else encode(events[i])
+                pipe.xadd(stream, encode_entry(events[i].prediction_id, payload, version))
             ids += [x.decode() for x in await pipe.execute()]
     return ids
-
-
-async def wait_group_drained(redis: Any, stream: str, group: str, seconds: float = 120.0) -> None:
-    """Until the group has read everything and nothing is pending."""
-    deadline = time.monotonic() + seconds
-    state = None
-    while time.monotonic() < deadline:
-        groups = {g["name"].decode(): g for g in await redis.xinfo_groups(stream)}
-        state = groups.get(group)
-        if state is not None and int(state["pending"]) == 0 and int(state.get("lag") or 0) == 0:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"group {group} did not drain: {state}")

@@ -1,4 +1,4 @@
-"""Traffic simulator: replays generated requests against the API over HTTP with N concurrent connections."""
+"""Replays generated requests against the API over HTTP with N concurrent connections (demo, tests)."""
 
 from __future__ import annotations
 
