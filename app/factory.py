@@ -12,12 +12,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import msgspec
 from aiohttp import web
 
-from app.keys import API_KEYS, ENGINE, METRICS, OPENAPI, PUBLISHER, REDIS, SETTINGS, WATCHER
+from app.keys import API, API_KEYS, BATCH, ENGINE, METRICS, OPENAPI, PUBLISHER, REDIS, SETTINGS, WATCHER
 from app.metrics import ApiMetrics
 from app.openapi import openapi_document
 from app.routes import JSON, add_routes
-from app.validation import RequestError
+from app.validation import BatchDecoder, RequestError
 from app.watcher import RegistryWatcher
+from common.redis_client import connect
 from common.settings import Settings
 from decision.engine import DecisionEngine
 from producers.publisher import EventPublisher
@@ -57,7 +58,7 @@ async def _front_door(request: web.Request, handler: Handler) -> web.StreamRespo
     """Auth, error mapping and request metrics in one middleware (each extra one costs a coroutine per request)."""
     started = time.perf_counter()
     app = request.app
-    settings = app[SETTINGS]
+    settings = app[API]
     resource = request.match_info.route.resource
     route = resource.canonical if resource else "unmatched"
     if (
@@ -86,10 +87,7 @@ async def _front_door(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
-    from redis.asyncio import Redis
-
-    settings = app[SETTINGS]
-    client = Redis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=1.0, health_check_interval=5)
+    client = connect(app[SETTINGS].streams.redis_url, role="api")
     app[REDIS] = client
     yield
     await client.aclose()
@@ -97,15 +95,7 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _publisher_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    publisher = EventPublisher(
-        app[REDIS],
-        settings.keys,
-        settings.spool_path,
-        settings.instance_id,
-        queue_max=settings.queue_max,
-        batch_size=settings.publish_batch,
-        interval_ms=settings.publish_interval_ms,
-    )
+    publisher = EventPublisher(app[REDIS], settings.keys, settings.publisher, settings.api.instance_id)
     app[PUBLISHER] = publisher
     publisher.start()
     yield
@@ -130,15 +120,18 @@ def create_app(
     settings: Settings, engine: DecisionEngine | None = None, watch_registry: bool = True
 ) -> web.Application:
     """Build the app. ``engine`` may come pre-loaded (tests, benchmarks); ``watch_registry`` polls MLflow."""
-    if not settings.auth_disabled and not settings.api_keys:
+    api = settings.api
+    if not api.auth_disabled and not api.api_keys:
         raise ValueError("no API keys configured: set BNPL_API_KEYS (or BNPL_AUTH_DISABLED=true for local use)")
-    app = web.Application(middlewares=[_front_door], client_max_size=settings.max_body_bytes)
+    app = web.Application(middlewares=[_front_door], client_max_size=api.max_body_bytes)
     app[SETTINGS] = settings
-    app[API_KEYS] = tuple(key.encode() for key in settings.api_keys)
-    app[ENGINE] = engine or DecisionEngine(instance_id=settings.instance_id)
+    app[API] = api
+    app[BATCH] = BatchDecoder(api.batch_max)
+    app[API_KEYS] = tuple(key.encode() for key in api.api_keys)
+    app[ENGINE] = engine or DecisionEngine(instance_id=api.instance_id)
     app[METRICS] = ApiMetrics(lambda: app.get(PUBLISHER))
-    app[WATCHER] = RegistryWatcher(settings, app[ENGINE], app[METRICS])
-    app[OPENAPI] = openapi_document()
+    app[WATCHER] = RegistryWatcher(settings.registry, app[ENGINE], app[METRICS])
+    app[OPENAPI] = openapi_document(api.batch_max)
     models = app[ENGINE].models
     app[METRICS].set_models([(m.alias, m.version, m.family) for m in models.models] if models else [])
     app.cleanup_ctx.append(_redis_ctx)

@@ -8,12 +8,17 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from app.metrics import ApiMetrics
+from app.validation import BatchDecoder
 from app.watcher import RegistryWatcher
-from common.settings import Settings
+from common.settings import ApiSettings, Settings
 from decision.engine import DecisionEngine
 from producers.publisher import EventPublisher
 
+#: The whole configuration: read only by the cleanup contexts that build resources (each takes its section).
 SETTINGS = web.AppKey("settings", Settings)
+#: What the handlers read on every request.
+API = web.AppKey("api", ApiSettings)
+BATCH = web.AppKey("batch", BatchDecoder)
 ENGINE = web.AppKey("engine", DecisionEngine)
 PUBLISHER = web.AppKey("publisher", EventPublisher)
 METRICS = web.AppKey("metrics", ApiMetrics)

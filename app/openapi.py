@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from schemas.request import BatchRequest, RiskAssessmentRequest
+from schemas.request import RiskAssessmentRequest, batch_request_type
 from schemas.response import BatchResponse, ErrorResponse, RiskAssessmentResponse
 
 
@@ -24,10 +24,10 @@ def _errors(*codes: int) -> dict[str, Any]:
     return {str(c): {"description": text[c], **_json("ErrorResponse")} for c in codes}
 
 
-def openapi_document() -> dict[str, Any]:
-    """The API description served at ``/openapi.json``."""
+def openapi_document(batch_max: int) -> dict[str, Any]:
+    """The API description served at ``/openapi.json`` (``batch_max``: the configured batch cap)."""
     _, components = msgspec.json.schema_components(
-        [RiskAssessmentRequest, BatchRequest, RiskAssessmentResponse, BatchResponse, ErrorResponse],
+        [RiskAssessmentRequest, batch_request_type(batch_max), RiskAssessmentResponse, BatchResponse, ErrorResponse],
         ref_template="#/components/schemas/{name}",
     )
     security: list[dict[str, list[str]]] = [{"ApiKey": []}, {"Bearer": []}]
@@ -55,7 +55,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v1/bnpl/risk-assessment/batch": {
                 "post": {
-                    "summary": "Decide up to 1,000 applications in order",
+                    "summary": f"Decide up to {batch_max:,} applications in order",
                     "security": security,
                     "requestBody": {"required": True, **_json("BatchRequest")},
                     "responses": {

@@ -8,8 +8,9 @@ import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.keys import ENGINE, METRICS, OPENAPI, PUBLISHER, SETTINGS, WATCHER
-from app.validation import RequestError, decode_batch, decode_request
+from app.keys import API, BATCH, ENGINE, METRICS, OPENAPI, PUBLISHER, WATCHER
+from app.validation import RequestError, decode_request
+from decision.policy import FALLBACK_POLICY, THRESHOLD_POLICY
 from schemas.response import BatchResponse
 
 _ENCODER = msgspec.json.Encoder()
@@ -31,7 +32,7 @@ async def assess(request: web.Request) -> web.Response:
     """POST /v1/bnpl/risk-assessment."""
     started = time.perf_counter()
     app = request.app
-    decided = decode_request(await _body(request, app[SETTINGS].max_body_bytes))
+    decided = decode_request(await _body(request, app[API].max_body_bytes))
     response, event = app[ENGINE].decide(decided, started)
     app[PUBLISHER].publish(event)
     app[METRICS].observe_decision(
@@ -44,8 +45,7 @@ async def assess_batch(request: web.Request) -> web.Response:
     """POST /v1/bnpl/risk-assessment/batch: up to ``batch_max`` requests, decided in order."""
     started = time.perf_counter()
     app = request.app
-    settings = app[SETTINGS]
-    items = decode_batch(await _body(request, settings.max_body_bytes), settings.batch_max)
+    items = app[BATCH].decode(await _body(request, app[API].max_body_bytes))
     engine, publisher, metrics = app[ENGINE], app[PUBLISHER], app[METRICS]
     results = []
     for item in items:
@@ -71,7 +71,7 @@ async def readyz(request: web.Request) -> web.Response:
     status = "ready" if models is not None else "degraded"
     body = {
         "status": status,
-        "decision_policy": "threshold-v1" if models else "rules-fallback-v1",
+        "decision_policy": THRESHOLD_POLICY if models else FALLBACK_POLICY,
         "models": {
             m.alias: {"version": m.version, "family": m.family, "scorer": m.scorer.kind}
             for m in (models.models if models else ())

@@ -11,11 +11,10 @@ from typing import Any
 
 import msgspec
 
-from schemas.request import BATCH_MAX, BatchRequest, RiskAssessmentRequest
+from schemas.request import RiskAssessmentRequest, batch_request_type
 from schemas.response import ErrorResponse, FieldError
 
 _REQUEST = msgspec.json.Decoder(RiskAssessmentRequest)
-_BATCH = msgspec.json.Decoder(BatchRequest)
 _ANY = msgspec.json.Decoder()
 _FIELDS = msgspec.structs.fields(RiskAssessmentRequest)
 
@@ -85,26 +84,28 @@ def decode_request(body: bytes) -> RiskAssessmentRequest:
         raise _malformed(exc) from None
 
 
-def decode_batch(body: bytes, limit: int = BATCH_MAX) -> list[RiskAssessmentRequest]:
-    """Decode a batch body ``{"requests": [...]}`` (1 … ``limit`` items) or raise :class:`RequestError`."""
-    try:
-        batch = _BATCH.decode(body)
-    except msgspec.ValidationError as exc:
-        obj = _untyped(body)
-        if not isinstance(obj, dict) or not isinstance(obj.get("requests"), list):
-            errors = [FieldError("$.requests", "Expected `array` of requests")]
-        elif not 1 <= len(obj["requests"]) <= limit:
-            errors = [FieldError("$.requests", f"Expected 1 to {limit} requests, got {len(obj['requests'])}")]
-        else:
-            errors = [e for i, item in enumerate(obj["requests"]) for e in request_errors(item, f"$.requests[{i}]")]
-        raise _fail(errors, exc) from None
-    except msgspec.DecodeError as exc:
-        raise _malformed(exc) from None
-    if len(batch.requests) > limit:
-        raise RequestError(
-            422,
-            "validation_error",
-            "too many requests",
-            [FieldError("$.requests", f"Expected 1 to {limit} requests, got {len(batch.requests)}")],
-        )
-    return batch.requests
+class BatchDecoder:
+    """Decodes batch bodies ``{"requests": [...]}`` of 1 … ``limit`` items (``BNPL_BATCH_MAX``)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.body_type = batch_request_type(limit)
+        self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(self.body_type)
+
+    def decode(self, body: bytes) -> list[RiskAssessmentRequest]:
+        """The requests of a batch body, or :class:`RequestError` (400 malformed JSON, 422 invalid fields)."""
+        limit = self.limit
+        try:
+            requests: list[RiskAssessmentRequest] = self._decoder.decode(body).requests
+        except msgspec.ValidationError as exc:
+            obj = _untyped(body)
+            if not isinstance(obj, dict) or not isinstance(obj.get("requests"), list):
+                errors = [FieldError("$.requests", "Expected `array` of requests")]
+            elif not 1 <= len(obj["requests"]) <= limit:
+                errors = [FieldError("$.requests", f"Expected 1 to {limit} requests, got {len(obj['requests'])}")]
+            else:
+                errors = [e for i, item in enumerate(obj["requests"]) for e in request_errors(item, f"$.requests[{i}]")]
+            raise _fail(errors, exc) from None
+        except msgspec.DecodeError as exc:
+            raise _malformed(exc) from None
+        return requests

@@ -12,9 +12,9 @@ import time
 from typing import Any
 
 from app.metrics import ApiMetrics
-from common.settings import Settings
+from common.settings import RegistrySettings
 from decision.engine import DecisionEngine
-from decision.loader import build_model_set, registry_pointers
+from registry.loader import build_model_set, registry_pointers
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 class RegistryWatcher:
     """Polls ``settings.model_aliases`` and the active experiment every ``registry_poll_seconds``."""
 
-    def __init__(self, settings: Settings, engine: DecisionEngine, metrics: ApiMetrics) -> None:
+    def __init__(self, settings: RegistrySettings, engine: DecisionEngine, metrics: ApiMetrics) -> None:
         self._settings = settings
         self._engine = engine
         self._metrics = metrics

@@ -13,11 +13,16 @@ import logging
 from typing import Any
 
 import aiohttp
+import msgspec
 import orjson
 
 from alerting.signing import sign
-from common.settings import Settings
+from common.keys import Keys
+from common.settings import AlertSettings
 from consumers.base import BatchResult, Entry, decode_entries
+from schemas.alerts import Alert
+
+_ALERTS = msgspec.json.Decoder(Alert)
 
 log = logging.getLogger(__name__)
 
@@ -25,32 +30,41 @@ log = logging.getLogger(__name__)
 class AlertSender:
     group = "alert-sender"
 
-    def __init__(self, settings: Settings, redis: Any) -> None:
+    def __init__(self, settings: AlertSettings, redis: Any, keys: Keys) -> None:
+        if not settings.webhook_urls:
+            raise ValueError("the alert sender needs BNPL_WEBHOOK_URLS (and BNPL_WEBHOOK_SECRET)")
         self.settings = settings
         self.redis = redis
-        self.streams = [settings.keys.alerts()]
+        self.keys = keys
         self.session: aiohttp.ClientSession | None = None
+
+    @property
+    def streams(self) -> list[str]:
+        return [self.keys.alerts()]
 
     async def start(self) -> None:
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+
+    async def tick(self) -> None:
+        return None
 
     async def close(self) -> None:
         if self.session is not None:
             await self.session.close()
 
-    def _body(self, alert: dict[str, Any], raw: bytes) -> bytes:
+    def _body(self, alert: Alert, raw: bytes) -> bytes:
         if not self.settings.webhook_slack:
             return raw
-        text = f":rotating_light: *{alert.get('kind')}* {alert.get('feature') or ''} — {alert.get('message')}"
-        return orjson.dumps({"text": text, "alert": alert})
+        text = f":rotating_light: *{alert.kind}* {alert.feature or ''} — {alert.message}"
+        return orjson.dumps({"text": text, "alert": msgspec.to_builtins(alert)})
 
     async def handle(self, entries: list[Entry]) -> BatchResult:
         assert self.session is not None
-        decoded, failed = decode_entries(entries, orjson.loads, "alert")
+        decoded, failed = decode_entries(entries, lambda _version, payload: _ALERTS.decode(payload), "alert")
         for entry, alert in decoded:
             body = self._body(alert, entry.payload)
             for url in self.settings.webhook_urls:
-                marker = f"{self.settings.key_prefix}:delivered:{alert['alert_id']}:{url}"
+                marker = self.keys.delivered(alert.alert_id, url)
                 if await self.redis.exists(marker):
                     continue
                 headers = sign(self.settings.webhook_secret, body)
@@ -58,5 +72,5 @@ class AlertSender:
                     if response.status >= 300:
                         raise RuntimeError(f"webhook {url} answered {response.status}")
                 await self.redis.set(marker, 1, ex=7 * 86_400)
-                log.info("alert %s (%s) delivered to %s", alert["alert_id"], alert.get("alert_key"), url)
+                log.info("alert %s (%s) delivered to %s", alert.alert_id, alert.alert_key, url)
         return BatchResult(failed)

@@ -1,4 +1,9 @@
-"""What a consumer group supplies to the shared runtime: a name and "handle this batch"."""
+"""The contract between the consumer-group runtime and a group: :class:`BatchHandler`, and what flows across it.
+
+A group is "the runtime + one handler module". The runtime (``consumers.runtime``) reads, batches, retries, claims,
+dead-letters, acks, beats and trims; the handler only turns a batch of entries into committed work. Everything the
+runtime calls is declared here, and ``tests/test_group_contract.py`` runs one check suite over every handler.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +11,27 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
+from common.keys import EntryData, decode_entry
+
 T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One stream entry as read from Redis."""
+    """One stream entry as read from Redis (layout: ``common.keys``)."""
 
     stream: str
     id: str
     fields: dict[bytes, bytes]
 
     @property
+    def data(self) -> EntryData:
+        """The entry's schema version, record id and payload."""
+        return decode_entry(self.fields)
+
+    @property
     def payload(self) -> bytes:
-        return self.fields.get(b"e", b"")
+        return self.data.payload
 
 
 @dataclass(slots=True)
@@ -27,10 +39,12 @@ class BatchResult:
     """Entries the handler could not process, with the reason; everything else counts as committed.
 
     Failed entries stay pending and are retried (re-delivered) until they exceed the group's delivery limit,
-    then they go to the dead-letter stream with their last error.
+    then they go to the dead-letter stream with their last error. ``acked`` is True when the handler already
+    acknowledged the committed entries itself, atomically with its sink (the runtime then does not ``XACK`` them).
     """
 
     failed: dict[str, str] = field(default_factory=dict)
+    acked: bool = False
 
 
 class BatchHandler(Protocol):
@@ -40,24 +54,42 @@ class BatchHandler(Protocol):
     with backoff. Return per-entry failures for entries that are themselves bad.
     """
 
+    #: Consumer-group name (one Redis consumer group per name, on every stream in :attr:`streams`).
     group: str
 
-    async def start(self) -> None: ...
+    @property
+    def streams(self) -> list[str]:
+        """The streams this group reads (key names from ``common.keys``)."""
+        ...
 
-    async def handle(self, entries: list[Entry]) -> BatchResult: ...
+    async def start(self) -> None:
+        """Open the sink (create tables, load state); called once before the first batch."""
+        ...
 
-    async def close(self) -> None: ...
+    async def handle(self, entries: list[Entry]) -> BatchResult:
+        """Commit one batch; see the class docstring."""
+        ...
+
+    async def tick(self) -> None:
+        """Time-driven work between batches (also while no events arrive); errors are logged and retried."""
+        ...
+
+    async def close(self) -> None:
+        """Flush and release the sink; called once, after the last batch."""
+        ...
 
 
 def decode_entries(
-    entries: list[Entry], decode: Callable[[bytes], T], what: str = "prediction event"
+    entries: list[Entry], decode: Callable[[int, bytes], T], what: str = "prediction event"
 ) -> tuple[list[tuple[Entry, T]], dict[str, str]]:
-    """Decode every entry's payload; entries that do not decode are returned as failures (dead-lettered later)."""
+    """Decode every entry's payload with ``decode(version, payload)``; entries that do not decode are returned as
+    failures (dead-lettered later)."""
     decoded: list[tuple[Entry, T]] = []
     failed: dict[str, str] = {}
     for entry in entries:
+        data = entry.data
         try:
-            decoded.append((entry, decode(entry.payload)))
+            decoded.append((entry, decode(data.version, data.payload)))
         except ValueError as exc:  # msgspec.DecodeError and orjson.JSONDecodeError are ValueErrors
             failed[entry.id] = f"undecodable {what}: {exc}"
     return decoded, failed

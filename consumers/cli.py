@@ -4,33 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from typing import Any
 
 from common.processes import bnpl_command, run_children
+from common.redis_client import connect
 from common.settings import Settings
 from consumers.groups import GROUPS
-from consumers.runtime import ConsumerWorker, RuntimeConfig, run_worker
+from consumers.runtime import ConsumerWorker, run_worker
+from consumers.status import count_live
 
 log = logging.getLogger(__name__)
-
-
-def runtime_config(settings: Settings) -> RuntimeConfig:
-    return RuntimeConfig(
-        batch_size=settings.consumer_batch,
-        max_wait_s=settings.consumer_wait_s,
-        max_deliveries=settings.max_deliveries,
-        claim_idle_ms=settings.claim_idle_ms,
-        retention_ms=int(settings.stream_retention_days * 24 * 3600 * 1000),
-    )
-
-
-def _redis(settings: Settings) -> Any:
-    from redis.asyncio import Redis
-
-    if not settings.redis_url:
-        raise SystemExit("set BNPL_REDIS_URL (bnpl serve prints the URL of its embedded redis-server)")
-    return Redis.from_url(settings.redis_url, socket_timeout=10.0, socket_connect_timeout=2.0)
 
 
 def _serve_metrics(worker: ConsumerWorker, port: int) -> None:
@@ -66,10 +49,10 @@ def _serve_metrics(worker: ConsumerWorker, port: int) -> None:
 
 
 async def _run_one(settings: Settings, group: str) -> int:
-    redis = _redis(settings)
-    worker = ConsumerWorker(redis, settings.keys, GROUPS[group](settings), runtime_config(settings))
-    if settings.metrics_port:
-        _serve_metrics(worker, settings.metrics_port + int(os.environ.get("BNPL_WORKER_INDEX", "0")))
+    redis = connect(settings.streams.redis_url, role="worker")
+    worker = ConsumerWorker(redis, settings.keys, GROUPS[group](settings, redis), settings.consumers)
+    if settings.consumers.metrics_port:
+        _serve_metrics(worker, settings.consumers.metrics_port + settings.consumers.worker_index)
     log.info("group %s: consumer %s started on %s", group, worker.name, ", ".join(worker.streams))
     try:
         await run_worker(worker)
@@ -81,12 +64,12 @@ async def _run_one(settings: Settings, group: str) -> int:
 
 async def check(settings: Settings, group: str) -> int:
     """0 when at least one consumer of ``group`` refreshed its health key within its TTL."""
-    redis = _redis(settings)
+    redis = connect(settings.streams.redis_url)
     try:
-        alive = [k async for k in redis.scan_iter(match=f"{settings.keys.prefix}:health:{group}:*")]
+        alive = await count_live(redis, settings.keys, group)
     finally:
         await redis.aclose()
-    print(f"group {group}: {len(alive)} live consumer(s)")
+    print(f"group {group}: {alive} live consumer(s)")
     return 0 if alive else 1
 
 
@@ -111,7 +94,7 @@ def consume(settings: Settings, group: str, workers: int = 1) -> int:
 async def status(settings: Settings) -> int:
     from consumers.status import collect, healthy, render
 
-    redis = _redis(settings)
+    redis = connect(settings.streams.redis_url)
     try:
         streams = await collect(redis, settings.keys)
     finally:

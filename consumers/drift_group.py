@@ -4,7 +4,7 @@ Every score of every loaded version (shadow scores included) feeds that version'
 detectors of the version that decided them. Findings become alerts on ``<prefix>:alerts``, at most one per cause
 (``drift:<version>:<kind>:<feature>``) per cooldown: ``SET NX`` with a TTL, so several workers and restarts never
 double-alert. Detector state is pickled to Redis per worker slot (``BNPL_WORKER_INDEX``) every few seconds and on
-stop, so a restarted worker resumes where it was.
+stop, so a restarted worker resumes where it was (a checkpoint that no longer loads is logged and dropped).
 """
 
 from __future__ import annotations
@@ -16,14 +16,16 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
 import uuid_utils
 
-from common.settings import Settings
+from alerting.channel import raise_alert
+from common.keys import Keys
+from common.settings import AlertSettings, DriftSettings, RegistrySettings
 from consumers.base import BatchResult, Entry, decode_entries
-from drift.monitor import DriftConfig, DriftMonitor, Finding
-from features.spec import CATEGORICAL_FIELDS, normalize_category
+from drift.monitor import DriftMonitor, Finding
+from features.spec import CATEGORICAL_FIELDS, NUMERIC_FIELDS, normalize_category
 from schemas.alerts import Alert
+from schemas.events import EventDecoder, projection
 
 log = logging.getLogger(__name__)
 
@@ -37,42 +39,23 @@ RUNBOOKS = {
 }
 
 
-class _SlimRequest(msgspec.Struct):
-    amount: float
-    customer_tenure_days: int
-    device_is_trusted: bool
-    risk_score: float
-    installment_count: int
-    payment_credit_limit: float
-    price_comparison_time: float
-    customer_credit_score_range: str
-    customer_age_bracket: str
-    customer_income_bracket: str
-    customer_verification_level: str
-    product_risk_category: str
-    risk_level: str
-    device_type: str
-    payment_provider: str
-    product_category: str
-    purchase_context: str
-    risk_scenario: str
-
-
-class _SlimEvent(msgspec.Struct):
-    """Only what the detectors read: the 36-feature array is skipped (the watched numbers are in the request),
-    which makes decoding about twice as cheap."""
-
-    request: _SlimRequest
-    unknown_fields: list[str]
-    model_name: str | None
-    scores: dict[str, float]
-    model_versions: dict[str, str]
-    selected_version: str | None
-    arm: str
-    decision: str
-
-
-_DECODER = msgspec.json.Decoder(_SlimEvent)
+#: Only what the detectors read: the 36-feature array is skipped (the watched numbers are in the request), which
+#: makes decoding about twice as cheap.
+_DECODER = EventDecoder(
+    projection(
+        "DriftView",
+        decision=[
+            "unknown_fields",
+            "all_predictions",
+            "model_versions",
+            "model_version",
+            "traffic_segment",
+            "business_decision",
+        ],
+        request=[*NUMERIC_FIELDS, *CATEGORICAL_FIELDS],
+        event=["model_name"],
+    )
+)
 _NORMALIZED: dict[str, str] = {}
 
 
@@ -91,53 +74,54 @@ class DriftHandler:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: DriftSettings,
+        alerts: AlertSettings,
+        registry: RegistrySettings,
         redis: Any,
-        config: DriftConfig | None = None,
-        slot: str = "0",
-        checkpoint_every_s: float = 5.0,
+        keys: Keys,
+        slot: int = 0,
     ) -> None:
-        self.settings = settings
+        self.config = settings
+        self.alert_settings = alerts
+        self.registry = registry
         self.redis = redis
-        self.config = config or DriftConfig(
-            window=settings.drift_window,
-            feature_psi=settings.drift_psi,
-            categorical_psi=settings.drift_psi,
-            score_psi=settings.drift_psi,
-            unknown_rate=settings.drift_unknown_rate,
-            approval_z=settings.drift_approval_z,
-            adwin_delta=settings.drift_adwin_delta,
-        )
+        self.keys = keys
         self.slot = slot
-        self.checkpoint_every_s = checkpoint_every_s
         self.monitors: dict[str, DriftMonitor] = {}
         self.alerts_sent: list[str] = []
         self._last_checkpoint = 0.0
         self._client: Any = None
 
     @property
-    def _state_key(self) -> str:
-        return f"{self.settings.key_prefix}:drift:state:{self.slot}"
+    def streams(self) -> list[str]:
+        return self.keys.prediction_streams()
 
     async def start(self) -> None:
-        raw = await self.redis.get(self._state_key)
+        raw = await self.redis.get(self.keys.drift_state(self.slot))
         if raw:
-            self.monitors = pickle.loads(raw)  # noqa: S301 - written by this group
-            log.info("drift slot %s resumed %d monitor(s) from its checkpoint", self.slot, len(self.monitors))
+            try:
+                self.monitors = pickle.loads(raw)  # noqa: S301 - written by this group
+            except Exception as exc:  # written by an older version: detectors start over rather than not at all
+                log.warning("drift slot %s: checkpoint does not load (%s); starting fresh", self.slot, exc)
+            else:
+                log.info("drift slot %s resumed %d monitor(s) from its checkpoint", self.slot, len(self.monitors))
+
+    async def tick(self) -> None:
+        return None
 
     async def close(self) -> None:
         await self.checkpoint()
 
     async def checkpoint(self) -> None:
-        await self.redis.set(self._state_key, pickle.dumps(self.monitors), ex=30 * 86_400)
+        await self.redis.set(self.keys.drift_state(self.slot), pickle.dumps(self.monitors), ex=30 * 86_400)
         self._last_checkpoint = time.monotonic()
 
     def _load_profile(self, model_name: str, version: str) -> dict[str, Any]:
-        from registry.store import _as_registered, mlflow_client, read_profile
+        from registry.store import get_version, mlflow_client, read_profile
 
         if self._client is None:
-            self._client = mlflow_client(self.settings)
-        return read_profile(_as_registered(self._client.get_model_version(model_name, version), None))
+            self._client = mlflow_client(self.registry)
+        return read_profile(get_version(self._client, model_name, version))
 
     async def _monitor(self, model_name: str | None, version: str) -> DriftMonitor | None:
         monitor = self.monitors.get(version)
@@ -149,15 +133,16 @@ class DriftHandler:
     async def handle(self, entries: list[Entry]) -> BatchResult:
         decoded, failed = decode_entries(entries, _DECODER.decode)
         scores: dict[str, list[float]] = {}
-        requests: dict[str, list[_SlimEvent]] = {}
+        requests: dict[str, list[Any]] = {}
         names: dict[str, str | None] = {}
         for _, event in decoded:
-            for alias, score in event.scores.items():
-                version = event.model_versions[alias]
+            d = event.decision
+            for alias, score in d.all_predictions.items():
+                version = d.model_versions[alias]
                 scores.setdefault(version, []).append(score)
                 names[version] = event.model_name
-            if event.selected_version is not None:
-                requests.setdefault(event.selected_version, []).append(event)
+            if d.model_version is not None:
+                requests.setdefault(d.model_version, []).append(event)
         findings: list[tuple[str, Finding]] = []
         for version in sorted(set(scores) | set(requests)):
             monitor = await self._monitor(names.get(version), version)
@@ -169,33 +154,27 @@ class DriftHandler:
                 findings += [
                     (version, f)
                     for f in monitor.observe_requests(
-                        [[float(getattr(e.request, n)) for n in self.config.numeric_features] for e in decided],
+                        [[float(getattr(e.request, n)) for n in NUMERIC_FIELDS] for e in decided],
                         [{n: _normalized(getattr(e.request, n)) for n in CATEGORICAL_FIELDS} for e in decided],
-                        [e.unknown_fields for e in decided],
-                        [e.arm for e in decided],
-                        [e.decision == "approve" for e in decided],
+                        [e.decision.unknown_fields for e in decided],
+                        [e.decision.traffic_segment for e in decided],
+                        [e.decision.business_decision == "approve" for e in decided],
                     )
                 ]
         for version, finding in findings:
             await self._alert(version, finding)
-        if time.monotonic() - self._last_checkpoint >= self.checkpoint_every_s:
+        if time.monotonic() - self._last_checkpoint >= self.config.checkpoint_every_s:
             await self.checkpoint()
         return BatchResult(failed)
 
     async def _alert(self, version: str, finding: Finding) -> None:
-        key = f"drift:{version}:{finding.key}"
-        fresh = await self.redis.set(
-            f"{self.settings.key_prefix}:alerted:{key}", 1, nx=True, ex=self.settings.alert_cooldown_s
-        )
-        if not fresh:
-            return  # same cause already alerted (by this or another worker) within the cooldown
         severity = "critical" if finding.kind in ("score_change", "approval_rate") else "warning"
         alert = Alert(
             alert_id=str(uuid_utils.uuid7()),
-            alert_key=key,
+            alert_key=f"drift:{version}:{finding.key}",
             kind=finding.kind,
             severity=severity,
-            model_name=self.settings.model_name,
+            model_name=self.registry.model_name,
             model_version=version,
             feature=finding.feature,
             statistic=finding.statistic,
@@ -207,8 +186,7 @@ class DriftHandler:
             f"{finding.value:.4g} (threshold {finding.threshold:.4g}) {finding.detail}".strip(),
             runbook=RUNBOOKS.get(finding.kind, ""),
         )
-        await self.redis.xadd(
-            self.settings.keys.alerts(), {"v": 1, "id": alert.alert_id, "e": msgspec.json.encode(alert)}
-        )
-        self.alerts_sent.append(key)
+        if not await raise_alert(self.redis, self.keys, alert, self.alert_settings.alert_cooldown_s):
+            return  # same cause already alerted (by this or another worker) within the cooldown
+        self.alerts_sent.append(alert.alert_key)
         log.warning("ALERT %s", alert.message)

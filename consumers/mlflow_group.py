@@ -2,9 +2,11 @@
 
 Exactly-once without an external store: a Lua script acks every entry and counts it into its window's aggregate
 only if that ``XACK`` acked it, in one atomic step — a redelivered or re-handled entry is never counted twice.
+Aggregates are kept per stream shard, in the shard's hash slot (``common.keys``), so the script touches one slot.
 Windows are tumbling by event time (``window_s``); a window is logged once it is older than
-``window_s + lateness_s`` — with ``log_batch``, step = window index and timestamp = window end, so re-logging a window
-after a crash writes identical points. Events for an already-logged window are counted as late, never added to it.
+``window_s + lateness_s``: it is first marked closed in every shard (from then on the script counts its events as
+late, atomically), then the shards' aggregates are summed and logged with ``log_batch`` (step = window index,
+timestamp = window end, so re-logging after a crash writes identical points), then deleted.
 When MLflow is unreachable, logging raises *before* the batch is counted: the batch stays pending and is retried
 with backoff.
 **Never one run per prediction**: one run per (experiment, arm, model version), one point per window.
@@ -19,12 +21,12 @@ import time
 from datetime import datetime
 from typing import Any
 
-import msgspec
-
 from common.keys import Keys
-from common.settings import Settings
+from common.settings import ConsumerSettings, RegistrySettings
 from consumers.base import BatchResult, Entry, decode_entries
+from decision.policy import FALLBACK_POLICY, THRESHOLD_POLICY
 from registry.store import ensure_experiment, mlflow_client
+from schemas.events import EventDecoder, projection
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +36,16 @@ LIVE = "live"  # experiment key of traffic outside any experiment
 
 
 #: Count an entry only if this XACK acked it (it was pending): counting and acking are one atomic step, and a
-#: redelivered or re-handled entry is never counted twice. KEYS: stream, open-windows zset, late counter.
-#: ARGV: group, then per entry: id, agg key, window end, late flag, decision, unknown flag, latency bucket,
-#: score bucket (-1: none), score.
+#: redelivered or re-handled entry is never counted twice. An entry whose window is closed counts as late.
+#: KEYS: stream, open-windows zset, late counter, then the batch's aggregate and closed-window keys (one slot).
+#: ARGV: group, then per entry: id, aggregate key index, window end, closed key index, decision, unknown flag,
+#: latency bucket, score bucket (-1: none), score.
 COUNT_ACKED = """
 local late = 0
 for i = 2, #ARGV, 9 do
   if redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) == 1 then
-    local key = ARGV[i + 1]
-    if ARGV[i + 3] == '1' then
+    local key = KEYS[tonumber(ARGV[i + 1])]
+    if redis.call('EXISTS', KEYS[tonumber(ARGV[i + 3])]) == 1 then
       late = late + 1
       redis.call('INCR', KEYS[3])
     else
@@ -64,22 +67,22 @@ end
 return late
 """
 
-
-class _Slim(msgspec.Struct):
-    """The event fields this group needs (decoding only these is ~5x cheaper)."""
-
-    prediction_id: str
-    event_time: str
-    experiment_id: str | None
-    arm: str
-    selected_version: str | None
-    decision: str
-    default_probability: float | None
-    processing_time_ms: float
-    unknown_fields: list[str]
-
-
-_DECODER = msgspec.json.Decoder(_Slim)
+#: The event fields this group reads (decoding only these is ~5x cheaper than the whole event).
+_DECODER = EventDecoder(
+    projection(
+        "MlflowView",
+        decision=[
+            "assessment_timestamp",
+            "experiment_id",
+            "traffic_segment",
+            "model_version",
+            "business_decision",
+            "default_probability",
+            "processing_time_ms",
+            "unknown_fields",
+        ],
+    )
+)
 
 
 def _bucket(value: float, bounds: tuple[float, ...]) -> int:
@@ -101,40 +104,45 @@ def _quantile(hist: dict[int, int], q: float, edges: list[float]) -> float:
     return edges[-1]
 
 
+class _Slots:
+    """The KEYS of one script call: stream, open zset, late counter, then each aggregate / closed key once."""
+
+    def __init__(self, *fixed: str) -> None:
+        self.keys = list(fixed)
+        self._index = {k: i + 1 for i, k in enumerate(fixed)}
+
+    def index(self, key: str) -> int:
+        found = self._index.get(key)
+        if found is None:
+            self.keys.append(key)
+            found = self._index[key] = len(self.keys)
+        return found
+
+
 class MlflowMetricsHandler:
     """Aggregates in Redis, logs closed windows to MLflow."""
 
     group = "mlflow"
 
-    def __init__(self, settings: Settings, redis: Any, window_s: int = 60, lateness_s: int = 30) -> None:
-        self.settings = settings
+    def __init__(self, registry: RegistrySettings, consumers: ConsumerSettings, redis: Any, keys: Keys) -> None:
+        self.registry = registry
         self.redis = redis
-        self.keys: Keys = settings.keys
-        self.window_s = window_s
-        self.lateness_s = lateness_s
+        self.keys = keys
+        self.window_s = consumers.mlflow_window_s
+        self.lateness_s = consumers.mlflow_lateness_s
+        self._streams = keys.prediction_streams()
         self._client: Any = None
         self._count = redis.register_script(COUNT_ACKED)
         self._runs: dict[str, str] = {}
         self.late_events = 0
 
-    # --- keys ----------------------------------------------------------------------------------------------------
-    def _agg_key(self, experiment: str, arm: str, version: str, window: int) -> str:
-        return f"{self.keys.prefix}:mlflow:agg:{experiment}|{arm}|{version}|{window}"
-
     @property
-    def _open_key(self) -> str:
-        return f"{self.keys.prefix}:mlflow:open"
-
-    @property
-    def _late_key(self) -> str:
-        return f"{self.keys.prefix}:mlflow:late"
-
-    def _closed_key(self, window: int) -> str:
-        return f"{self.keys.prefix}:mlflow:closed:{window}"
+    def streams(self) -> list[str]:
+        return self._streams
 
     # --- lifecycle -----------------------------------------------------------------------------------------------
     async def start(self) -> None:
-        self._client = await asyncio.to_thread(mlflow_client, self.settings)
+        self._client = await asyncio.to_thread(mlflow_client, self.registry)
 
     async def close(self) -> None:
         return None
@@ -147,47 +155,69 @@ class MlflowMetricsHandler:
     async def handle(self, entries: list[Entry]) -> BatchResult:
         await self.flush_closed_windows()  # raises while MLflow is down: nothing below happens, batch stays pending
         decoded, failed = decode_entries(entries, _DECODER.decode)
-        by_stream: dict[str, list[Any]] = {}
-        closed: dict[int, bool] = {}
+        calls: dict[str, tuple[_Slots, list[Any]]] = {}
         for entry, event in decoded:
-            window = int(datetime.fromisoformat(event.event_time).timestamp() // self.window_s)
-            if window not in closed:
-                closed[window] = bool(await self.redis.exists(self._closed_key(window)))
-            key = self._agg_key(event.experiment_id or LIVE, event.arm, event.selected_version or "rules", window)
-            p = event.default_probability
-            by_stream.setdefault(entry.stream, []).extend(
-                [
-                    entry.id,
-                    key,
-                    (window + 1) * self.window_s,
-                    1 if closed[window] else 0,
-                    event.decision,
-                    1 if event.unknown_fields else 0,
-                    _bucket(event.processing_time_ms, LATENCY_BOUNDS_MS),
-                    -1 if p is None else min(int(p * SCORE_BINS), SCORE_BINS - 1),
-                    0.0 if p is None else repr(p),
-                ]
+            d = event.decision
+            shard = self.keys.shard_of_stream(entry.stream)
+            if entry.stream not in calls:
+                fixed = (entry.stream, self.keys.mlflow_open(shard), self.keys.mlflow_late(shard))
+                calls[entry.stream] = (_Slots(*fixed), [])
+            slots, args = calls[entry.stream]
+            window = int(datetime.fromisoformat(d.assessment_timestamp).timestamp() // self.window_s)
+            key = self.keys.mlflow_agg(
+                shard, d.experiment_id or LIVE, d.traffic_segment, d.model_version or "rules", window
             )
-        for stream, args in by_stream.items():
-            late = await self._count(keys=[stream, self._open_key, self._late_key], args=[self.group, *args])
+            p = d.default_probability
+            args += [
+                entry.id,
+                slots.index(key),
+                (window + 1) * self.window_s,
+                slots.index(self.keys.mlflow_closed(shard, window)),
+                d.business_decision,
+                1 if d.unknown_fields else 0,
+                _bucket(d.processing_time_ms, LATENCY_BOUNDS_MS),
+                -1 if p is None else min(int(p * SCORE_BINS), SCORE_BINS - 1),
+                0.0 if p is None else repr(p),
+            ]
+        for slots, args in calls.values():
+            late = await self._count(keys=slots.keys, args=[self.group, *args])
             self.late_events += int(late)
-        return BatchResult(failed)
+        return BatchResult(failed, acked=True)  # the script acked what it counted
 
     # --- windows -> MLflow ---------------------------------------------------------------------------------------
+    async def _due(self, cutoff: float) -> dict[tuple[str, str, str, int], list[tuple[int, str]]]:
+        due: dict[tuple[str, str, str, int], list[tuple[int, str]]] = {}
+        for shard in range(self.keys.shards):
+            for raw in await self.redis.zrangebyscore(self.keys.mlflow_open(shard), "-inf", cutoff):
+                key = raw.decode() if isinstance(raw, bytes) else raw
+                due.setdefault(self.keys.parse_mlflow_agg(key), []).append((shard, key))
+        return due
+
     async def flush_closed_windows(self, now: float | None = None) -> int:
-        """Log every window older than window + lateness; returns how many were logged."""
+        """Log every window older than window + lateness; returns how many (experiment, arm, version, window)
+        aggregates were logged."""
         cutoff = (now or time.time()) - self.lateness_s
-        due = await self.redis.zrangebyscore(self._open_key, "-inf", cutoff)
-        for raw_key in due:
-            key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
-            data = {k.decode(): float(v) for k, v in (await self.redis.hgetall(key)).items()}
-            experiment, arm, version, window = key.rsplit(":", 1)[-1].split("|")
-            await asyncio.to_thread(self._log_window, experiment, arm, version, int(window), data)
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.set(self._closed_key(int(window)), 1, ex=7 * 86_400)
-                pipe.zrem(self._open_key, key)
-                pipe.delete(key)
+        windows = {window for (_, _, _, window) in await self._due(cutoff)}
+        if not windows:
+            return 0
+        for shard in range(self.keys.shards):  # from here on, every shard counts these windows' events as late
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for window in windows:
+                    pipe.set(self.keys.mlflow_closed(shard, window), 1, ex=7 * 86_400)
                 await pipe.execute()
+        due = await self._due(cutoff)  # nothing can be added to these any more
+        for (experiment, arm, version, window), parts in due.items():
+            data: dict[str, float] = {}
+            for _, key in parts:
+                for field, value in (await self.redis.hgetall(key)).items():
+                    name = field.decode()
+                    data[name] = data.get(name, 0.0) + float(value)
+            await asyncio.to_thread(self._log_window, experiment, arm, version, window, data)
+            for shard, key in parts:
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.zrem(self.keys.mlflow_open(shard), key)
+                    pipe.delete(key)
+                    await pipe.execute()
         return len(due)
 
     def _run_id(self, experiment: str, arm: str, version: str) -> str:
@@ -195,7 +225,7 @@ class MlflowMetricsHandler:
         if cache_key in self._runs:
             return self._runs[cache_key]
         client = self._client
-        experiment_id = experiment if experiment != LIVE else ensure_experiment(client, self.settings, "bnpl-live")
+        experiment_id = experiment if experiment != LIVE else ensure_experiment(client, self.registry, "bnpl-live")
         found = client.search_runs(
             [experiment_id],
             filter_string=f"tags.`bnpl.arm` = '{arm}' and tags.`bnpl.model_version` = '{version}' "
@@ -213,7 +243,7 @@ class MlflowMetricsHandler:
                     "bnpl.arm": arm,
                     "bnpl.model_version": version,
                     "bnpl.kind": "arm-metrics",
-                    "bnpl.model_name": self.settings.model_name,
+                    "bnpl.model_name": self.registry.model_name,
                 },
             )
             run_id = str(run.info.run_id)
@@ -222,9 +252,9 @@ class MlflowMetricsHandler:
             params = [
                 Param("arm", arm),
                 Param("model_version", version),
-                Param("model_name", self.settings.model_name),
+                Param("model_name", self.registry.model_name),
                 Param("window_seconds", str(self.window_s)),
-                Param("decision_policy", "rules-fallback-v1" if version == "rules" else "threshold-v1"),
+                Param("decision_policy", FALLBACK_POLICY if version == "rules" else THRESHOLD_POLICY),
             ]
             for tag in ("bnpl.traffic_allocation", "bnpl.arm_models"):
                 if tag in exp.tags:

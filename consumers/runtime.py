@@ -1,4 +1,4 @@
-"""The one consumer-group runtime every group reuses (STYLE.md 6–10).
+"""The one consumer-group runtime every group reuses: the handler (``consumers.base.BatchHandler``) only commits.
 
 Per worker: create the group (MKSTREAM, tolerate BUSYGROUP); first re-read this consumer's own pending entries;
 then ``XREADGROUP COUNT/BLOCK`` into batches that flush when full or when ``max_wait`` is up; hand each batch to
@@ -26,30 +26,15 @@ import orjson
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from common.keys import Keys
+from common.keys import Keys, dead_letter_fields
+from common.settings import ConsumerSettings
 from consumers.base import BatchHandler, BatchResult, Entry
 from consumers.status import record_rate_sample
-from consumers.trim import trim_streams
+from consumers.trim import trim_stream
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class RuntimeConfig:
-    """Tuning of one consumer-group worker."""
-
-    batch_size: int = 5_000
-    max_wait_s: float = 2.0
-    block_ms: int = 500
-    claim_idle_ms: int = 30_000
-    claim_every_s: float = 5.0
-    max_deliveries: int = 5
-    health_ttl_s: int = 15
-    trim_every_s: float = 30.0
-    retention_ms: int = 30 * 24 * 3600 * 1000
-    start_id: str = "0"
-    drain_timeout_s: float = 30.0
-    max_backoff_s: float = 30.0
+#: A new group reads its streams from the beginning (nothing published before it started is skipped).
+GROUP_START_ID = "0"
 
 
 @dataclass(slots=True)
@@ -78,18 +63,16 @@ class ConsumerWorker:
         redis: Redis,
         keys: Keys,
         handler: BatchHandler,
-        config: RuntimeConfig | None = None,
+        config: ConsumerSettings | None = None,
         name: str | None = None,
-        streams: list[str] | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.handler = handler
-        self.config = config or RuntimeConfig()
+        self.config = config or ConsumerSettings()
         self.name = name or consumer_name()
         self.group = handler.group
-        #: The handler may name its own streams (e.g. the alert sender reads the alerts stream).
-        self.streams = streams or list(getattr(handler, "streams", None) or keys.prediction_streams())
+        self.streams = list(handler.streams)
         self.stats = WorkerStats()
         self._stopping = asyncio.Event()
         self._last_claim = 0.0
@@ -108,7 +91,7 @@ class ConsumerWorker:
     async def ensure_groups(self) -> None:
         for stream in self.streams:
             try:
-                await self.redis.xgroup_create(stream, self.group, id=self.config.start_id, mkstream=True)
+                await self.redis.xgroup_create(stream, self.group, id=GROUP_START_ID, mkstream=True)
             except redis_errors.ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
@@ -130,7 +113,7 @@ class ConsumerWorker:
                 await self._housekeeping()
         finally:
             await self.handler.close()
-            await self.redis.delete(self._health_key())
+            await self.redis.delete(self.keys.health(self.group, self.name))
 
     # --- reading -------------------------------------------------------------------------------------------------
     def _entries(self, response: Any) -> list[Entry]:
@@ -207,7 +190,8 @@ class ConsumerWorker:
         self.stats.last_batch_s = time.perf_counter() - started
         self.stats.batches += 1
         done = [e for e in entries if e.id not in result.failed]
-        await self._ack(done)
+        if not result.acked:
+            await self._ack(done)
         self.stats.processed += len(done)
         if result.failed:
             self.stats.failed += len(result.failed)
@@ -242,14 +226,7 @@ class ConsumerWorker:
 
     async def _dead_letter(self, entry: Entry, error: str, deliveries: int) -> None:
         """Copy to ``<stream>:dead`` with the error and ack, atomically (MULTI/EXEC)."""
-        fields = {
-            **{k.decode(): v for k, v in entry.fields.items()},
-            "source_id": entry.id,
-            "group": self.group,
-            "error": error[:2_000],
-            "deliveries": str(deliveries),
-            "dead_lettered_at": str(int(time.time() * 1000)),
-        }
+        fields = dead_letter_fields(entry.fields, entry.id, self.group, error, deliveries, int(time.time() * 1000))
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.xadd(self.keys.dead_letter(entry.stream), fields)  # type: ignore[arg-type]
             pipe.xack(entry.stream, self.group, entry.id)
@@ -265,15 +242,12 @@ class ConsumerWorker:
             await self._claim_idle()
         if now - self._last_trim >= self.config.trim_every_s:
             self._last_trim = now
-            await trim_streams(self.redis, self.keys, self.config.retention_ms)
-        tick = getattr(self.handler, "tick", None)
-        if tick is not None:  # time-driven work of a group (e.g. closing windows while no events arrive)
-            try:
-                await tick()
-            except Exception as exc:
-                log.warning(
-                    "group %s: periodic work failed (%s: %s); will retry", self.group, exc.__class__.__name__, exc
-                )
+            for stream in self.streams:  # every group trims what it reads; XTRIM MINID is idempotent
+                await trim_stream(self.redis, stream, self.config.retention_ms)
+        try:  # time-driven work of a group (e.g. closing windows while no events arrive)
+            await self.handler.tick()
+        except Exception as exc:
+            log.warning("group %s: periodic work failed (%s: %s); will retry", self.group, exc.__class__.__name__, exc)
         if now - self._last_sample >= 5.0:
             self._last_sample = now
             lag = 0
@@ -317,9 +291,6 @@ class ConsumerWorker:
                 if start == "0-0":
                     break
 
-    def _health_key(self) -> str:
-        return f"{self.keys.prefix}:health:{self.group}:{self.name}"
-
     async def _beat(self) -> None:
         now = time.monotonic()
         if now - self._last_health < 1.0:
@@ -335,13 +306,19 @@ class ConsumerWorker:
             "dead_lettered": self.stats.dead_lettered,
             "retries": self.stats.retries,
         }
-        await self.redis.set(self._health_key(), orjson.dumps(status), ex=self.config.health_ttl_s)
+        await self.redis.set(self.keys.health(self.group, self.name), orjson.dumps(status), ex=self.config.health_ttl_s)
 
 
 async def run_worker(worker: ConsumerWorker) -> None:
-    """Run with two-stage shutdown: first SIGTERM/SIGINT drains, the second exits immediately."""
+    """Run with two-stage shutdown: the first SIGTERM/SIGINT drains (the batch in hand is finished, within
+    ``BNPL_DRAIN_TIMEOUT_S``), the second — or the timeout — exits at once; unacked entries are then claimed by
+    another worker."""
     loop = asyncio.get_running_loop()
     signals = 0
+
+    def exit_now(why: str) -> None:
+        log.warning("group %s: exiting now (%s); unacked entries will be claimed by another worker", worker.group, why)
+        os._exit(1)
 
     def on_signal() -> None:
         nonlocal signals
@@ -349,9 +326,9 @@ async def run_worker(worker: ConsumerWorker) -> None:
         if signals == 1:
             log.info("group %s: stopping after the current batch (signal again to exit now)", worker.group)
             worker.request_stop()
+            loop.call_later(worker.config.drain_timeout_s, exit_now, "drain timeout")
         else:
-            log.warning("group %s: exiting now; unacked entries will be claimed by another worker", worker.group)
-            os._exit(1)
+            exit_now("second signal")
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)

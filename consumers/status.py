@@ -1,4 +1,4 @@
-"""``bnpl status``: every prediction stream and group at a glance; non-zero exit when a group is stuck.
+"""``bnpl status``: every stream (predictions, alerts) and group at a glance; non-zero exit when a group is stuck.
 
 A group is **stuck** when work is waiting (lag or pending entries) and no consumer of it is alive (no fresh health
 key), or when work is waiting and the group made no progress over the last minute.
@@ -6,6 +6,7 @@ key), or when work is waiting and the group made no progress over the last minut
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,10 +45,6 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def rates_key(keys: Keys, stream: str, group: str) -> str:
-    return f"{keys.prefix}:rates:{stream}:{group}"
-
-
 async def record_rate_sample(redis: Any, keys: Keys, stream: str, group: str) -> None:
     """Called by workers every few seconds: (time, entries added to the stream, entries read by the group)."""
     info = await redis.xinfo_stream(stream)
@@ -59,7 +56,7 @@ async def record_rate_sample(redis: Any, keys: Keys, stream: str, group: str) ->
         "added": int(info.get("entries-added", 0)),
         "read": int(groups[group].get("entries-read") or 0),
     }
-    key = rates_key(keys, stream, group)
+    key = keys.rates(stream, group)
     async with redis.pipeline(transaction=False) as pipe:
         pipe.rpush(key, orjson.dumps(sample))
         pipe.ltrim(key, -RATE_SAMPLES, -1)
@@ -78,9 +75,9 @@ def _rate(samples: list[dict[str, float]], field_name: str, window_s: float = 60
 
 
 async def collect(redis: Any, keys: Keys) -> list[StreamStatus]:
-    """Status of every prediction stream and its groups."""
+    """Status of every stream (predictions, alerts) and its groups."""
     out = []
-    for stream in keys.prediction_streams():
+    for stream in [*keys.prediction_streams(), keys.alerts()]:
         if not await redis.exists(stream):
             out.append(StreamStatus(stream, 0, None, int(await redis.xlen(keys.dead_letter(stream))), None))
             continue
@@ -97,8 +94,8 @@ async def collect(redis: Any, keys: Keys) -> list[StreamStatus]:
                 {"name": _text(c["name"]), "pending": int(c["pending"]), "idle_ms": int(c["idle"])}
                 for c in await redis.xinfo_consumers(stream, name)
             ]
-            live = len([k async for k in redis.scan_iter(match=f"{keys.prefix}:health:{name}:*")])
-            raw = await redis.lrange(rates_key(keys, stream, name), 0, -1)
+            live = await count_live(redis, keys, name)
+            raw = await redis.lrange(keys.rates(stream, name), 0, -1)
             samples = [orjson.loads(s) for s in raw]
             lag = group.get("lag")
             pending = int(group["pending"])
@@ -132,6 +129,24 @@ async def collect(redis: Any, keys: Keys) -> list[StreamStatus]:
             )
         out.append(status)
     return out
+
+
+async def count_live(redis: Any, keys: Keys, group: str) -> int:
+    """Workers of ``group`` whose health key is fresh."""
+    return len([k async for k in redis.scan_iter(match=keys.health_pattern(group))])
+
+
+async def wait_drained(redis: Any, stream: str, group: str, seconds: float = 120.0) -> None:
+    """Wait until ``group`` has read everything on ``stream`` and nothing is pending (demo, benchmarks, tests)."""
+    deadline = time.monotonic() + seconds
+    state = None
+    while time.monotonic() < deadline:
+        groups = {_text(g["name"]): g for g in await redis.xinfo_groups(stream)}
+        state = groups.get(group)
+        if state is not None and int(state["pending"]) == 0 and int(state.get("lag") or 0) == 0:
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"group {group} did not drain {stream} within {seconds:.0f}s: {state}")
 
 
 def render(streams: list[StreamStatus]) -> str:

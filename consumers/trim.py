@@ -14,8 +14,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from common.keys import Keys
-
 log = logging.getLogger(__name__)
 
 
@@ -68,8 +66,3 @@ async def trim_stream(redis: Any, stream: str, retention_ms: int, approximate: b
         log.error("stream %s: groups %s still need entries older than the retention; keeping them", stream, overdue)
     removed = int(await redis.xtrim(stream, minid=format_id(target), approximate=approximate))
     return TrimResult(stream, format_id(safe), format_id(target), removed, overdue)
-
-
-async def trim_streams(redis: Any, keys: Keys, retention_ms: int, approximate: bool = True) -> list[TrimResult]:
-    """Trim every prediction stream (safe to run from every worker at once: XTRIM MINID is idempotent)."""
-    return [await trim_stream(redis, s, retention_ms, approximate) for s in keys.prediction_streams()]

@@ -4,52 +4,55 @@ from __future__ import annotations
 
 import asyncio
 
-import msgspec
-
-from consumers.base import BatchResult, Entry, decode_entries
-from schemas.events import PredictionEvent
-from warehouse.base import Warehouse, event_columns
-
-_DECODER = msgspec.json.Decoder(PredictionEvent)
+from common.keys import Keys
+from consumers.base import BatchResult, Entry
+from schemas.events import upgrade_payload
+from warehouse.base import Warehouse
 
 
 class WarehouseHandler:
-    """Insert idempotently; undecodable or unloadable events fail individually (and are dead-lettered later).
+    """Insert idempotently (on prediction_id); events that cannot load fail individually and are dead-lettered.
 
-    Warehouses with ``insert_raw`` (DuckDB) get the raw event JSON and parse it natively; others (BigQuery) get
-    events decoded and validated with msgspec, as columns.
+    Payloads go to the warehouse as published (DuckDB parses the JSON itself, BigQuery's sink decodes it);
+    payloads of an older event version are upgraded first.
     """
 
     group = "warehouse"
 
-    def __init__(self, warehouse: Warehouse) -> None:
+    def __init__(self, warehouse: Warehouse, keys: Keys) -> None:
         self.warehouse = warehouse
+        self._streams = keys.prediction_streams()
+
+    @property
+    def streams(self) -> list[str]:
+        return self._streams
 
     async def start(self) -> None:
         await asyncio.to_thread(self.warehouse.ensure_tables)
 
     def _handle(self, entries: list[Entry]) -> BatchResult:
-        insert_raw = getattr(self.warehouse, "insert_raw", None)
-        if insert_raw is not None:  # the warehouse parses event JSON itself (DuckDB): Python only moves bytes
-            _, rejected = insert_raw([e.payload for e in entries])
-            return BatchResult({entries[i].id: f"unloadable prediction event: {why}" for i, why in rejected.items()})
-        decoded, failed = decode_entries(entries, _DECODER.decode)
-        events: list[PredictionEvent] = []
-        entry_of: dict[str, str] = {}
-        for entry, event in decoded:
-            if event.prediction_id in entry_of:  # the same event twice in one batch: insert it once
+        payloads: list[bytes] = []
+        positions: list[int] = []
+        failed: dict[str, str] = {}
+        for i, entry in enumerate(entries):
+            data = entry.data
+            try:
+                payloads.append(upgrade_payload(data.version, data.payload))
+            except ValueError as exc:
+                failed[entry.id] = f"undecodable prediction event (version {data.version}): {exc}"
                 continue
-            entry_of[event.prediction_id] = entry.id
-            events.append(event)
-        if events:
-            result = self.warehouse.insert_predictions(event_columns(events))
-            for prediction_id, error in result.rejected.items():
-                failed[entry_of[prediction_id]] = error
+            positions.append(i)
+        _, rejected = self.warehouse.insert_events(payloads)
+        for position, why in rejected.items():
+            failed[entries[positions[position]].id] = f"unloadable prediction event: {why}"
         return BatchResult(failed)
 
     async def handle(self, entries: list[Entry]) -> BatchResult:
         # Decoding and the (blocking) warehouse client run off the event loop, which keeps health beats going.
         return await asyncio.to_thread(self._handle, entries)
+
+    async def tick(self) -> None:
+        return None
 
     async def close(self) -> None:
         await asyncio.to_thread(self.warehouse.close)

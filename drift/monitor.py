@@ -21,23 +21,9 @@ from typing import Any
 import numpy as np
 from river import drift as river_drift
 
+from common.settings import DriftSettings
 from drift.stats import categorical_psi, ks_from_quantiles, numeric_psi
 from features.spec import CATEGORICAL_FIELDS, NUMERIC_FIELDS
-
-
-@dataclass(frozen=True, slots=True)
-class DriftConfig:
-    """Thresholds and window size (defaults calibrated by ``make bench-drift``)."""
-
-    window: int = 5_000
-    feature_psi: float = 0.1
-    categorical_psi: float = 0.1
-    score_psi: float = 0.1
-    unknown_rate: float = 0.05
-    approval_z: float = 5.0
-    adwin_delta: float = 1e-5
-    adwin_min_samples: int = 5_000
-    numeric_features: tuple[str, ...] = NUMERIC_FIELDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,10 +56,10 @@ class _Window:
 class DriftMonitor:
     """Detectors of one model version. ``observe_*`` return the findings of that call."""
 
-    def __init__(self, version: str, profile: dict[str, Any], config: DriftConfig | None = None) -> None:
+    def __init__(self, version: str, profile: dict[str, Any], config: DriftSettings | None = None) -> None:
         self.version = version
         self.profile = profile
-        self.config = config or DriftConfig()
+        self.config = config or DriftSettings()
         self.adwin = river_drift.ADWIN(delta=self.config.adwin_delta)
         self.scores_seen = 0
         self.requests_seen = 0
@@ -106,14 +92,14 @@ class DriftMonitor:
             window = np.asarray(self._score_window[: self.config.window])
             del self._score_window[: self.config.window]
             value = numeric_psi(window, self.profile["score"])
-            if value > self.config.score_psi:
+            if value > self.config.psi:
                 found.append(
                     Finding(
                         "score_psi",
                         None,
                         "psi",
                         value,
-                        self.config.score_psi,
+                        self.config.psi,
                         f"{self.config.window} scores up to {self.scores_seen}",
                         self.scores_seen,
                         f"KS {ks_from_quantiles(window, self.profile['score']):.3f}",
@@ -122,7 +108,7 @@ class DriftMonitor:
         return found
 
     # --- requests decided by this version ---------------------------------------------------------------------------
-    def observe_requests(  # numeric: the values of ``config.numeric_features``, in that order
+    def observe_requests(  # numeric: the request's ``NUMERIC_FIELDS`` values, in that order
         self,
         numeric: list[list[float]],
         categories: list[dict[str, str]],
@@ -176,17 +162,17 @@ class DriftMonitor:
         found: list[Finding] = []
         where = f"{w.n} requests up to {self.requests_seen}"
         matrix = np.asarray(w.features)
-        for j, name in enumerate(self.config.numeric_features):
+        for j, name in enumerate(NUMERIC_FIELDS):
             summary = self.profile["features"][name]
             value = numeric_psi(matrix[:, j], summary)
-            if value > self.config.feature_psi:
+            if value > self.config.psi:
                 found.append(
                     Finding(
                         "feature_psi",
                         name,
                         "psi",
                         value,
-                        self.config.feature_psi,
+                        self.config.psi,
                         where,
                         self.requests_seen,
                         f"KS {ks_from_quantiles(matrix[:, j], summary):.3f}",
@@ -196,12 +182,8 @@ class DriftMonitor:
             values = w.categories.get(name, [])
             reference = self.profile["categorical"][name]["frequencies"]
             value = categorical_psi(values, reference)
-            if value > self.config.categorical_psi:
-                found.append(
-                    Finding(
-                        "categorical_psi", name, "psi", value, self.config.categorical_psi, where, self.requests_seen
-                    )
-                )
+            if value > self.config.psi:
+                found.append(Finding("categorical_psi", name, "psi", value, self.config.psi, where, self.requests_seen))
             rate = w.unknown.get(name, 0) / w.n
             if rate > self.config.unknown_rate:
                 found.append(
