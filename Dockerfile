@@ -24,6 +24,7 @@ COPY features ./features
 COPY producers ./producers
 COPY registry ./registry
 COPY schemas ./schemas
+COPY traffic ./traffic
 COPY training ./training
 COPY warehouse ./warehouse
 RUN pip install '.[server]' \

@@ -26,14 +26,16 @@ import orjson
 
 from bench.loadgen import run_load
 from common import processes
+from common.keys import Keys
 from common.redis_server import RedisServer, free_port
 from common.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = processes.BIN
-SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
-WARMUP = float(os.environ.get("BENCH_WARMUP_SECONDS", "3"))
+BENCH = Settings.from_env().bench
+SECONDS = BENCH.bench_seconds
+ROUNDS = BENCH.bench_rounds
+WARMUP = BENCH.bench_warmup_seconds
 API_KEY = "bench-key"
 
 
@@ -77,7 +79,7 @@ def _ensure_registry(settings: Settings) -> None:
     from registry import has_aliases, mlflow_client
     from training.train import train_and_register
 
-    if not has_aliases(mlflow_client(settings), settings.model_name):
+    if not has_aliases(mlflow_client(settings.registry), settings.registry.model_name):
         print("no champion/challenger in the registry: training first", flush=True)
         train_and_register(settings)
 
@@ -102,7 +104,7 @@ def main() -> int:
     requests, inputs = _write_bodies(work)
     redis = RedisServer(work / "redis").start()
     env = {
-        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        "MLFLOW_TRACKING_URI": settings.registry.tracking_uri,
         "MLFLOW_DISABLE_TELEMETRY": "true",
     }
     ports = {name: free_port() for name in ("ours", "ours2", "trivial", "mlflow")}
@@ -155,7 +157,7 @@ def main() -> int:
                 "models",
                 "serve",
                 "-m",
-                f"models:/{settings.model_name}@champion",
+                f"models:/{settings.registry.model_name}@champion",
                 "--env-manager",
                 "local",
                 "-h",
@@ -197,7 +199,7 @@ def main() -> int:
         for target in targets.values():
             if target.proc:
                 processes.stop(target.proc)
-        events = _stream_length(redis.url, f"{prefix}:predictions")
+        events = _stream_length(redis.url, Keys(prefix).predictions())
         redis.stop()
     _report(targets, results, events)
     shutil.rmtree(work, ignore_errors=True)
@@ -205,9 +207,9 @@ def main() -> int:
 
 
 def _stream_length(url: str, stream: str) -> int:
-    import redis as sync_redis
+    from common.redis_client import connect_sync
 
-    client = sync_redis.Redis.from_url(url)
+    client = connect_sync(url)
     try:
         return int(client.xlen(stream))
     finally:

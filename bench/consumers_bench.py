@@ -9,30 +9,31 @@ from the first read until the group has acked everything.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import redis.asyncio as aioredis
-
 from common import processes
+from common.keys import Keys
+from common.redis_client import connect
 from common.redis_server import RedisServer
-from producers.synthetic import add_events, make_events
+from common.settings import Settings
 from schemas.events import PredictionEvent
+from traffic.events import add_events, make_events
 
-EVENTS = int(os.environ.get("BENCH_EVENTS", "100000"))
-GROUPS = os.environ.get("BENCH_GROUPS", "warehouse,drift").split(",")
+BENCH = Settings.from_env().bench
+EVENTS = BENCH.bench_events
+GROUPS = BENCH.bench_groups
 
 
 async def _run(
     redis_url: str, work: Path, events: list[PredictionEvent], group: str, workers: int
 ) -> tuple[float, int]:
     prefix = f"bench{group}{workers}w"
-    stream = f"{prefix}:predictions"
-    redis = aioredis.from_url(redis_url)
+    stream = Keys(prefix).predictions()
+    redis = connect(redis_url)
     try:
         await add_events(redis, stream, events)
         env = {
@@ -86,14 +87,13 @@ async def _run(
 
 
 def main() -> int:
-    from common.settings import Settings
     from decision.engine import DecisionEngine
-    from decision.loader import build_model_set, registry_pointers
     from registry import mlflow_client
+    from registry.loader import build_model_set, registry_pointers
 
     work = Path(tempfile.mkdtemp(prefix="bnpl-bench-consumers-"))
-    settings = Settings.from_env()
-    models = build_model_set(*registry_pointers(mlflow_client(settings), settings))
+    registry = Settings.from_env().registry
+    models = build_model_set(*registry_pointers(mlflow_client(registry), registry))
     print(f"generating {EVENTS:,} prediction events …", flush=True)
     events = make_events(EVENTS, seed=5, engine=DecisionEngine(models))
     redis = RedisServer(work / "redis").start()

@@ -7,20 +7,19 @@ generated year, so seasonality is not counted as drift.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections import Counter
 from typing import Any
 
 import numpy as np
 
-from common.settings import Settings
+from common.settings import DriftSettings, Settings
 from datagen import CovariateShift, NewCategory, generate
 from decision.scorers import Scorer
-from drift.monitor import DriftConfig, DriftMonitor, Finding
+from drift.monitor import DriftMonitor, Finding
 from drift.replay import Observations, observations
 
-NO_DRIFT_EVENTS = int(os.environ.get("BENCH_DRIFT_EVENTS", "1000000"))
+NO_DRIFT_EVENTS = Settings.from_env().bench.bench_drift_events
 CHUNK = 5_000
 
 
@@ -44,15 +43,15 @@ def _stationary(n: int, seed: int, scorer: Scorer, review: float, **kwargs: Any)
 
 
 def main() -> int:
-    from decision.loader import load_version
     from registry import mlflow_client, read_profile, resolve_alias
+    from registry.loader import load_version
 
     settings = Settings.from_env()
-    client = mlflow_client(settings)
-    version = resolve_alias(client, settings.model_name, "champion")
+    client = mlflow_client(settings.registry)
+    version = resolve_alias(client, settings.registry.model_name, "champion")
     profile = read_profile(version)
     model = load_version(version)
-    config = DriftConfig()
+    config = DriftSettings()
     print(
         f"champion v{version.version} ({version.family}); window {config.window:,}; generating "
         f"{NO_DRIFT_EVENTS:,} events without drift …",

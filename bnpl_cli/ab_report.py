@@ -6,6 +6,7 @@ the ``<prefix>:alerts`` stream (once per experiment and arm; the alert channel d
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import tempfile
@@ -14,7 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import numpy as np
 import orjson
 
@@ -26,12 +26,13 @@ from common.settings import Settings
 def _load(settings: Settings, experiment_id: str) -> list[tuple[Any, ...]]:
     from warehouse.duckdb_store import DuckDBWarehouse
 
-    if settings.warehouse != "duckdb":
+    warehouse = settings.warehouse
+    if warehouse.warehouse != "duckdb":
         raise SystemExit("ab-report reads the DuckDB warehouse; for BigQuery query prediction_logs_dedup instead")
-    assert settings.duckdb_path is not None
-    return DuckDBWarehouse(settings.duckdb_path).query(
-        "SELECT arm, selected_version, decision, default_probability, amount, scores, model_versions "
-        "FROM prediction_logs WHERE experiment_id = ? ORDER BY event_time, prediction_id",
+    assert warehouse.duckdb_path is not None
+    return DuckDBWarehouse(warehouse.duckdb_path).query(
+        "SELECT traffic_segment, model_version, business_decision, default_probability, amount, all_predictions, "
+        "model_versions FROM prediction_logs WHERE experiment_id = ? ORDER BY assessment_timestamp, prediction_id",
         [experiment_id],
     )
 
@@ -137,25 +138,27 @@ def _log_to_mlflow(client: Any, experiment_id: str, report: AbReport, html_path:
 
 
 def _alert_crossings(settings: Settings, report: AbReport) -> list[str]:
-    import redis
+    if not settings.streams.redis_url:
+        return []
+    return asyncio.run(_raise_crossings(settings, report))
+
+
+async def _raise_crossings(settings: Settings, report: AbReport) -> list[str]:
     import uuid_utils
 
+    from alerting.channel import raise_alert
+    from common.redis_client import connect
     from schemas.alerts import Alert
 
-    if not settings.redis_url:
-        return []
-    client = redis.Redis.from_url(settings.redis_url)
+    redis = connect(settings.streams.redis_url)
     sent = []
     try:
         for c in report.comparisons:
             if c.approval_crossed_at is None:
                 continue
-            key = f"ab:{report.experiment}:{c.arm}:approval"
-            if not client.set(f"{settings.key_prefix}:alerted:{key}", 1, nx=True):
-                continue  # this cause was alerted before
             alert = Alert(
                 alert_id=str(uuid_utils.uuid7()),
-                alert_key=key,
+                alert_key=f"ab:{report.experiment}:{c.arm}:approval",
                 kind="ab_test_significant",
                 severity="info",
                 experiment=report.experiment,
@@ -168,12 +171,10 @@ def _alert_crossings(settings: Settings, report: AbReport) -> list[str]:
                 f"(always-valid p {c.approval_sequential_p:.3g})",
                 runbook="Review `bnpl ab-report` before promoting: `bnpl promote --alias champion --version …`",
             )
-            client.xadd(
-                f"{settings.key_prefix}:alerts", {"v": 1, "id": alert.alert_id, "e": msgspec.json.encode(alert)}
-            )
-            sent.append(key)
+            if await raise_alert(redis, settings.keys, alert, cooldown_s=None):  # once per experiment and arm
+                sent.append(alert.alert_key)
     finally:
-        client.close()
+        await redis.aclose()
     return sent
 
 
@@ -181,13 +182,14 @@ def run(settings: Settings, name: str, out: str | None) -> int:
     from registry import list_versions, mlflow_client
     from registry.experiments import get_experiment
 
-    client = mlflow_client(settings)
-    info = get_experiment(client, settings.model_name, name)
+    registry = settings.registry
+    client = mlflow_client(registry)
+    info = get_experiment(client, registry.model_name, name)
     experiment = info.as_experiment()
     allocation = dict(experiment.allocation)
     rows = _load(settings, info.experiment_id)
     arms = _arms(rows, allocation)
-    thresholds = {v.version: v.threshold_review for v in list_versions(client, settings.model_name)}
+    thresholds = {v.version: v.threshold_review for v in list_versions(client, registry.model_name)}
     report = build_report(
         name,
         arms,

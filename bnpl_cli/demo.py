@@ -7,12 +7,12 @@ champion/challenger experiment, runs ``bnpl serve`` and sends simulated traffic 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import secrets
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
+from common.keys import Keys
 from common.progress import step
 from common.settings import Settings
 from datagen import NewCategory, example_request, generate
@@ -35,18 +35,19 @@ def _models(settings: Settings, retrain: bool) -> Any:
     from registry import has_aliases, list_versions, mlflow_client
     from training.train import train_and_register
 
+    model_name = settings.registry.model_name
     with step("connecting to the MLflow registry"):
-        client = mlflow_client(settings)
+        client = mlflow_client(settings.registry)
     _banner("models")
-    if retrain or not has_aliases(client, settings.model_name):
+    if retrain or not has_aliases(client, model_name):
         print(training_summary(train_and_register(settings)))
     else:
         print(
-            f"registry already has {settings.model_name}@champion and @challenger; skipping training "
+            f"registry already has {model_name}@champion and @challenger; skipping training "
             "(bnpl demo --retrain to train again)"
         )
-    _banner(f"registry: {settings.model_name}")
-    print(registry_table(list_versions(client, settings.model_name)))
+    _banner(f"registry: {model_name}")
+    print(registry_table(list_versions(client, model_name)))
     return client
 
 
@@ -61,15 +62,15 @@ def _features() -> None:
 
 
 def _traffic(settings: Settings, client: Any, requests: int) -> None:
-    import redis as sync_redis
-
     from common import processes
+    from common.keys import decode_entry
+    from common.redis_client import connect_sync
     from common.redis_server import RedisServer, free_port
-    from producers.simulator import simulate
     from registry.experiments import start_experiment
+    from traffic.http import simulate
 
     _banner("decision API under simulated traffic")
-    experiment = start_experiment(client, settings, DEMO_EXPERIMENT, DEMO_ALLOCATION)
+    experiment = start_experiment(client, settings.registry, DEMO_EXPERIMENT, DEMO_ALLOCATION)
     print(f"experiment {experiment.name!r} (MLflow id {experiment.experiment_id}) active: {DEMO_ALLOCATION}")
     redis_server = RedisServer(settings.data_dir / "redis").start()
     port, receiver_port, key = free_port(), free_port(), secrets.token_urlsafe(16)
@@ -83,7 +84,7 @@ def _traffic(settings: Settings, client: Any, requests: int) -> None:
         "BNPL_INSTANCE_ID": "demo-api",
         "BNPL_KEY_PREFIX": prefix,
         "BNPL_DATA_DIR": str(settings.data_dir),
-        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        "MLFLOW_TRACKING_URI": settings.registry.tracking_uri,
         "BNPL_DUCKDB_PATH": str(duckdb_path),
         "BNPL_CONSUMER_WAIT_S": "0.5",
         "BNPL_MLFLOW_WINDOW_S": "5",
@@ -100,7 +101,7 @@ def _traffic(settings: Settings, client: Any, requests: int) -> None:
         processes.start([bnpl, "consume", g], env, logs / f"{g}.log")
         for g in ("warehouse", "mlflow", "drift", "alert-sender")
     ]
-    keys = dataclasses.replace(settings, key_prefix=prefix).keys
+    keys = settings.replace(key_prefix=prefix).keys
     try:
         with step(
             f"starting bnpl serve on 127.0.0.1:{port}, the warehouse, mlflow, drift and alert-sender groups "
@@ -123,12 +124,15 @@ def _traffic(settings: Settings, client: Any, requests: int) -> None:
             )
         code = processes.stop(api)
         with step("waiting for the consumer groups to catch up (and the mlflow group to log its windows)"):
-            asyncio.run(_drained(redis_server.url, keys.predictions(), prefix))
+            asyncio.run(_drained(redis_server.url, keys))
         status_text = asyncio.run(_status(redis_server.url, keys))
-        reader = sync_redis.Redis.from_url(redis_server.url, decode_responses=True)
+        reader = connect_sync(redis_server.url)
         try:
-            entries: list[tuple[str, dict[str, str]]] = reader.xrange(keys.predictions())  # type: ignore[assignment]
-            in_stream = Counter(fields["id"] for _, fields in entries)
+            in_stream = Counter(
+                decode_entry(fields).record_id
+                for stream in keys.prediction_streams()
+                for _, fields in reader.xrange(stream)
+            )
         finally:
             reader.close()
         print(f"requests: {result.sent:,}, statuses: {dict(result.statuses)}, client errors: {result.errors}")
@@ -155,9 +159,7 @@ def _traffic(settings: Settings, client: Any, requests: int) -> None:
         _banner(f"A/B report: {experiment.name}")
         from bnpl_cli.ab_report import run as ab_report
 
-        ab_settings = dataclasses.replace(
-            settings, duckdb_path=duckdb_path, key_prefix=prefix, redis_url=redis_server.url
-        )
+        ab_settings = settings.replace(duckdb_path=duckdb_path, key_prefix=prefix, redis_url=redis_server.url)
         ab_report(ab_settings, experiment.name, str(settings.data_dir / f"ab-report-{experiment.name}.html"))
         _banner("drift and alerts")
         with step("waiting for the alert sender to deliver to the local webhook receiver"):
@@ -173,11 +175,11 @@ def _traffic(settings: Settings, client: Any, requests: int) -> None:
 
 async def _delivered(redis_url: str, stream: str, receiver_port: int) -> list[dict[str, Any]]:
     import aiohttp
-    import redis.asyncio as aioredis
 
-    from producers.synthetic import wait_group_drained
+    from common.redis_client import connect
+    from consumers.status import wait_drained
 
-    client = aioredis.from_url(redis_url)
+    client = connect(redis_url)
     try:
         if await client.exists(stream):
             for _ in range(300):  # the sender creates its group when it starts
@@ -185,7 +187,7 @@ async def _delivered(redis_url: str, stream: str, receiver_port: int) -> list[di
                 if b"alert-sender" in groups:
                     break
                 await asyncio.sleep(0.1)
-            await wait_group_drained(client, stream, "alert-sender", seconds=120)
+            await wait_drained(client, stream, "alert-sender", seconds=120)
     finally:
         await client.aclose()
     async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{receiver_port}/alerts") as resp:
@@ -206,29 +208,28 @@ def _mlflow_report(client: Any, experiment_id: str) -> None:
         )
 
 
-async def _drained(redis_url: str, stream: str, prefix: str) -> None:
-    import redis.asyncio as aioredis
+async def _drained(redis_url: str, keys: Keys) -> None:
+    from common.redis_client import connect
+    from consumers.status import wait_drained
 
-    from producers.synthetic import wait_group_drained
-
-    client = aioredis.from_url(redis_url)
+    client = connect(redis_url)
     try:
-        for group in ("warehouse", "mlflow", "drift"):
-            await wait_group_drained(client, stream, group, seconds=120)
+        for stream in keys.prediction_streams():
+            for group in ("warehouse", "mlflow", "drift"):
+                await wait_drained(client, stream, group, seconds=120)
         for _ in range(600):  # every window logged to MLflow
-            if not await client.zcard(f"{prefix}:mlflow:open"):
+            if not any([await client.zcard(keys.mlflow_open(shard)) for shard in range(keys.shards)]):
                 return
             await asyncio.sleep(0.1)
     finally:
         await client.aclose()
 
 
-async def _status(redis_url: str, keys: Any) -> str:
-    import redis.asyncio as aioredis
-
+async def _status(redis_url: str, keys: Keys) -> str:
+    from common.redis_client import connect
     from consumers.status import collect, render
 
-    client = aioredis.from_url(redis_url)
+    client = connect(redis_url)
     try:
         return render(await collect(client, keys))
     finally:
@@ -246,9 +247,9 @@ def _warehouse_report(path: Any, prediction_ids: list[str]) -> None:
     )
     print("decisions per arm per day (first 6 days of transactions, by transaction date):")
     rows = warehouse.query(
-        "SELECT CAST(transaction_timestamp[1:10] AS DATE) AS day, arm, count(*) AS n, "
-        "avg((decision = 'approve')::INT) AS approve, avg((decision = 'deny')::INT) AS deny "
-        "FROM prediction_logs GROUP BY ALL ORDER BY day, arm LIMIT 12"
+        "SELECT CAST(transaction_timestamp[1:10] AS DATE) AS day, traffic_segment, count(*) AS n, "
+        "avg((business_decision = 'approve')::INT) AS approve, avg((business_decision = 'deny')::INT) AS deny "
+        "FROM prediction_logs GROUP BY ALL ORDER BY day, traffic_segment LIMIT 12"
     )
     print("  day         arm          n     approve  deny")
     for day, arm, n, approve, deny in rows:
@@ -257,7 +258,7 @@ def _warehouse_report(path: Any, prediction_ids: list[str]) -> None:
 
 def run_demo(settings: Settings, retrain: bool = False, requests: int = DEMO_REQUESTS) -> int:
     """Run every part that exists and print the report."""
-    print(f"BNPL risk demo — data dir {settings.data_dir.resolve()}, MLflow {settings.mlflow_tracking_uri}")
+    print(f"BNPL risk demo — data dir {settings.data_dir.resolve()}, MLflow {settings.registry.tracking_uri}")
     client = _models(settings, retrain)
     _features()
     _traffic(settings, client, requests)

@@ -31,13 +31,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def _mirror(settings: Settings, rows: list[dict[str, object]]) -> None:
-    from consumers.groups import make_warehouse
+    from warehouse import make_warehouse
 
     try:
-        warehouse = make_warehouse(settings)
-        warehouse.ensure_tables()  # type: ignore[attr-defined]
+        warehouse = make_warehouse(settings.warehouse)
+        warehouse.ensure_tables()
         for row in rows:
-            warehouse.upsert_experiment(row)  # type: ignore[attr-defined]
+            warehouse.upsert_experiment(row)
+        warehouse.close()
     except Exception as exc:  # the MLflow tags are the source of truth; the mirror catches up on the next change
         log.warning("could not mirror the experiment to the warehouse: %s", exc)
         print(f"warning: warehouse mirror failed ({exc}); MLflow holds the configuration")
@@ -47,9 +48,10 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     from registry import mlflow_client
     from registry.experiments import ExperimentSpec, create_experiment, list_experiments, set_status
 
-    client = mlflow_client(settings)
+    registry = settings.registry
+    client = mlflow_client(registry)
     if args.action == "list":
-        for info in list_experiments(client, settings.model_name):
+        for info in list_experiments(client, registry.model_name):
             tags = info.tags
             print(
                 f"{info.name:<28s} id {info.experiment_id:<4s} {info.status:<8s} "
@@ -67,12 +69,12 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
             args.start,
             args.end,
         )
-        info = create_experiment(client, settings, spec)
+        info = create_experiment(client, registry, spec)
     else:
         status = {"start": "active", "pause": "paused", "stop": "stopped"}[args.action]
-        info = set_status(client, settings, args.name, status)
+        info = set_status(client, registry, args.name, status)
     # Starting one experiment may pause another: mirror every experiment of the model.
-    _mirror(settings, [i.warehouse_row(settings.model_name) for i in list_experiments(client, settings.model_name)])
+    _mirror(settings, [i.warehouse_row(registry.model_name) for i in list_experiments(client, registry.model_name)])
     print(
         f"experiment {info.name} (id {info.experiment_id}): {info.status}, "
         f"allocation {info.tags.get('bnpl.traffic_allocation')}"

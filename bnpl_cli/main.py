@@ -1,14 +1,14 @@
 """``bnpl <command>``: every process of the system starts here.
 
-Commands: ``serve`` (the decision API), ``train`` (fit + register candidates), ``promote`` (move an alias),
-``models`` (list the registry), ``generate`` (write synthetic requests as JSON lines), ``demo`` (the whole system on
-embedded defaults).
+Commands: ``serve`` (the decision API), ``consume`` (a consumer group), ``status``, ``train`` (fit + register
+candidates), ``promote`` (move an alias), ``models`` (list the registry), ``experiment``, ``ab-report``,
+``warehouse migrate``, ``config`` (the effective settings), ``generate`` (synthetic requests as JSON lines),
+``webhook-receiver`` and ``demo`` (the whole system on embedded defaults).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +19,7 @@ from common.settings import Settings
 def _settings(args: argparse.Namespace) -> Settings:
     return Settings.from_env(
         data_dir=Path(args.data_dir) if args.data_dir else None,
-        mlflow_tracking_uri=args.tracking_uri,
+        tracking_uri=args.tracking_uri,
     )
 
 
@@ -36,10 +36,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_promote(args: argparse.Namespace) -> int:
     from registry import mlflow_client
 
-    settings = _settings(args)
-    client = mlflow_client(settings)
-    client.set_registered_model_alias(settings.model_name, args.alias, str(args.version))
-    print(f"{settings.model_name}@{args.alias} -> version {args.version}")
+    registry = _settings(args).registry
+    client = mlflow_client(registry)
+    client.set_registered_model_alias(registry.model_name, args.alias, str(args.version))
+    print(f"{registry.model_name}@{args.alias} -> version {args.version}")
     return 0
 
 
@@ -47,8 +47,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from bnpl_cli.report import registry_table
     from registry import list_versions, mlflow_client
 
-    settings = _settings(args)
-    print(registry_table(list_versions(mlflow_client(settings), settings.model_name)))
+    registry = _settings(args).registry
+    print(registry_table(list_versions(mlflow_client(registry), registry.model_name)))
     return 0
 
 
@@ -62,7 +62,6 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    import dataclasses
     import logging
 
     from aiohttp import web
@@ -71,23 +70,22 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from common.redis_server import RedisServer
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = _settings(args)
-    settings = dataclasses.replace(settings, host=args.host or settings.host, port=args.port or settings.port)
+    settings = _settings(args).replace(host=args.host, port=args.port)
     embedded = None
-    if not settings.redis_url:
+    if not settings.streams.redis_url:
         embedded = RedisServer(settings.data_dir / "redis").start()
-        settings = dataclasses.replace(settings, redis_url=embedded.url)
+        settings = settings.replace(redis_url=embedded.url)
         print(f"embedded redis-server at {embedded.url} (set BNPL_REDIS_URL to use your own)", flush=True)
     try:
         if args.workers > 1:
             return _serve_workers(settings, args.workers)
         web.run_app(
             create_app(settings),
-            host=settings.host,
-            port=settings.port,
+            host=settings.api.host,
+            port=settings.api.port,
             access_log=None,
             shutdown_timeout=10.0,
-            reuse_port=os.environ.get("BNPL_REUSE_PORT") == "1",
+            reuse_port=settings.api.reuse_port,
         )
     finally:
         if embedded is not None:
@@ -99,14 +97,15 @@ def _serve_workers(settings: Settings, workers: int) -> int:
     """N API processes on one port (SO_REUSEPORT); each has its own instance id, spool and publish sequence."""
     from common.processes import bnpl_command, run_children
 
+    api = settings.api
     return run_children(
         [
             (
-                bnpl_command(settings, "serve", "--host", settings.host, "--port", str(settings.port)),
+                bnpl_command(settings, "serve", "--host", api.host, "--port", str(api.port)),
                 {
                     "BNPL_REUSE_PORT": "1",
-                    "BNPL_REDIS_URL": settings.redis_url,
-                    "BNPL_INSTANCE_ID": f"{settings.instance_id}-w{i}",
+                    "BNPL_REDIS_URL": settings.streams.redis_url,
+                    "BNPL_INSTANCE_ID": f"{api.instance_id}-w{i}",
                 },
             )
             for i in range(workers)
@@ -150,12 +149,48 @@ def _cmd_webhook_receiver(args: argparse.Namespace) -> int:
 
     from alerting.receiver import create_receiver
 
-    settings = _settings(args)
-    secret = args.secret or settings.webhook_secret
+    secret = args.secret or _settings(args).alerts.webhook_secret
     if not secret:
         raise SystemExit("give --secret or BNPL_WEBHOOK_SECRET")
     web.run_app(create_receiver(secret), host=args.host, port=args.port, access_log=None)
     return 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from common.settings import configuration_table
+
+    if args.markdown:
+        print(configuration_table())
+        return 0
+    for env, value, section in _settings(args).describe():
+        print(f"{env:<30s} {section:<10s} {value}")
+    return 0
+
+
+def _cmd_warehouse(args: argparse.Namespace) -> int:
+    from warehouse import make_warehouse
+    from warehouse.bigquery_store import BigQueryWarehouse
+
+    warehouse = make_warehouse(_settings(args).warehouse)
+    try:
+        if isinstance(warehouse, BigQueryWarehouse):
+            if warehouse.layout_version() != 1:
+                print("prediction_logs is current; nothing to migrate")
+            elif args.dry_run:
+                print(";\n\n".join(warehouse.migration_sql()) + ";")
+            else:
+                for sql in warehouse.migrate():
+                    print(f"ran: {sql[:120]}…")
+                print("prediction_logs migrated; the version 1 table is kept as prediction_logs_v1")
+            return 0
+        if args.dry_run:
+            print("DuckDB migrates in place, in one transaction, when the tables are ensured")
+            return 0
+        warehouse.ensure_tables()  # DuckDB: migrates in place
+        print("warehouse tables are current")
+        return 0
+    finally:
+        warehouse.close()
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -218,6 +253,16 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("experiment")
     report.add_argument("--html", help="where to write the HTML report (default: a temp file)")
     report.set_defaults(func=_cmd_ab_report)
+
+    config = sub.add_parser("config", help="print the effective settings (secrets hidden)")
+    config.add_argument("--markdown", action="store_true", help="print the configuration table of the README")
+    config.set_defaults(func=_cmd_config)
+
+    warehouse = sub.add_parser("warehouse", help="warehouse maintenance")
+    warehouse_actions = warehouse.add_subparsers(dest="action", required=True)
+    migrate = warehouse_actions.add_parser("migrate", help="upgrade warehouse tables to the current layout")
+    migrate.add_argument("--dry-run", action="store_true", help="print what would run (BigQuery: the SQL)")
+    warehouse.set_defaults(func=_cmd_warehouse)
 
     receiver = sub.add_parser("webhook-receiver", help="local webhook receiver: verifies signatures, prints alerts")
     receiver.add_argument("--host", default="127.0.0.1")

@@ -103,7 +103,7 @@ def _fit_and_log(
     from mlflow.models import infer_signature
 
     train, validation, holdout = splits
-    model = family.build(settings.train_seed)
+    model = family.build(settings.training.train_seed)
     model.fit(train.matrix, train.labels)
     val_scores, hold_scores = _score(model, validation.matrix), _score(model, holdout.matrix)
     thresholds = choose_thresholds(val_scores)
@@ -140,7 +140,7 @@ def _fit_and_log(
             {
                 "family": family.name,
                 **family.params,
-                "train_seed": settings.train_seed,
+                "train_seed": settings.training.train_seed,
                 "threshold_review": thresholds.review,
                 "threshold_deny": thresholds.deny,
             }
@@ -156,14 +156,14 @@ def _fit_and_log(
             name="model",
             serialization_format="skops",
             skops_trusted_types=list(family.skops_trusted_types),
-            registered_model_name=settings.model_name,
+            registered_model_name=settings.registry.model_name,
             signature=infer_signature(train.matrix[:100], model.predict_proba(train.matrix[:100])),
             pyfunc_predict_fn="predict_proba",
             pip_requirements=_pip_requirements(),
             extra_files=extra,
         )
         version = str(info.registered_model_version)
-    client = mlflow_client(settings)
+    client = mlflow_client(settings.registry)
     for key, value in {
         "family": family.name,
         "threshold_review": repr(thresholds.review),
@@ -173,7 +173,7 @@ def _fit_and_log(
         "holdout_auc": f"{metrics['holdout_auc']:.6f}",
         "training_run_id": run.info.run_id,
     }.items():
-        client.set_model_version_tag(settings.model_name, version, key, value)
+        client.set_model_version_tag(settings.registry.model_name, version, key, value)
     return TrainedModel(family.name, version, run.info.run_id, metrics, thresholds), hold_scores
 
 
@@ -187,11 +187,11 @@ def train_and_register(
     import mlflow
 
     started = time.perf_counter()
-    rows = rows or settings.train_rows
-    client = mlflow_client(settings)
-    experiment_id = ensure_experiment(client, settings, settings.training_experiment)
-    with step(f"generating {rows:,} synthetic transactions (seed {settings.train_seed}) and features"):
-        data = generate(rows, seed=settings.train_seed)
+    rows = rows or settings.training.train_rows
+    client = mlflow_client(settings.registry)
+    experiment_id = ensure_experiment(client, settings.registry, settings.training.training_experiment)
+    with step(f"generating {rows:,} synthetic transactions (seed {settings.training.train_seed}) and features"):
+        data = generate(rows, seed=settings.training.train_seed)
         splits = _split(data)
     trained: list[TrainedModel] = []
     holdout_scores: dict[str, npt.NDArray[np.float64]] = {}
@@ -201,7 +201,7 @@ def train_and_register(
         mlflow.log_params(
             {
                 "rows": rows,
-                "seed": settings.train_seed,
+                "seed": settings.training.train_seed,
                 "train_rows": len(splits[0].data),
                 "validation_rows": len(splits[1].data),
                 "holdout_rows": len(splits[2].data),
@@ -210,13 +210,13 @@ def train_and_register(
             }
         )
         for name in families:
-            with step(f"training {name} and registering it in {settings.model_name}"):
+            with step(f"training {name} and registering it in {settings.registry.model_name}"):
                 model, scores = _fit_and_log(FAMILIES[name], splits, settings, experiment_id, parent.info.run_id)
             trained.append(model)
             holdout_scores[model.family] = scores
         ranked = sorted(trained, key=lambda m: m.metrics["holdout_auc"], reverse=True)
         for alias, model in zip(aliases, ranked, strict=False):
-            client.set_registered_model_alias(settings.model_name, alias, model.version)
+            client.set_registered_model_alias(settings.registry.model_name, alias, model.version)
         by_version = {m.version: a for a, m in zip(aliases, ranked, strict=False)}
         trained = [
             TrainedModel(
@@ -244,7 +244,7 @@ def train_and_register(
                 }
             )
     return TrainingReport(
-        model_name=settings.model_name,
+        model_name=settings.registry.model_name,
         rows=rows,
         train_rows=len(splits[0].data),
         holdout_rows=len(splits[2].data),
