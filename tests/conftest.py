@@ -24,7 +24,7 @@ TEST_TRAIN_ROWS = 40_000
 
 def make_settings(data_dir: Path, **changes: object) -> Settings:
     """Settings whose every store lives under ``data_dir`` (SQLite MLflow, artifacts)."""
-    return Settings(data_dir=data_dir, train_rows=TEST_TRAIN_ROWS, **changes)  # type: ignore[arg-type]
+    return Settings.build(data_dir=data_dir, **{"train_rows": TEST_TRAIN_ROWS, **changes})
 
 
 @pytest.fixture(scope="session")
@@ -74,11 +74,11 @@ def key_prefix() -> str:
 @pytest.fixture(scope="session")
 def loaded_models(trained_registry):
     """The champion/challenger model set loaded from the session registry, as the API loads it."""
-    from decision.loader import build_model_set, registry_pointers
     from registry import mlflow_client
+    from registry.loader import build_model_set, registry_pointers
 
     settings, _ = trained_registry
-    pointers, experiment = registry_pointers(mlflow_client(settings), settings)
+    pointers, experiment = registry_pointers(mlflow_client(settings.registry), settings.registry)
     return build_model_set(pointers, experiment)
 
 

@@ -1,5 +1,6 @@
-"""Consumer-test helpers (shared with the benchmarks in ``producers.synthetic``)."""
+"""Consumer-test helpers: the load tools' events on a stream, and waiting for a group to drain."""
 
-from producers.synthetic import add_events, make_events, wait_group_drained
+from consumers.status import wait_drained as wait_group_drained
+from traffic.events import add_events, make_events
 
 __all__ = ["add_events", "make_events", "wait_group_drained"]

@@ -8,6 +8,7 @@ import redis
 
 from analysis.ab_report import ArmData, build_report, render_text
 from bnpl_cli.ab_report import _alert_crossings
+from common.keys import decode_entry
 from tests.conftest import make_settings
 
 
@@ -61,10 +62,10 @@ def test_first_crossing_alerts_once(tmp_path, redis_server, key_prefix):
     assert _alert_crossings(settings, report) == []  # same cause: no second alert
     client = redis.Redis.from_url(redis_server.url)
     try:
-        (entry,) = client.xrange(f"{key_prefix}:alerts")
+        (entry,) = client.xrange(settings.keys.alerts())
     finally:
         client.close()
-    alert = orjson.loads(entry[1][b"e"])
+    alert = orjson.loads(decode_entry(entry[1]).payload)
     assert alert["kind"] == "ab_test_significant"
     assert alert["alert_key"] == "ab:exp:challenger:approval"
     assert alert["value"] <= 0.05

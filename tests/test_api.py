@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import io
 
-import msgspec
 import orjson
 import pytest
 import redis.asyncio as aioredis
 
 from app.keys import PUBLISHER, SETTINGS
+from common.keys import decode_entry
 from datagen import ORIGINAL_EXAMPLE, generate
 from schemas import PredictionEvent
+from schemas.events import decode_event
 from tests.conftest import api_settings, start_api
 
 WRONG_TYPES = {
@@ -45,7 +47,7 @@ async def _stream_events(url: str, stream: str) -> list[PredictionEvent]:
         entries = await client.xrange(stream)
     finally:
         await client.aclose()
-    return [msgspec.json.decode(fields[b"e"], type=PredictionEvent) for _, fields in entries]
+    return [decode_event(entry.version, entry.payload) for entry in (decode_entry(f) for _, f in entries)]
 
 
 async def _drained(api) -> None:
@@ -80,8 +82,8 @@ async def test_unknown_provider_is_scored_and_listed(api):
     assert body["unknown_fields"] == ["payment_provider"]
     await _drained(api)
     settings = api.app[SETTINGS]
-    events = await _stream_events(settings.redis_url, settings.keys.predictions())
-    assert [e.unknown_fields for e in events] == [["payment_provider"]]
+    events = await _stream_events(settings.streams.redis_url, settings.keys.predictions())
+    assert [e.decision.unknown_fields for e in events] == [["payment_provider"]]
     assert events[0].prediction_id == body["prediction_id"]
 
 
@@ -194,6 +196,36 @@ async def test_batch_endpoint_decides_in_order_and_validates_items(api):
         assert (await r.json())["fields"][0]["path"] == "$.requests"
 
 
+async def test_batch_cap_comes_from_settings(tmp_path, redis_server, key_prefix, loaded_models):
+    from decision.engine import DecisionEngine
+
+    settings = api_settings(tmp_path, redis_server.url, key_prefix, batch_max=2000)
+    client, stop = await start_api(settings, DecisionEngine(loaded_models))
+    data = generate(1_500, seed=21)
+    url = client.url("/v1/bnpl/risk-assessment/batch")
+    headers = {"X-API-Key": "test-key"}
+    try:
+        body = io.BytesIO(orjson.dumps({"requests": [data.request(i) for i in range(1_500)]}))
+        async with client.session.post(url, data=body, headers=headers) as r:
+            assert r.status == 200
+            assert len((await r.json())["results"]) == 1_500
+        over = io.BytesIO(orjson.dumps({"requests": [data.request(0)] * 2_001}))
+        async with client.session.post(url, data=over, headers=headers) as r:
+            assert r.status == 422
+            assert (await r.json())["fields"][0]["message"] == "Expected 1 to 2000 requests, got 2001"
+        async with client.session.get(client.url("/openapi.json")) as r:
+            doc = await r.json()
+        assert doc["components"]["schemas"]["BatchRequest"]["properties"]["requests"]["maxItems"] == 2000
+    finally:
+        await stop()
+
+
+def test_batch_cap_is_read_from_the_environment():
+    from common.settings import Settings
+
+    assert Settings.from_env({"BNPL_BATCH_MAX": "2000"}).api.batch_max == 2000
+
+
 async def test_events_reach_the_stream_exactly_once(api):
     data = generate(300, seed=13)
     ids = []
@@ -203,13 +235,13 @@ async def test_events_reach_the_stream_exactly_once(api):
         ids.append(body["prediction_id"])
     await _drained(api)
     settings = api.app[SETTINGS]
-    events = await _stream_events(settings.redis_url, settings.keys.predictions())
+    events = await _stream_events(settings.streams.redis_url, settings.keys.predictions())
     assert [e.prediction_id for e in events] == ids  # in order, once each
     assert ids == sorted(ids)  # UUIDv7 ids are time-ordered
     first = events[0]
-    assert first.schema_version == 1
+    assert first.schema_version == 2
     assert len(first.features) == 36
-    assert set(first.scores) == {"champion", "challenger"}
+    assert set(first.decision.all_predictions) == {"champion", "challenger"}
     assert first.request.transaction_id == data.request(0)["transaction_id"]
 
 

@@ -9,8 +9,9 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
-from common.keys import Keys
-from consumers.runtime import ConsumerWorker, RuntimeConfig
+from common.keys import Keys, decode_entry
+from common.settings import ConsumerSettings
+from consumers.runtime import ConsumerWorker
 from consumers.warehouse import WarehouseHandler
 from schemas.warehouse import PREDICTION_LOGS
 from tests.fakes.bigquery import FakeBigQuery
@@ -39,14 +40,18 @@ def bq(fake):
 
 def test_tables_are_created_partitioned_clustered_with_expiry(fake, bq):
     table = fake.tables[(DATASET, "prediction_logs")]
-    assert table["timePartitioning"] == {"type": "DAY", "field": "event_time", "expirationMs": str(63_072_000_000)}
+    assert table["timePartitioning"] == {
+        "type": "DAY",
+        "field": "assessment_timestamp",
+        "expirationMs": str(63_072_000_000),
+    }
     assert table["clustering"] == {"fields": ["customer_id", "selected_model"]}
     fields = {f["name"]: f for f in table["schema"]["fields"]}
     assert list(fields) == [c.name for c in PREDICTION_LOGS]
     assert fields["prediction_id"]["mode"] == "REQUIRED"
     assert fields["features"] == {"name": "features", "type": "FLOAT64", "mode": "REPEATED"}
-    assert fields["scores"]["type"] == "JSON"
-    assert fields["event_time"]["type"] == "TIMESTAMP"
+    assert fields["all_predictions"]["type"] == "JSON"
+    assert fields["assessment_timestamp"]["type"] == "TIMESTAMP"
     assert {(DATASET, "experiments"), (DATASET, "model_metrics"), (DATASET, "prediction_logs_dedup")} <= set(
         fake.tables
     )
@@ -64,12 +69,12 @@ def test_rows_carry_insert_ids_and_redelivery_does_not_duplicate(fake, bq):
     assert bq.insert_predictions(columns).inserted == 1_200  # a redelivered batch: BigQuery dedups on insertId
     stored = fake.rows[(DATASET, "prediction_logs")]
     assert len(stored) == 1_200
-    calls = [body for method, path, body in fake.requests if path.endswith("/insertAll")]
+    calls = [body for method, path, body in fake.requests if path.endswith("/prediction_logs/insertAll")]
     assert len(calls) == 6  # 500 rows per request
     first = calls[0]["rows"][0]
     assert first["insertId"] == events[0].prediction_id
     assert first["json"]["prediction_id"] == events[0].prediction_id
-    assert json.loads(first["json"]["thresholds"]) == events[0].thresholds
+    assert json.loads(first["json"]["risk_thresholds"]) == events[0].decision.risk_thresholds
     assert calls[0]["skipInvalidRows"] is True
 
 
@@ -77,28 +82,33 @@ def test_transient_errors_are_retried(fake, bq):
     fake.fail_next = [503, 429, 500]
     events = make_events(10, seed=12)
     assert bq.insert_predictions(event_columns(events)).inserted == 10
-    attempts = [p for m, p, _ in fake.requests if p.endswith("/insertAll")]
+    attempts = [p for m, p, _ in fake.requests if p.endswith("/prediction_logs/insertAll")]
     assert len(attempts) == 4
     assert len(fake.rows[(DATASET, "prediction_logs")]) == 10
 
 
 async def test_rows_that_can_never_load_are_dead_lettered(fake, bq, redis_server, key_prefix):
-    # The fake's table demands selected_version; rule-based decisions have none, so those rows are invalid.
+    # The fake's table demands model_version; rule-based decisions have none, so those rows are invalid.
     table = fake.tables[(DATASET, "prediction_logs")]
     for field in table["schema"]["fields"]:
-        if field["name"] == "selected_version":
+        if field["name"] == "model_version":
             field["mode"] = "REQUIRED"
     events = make_events(300, seed=13)
-    events = [e if i in (5, 250) else msgspec.structs.replace(e, selected_version="3") for i, e in enumerate(events)]
+    events = [
+        e
+        if i in (5, 250)
+        else msgspec.structs.replace(e, decision=msgspec.structs.replace(e.decision, model_version="3"))
+        for i, e in enumerate(events)
+    ]
     redis = aioredis.from_url(redis_server.url)
     keys = Keys(key_prefix)
     stream = keys.predictions()
     try:
         await add_events(redis, stream, events)
-        config = RuntimeConfig(
+        config = ConsumerSettings(
             batch_size=500, max_wait_s=0.2, block_ms=100, claim_idle_ms=300, claim_every_s=0.2, max_deliveries=2
         )
-        worker = ConsumerWorker(redis, keys, WarehouseHandler(bq), config, name="bq")
+        worker = ConsumerWorker(redis, keys, WarehouseHandler(bq, keys), config, name="bq")
         task = asyncio.create_task(worker.run())
         await wait_group_drained(redis, stream, "warehouse", seconds=60)
         worker.request_stop()
@@ -106,6 +116,8 @@ async def test_rows_that_can_never_load_are_dead_lettered(fake, bq, redis_server
         dead = await redis.xrange(keys.dead_letter(stream))
     finally:
         await redis.aclose()
-    assert sorted(f[b"id"].decode() for _, f in dead) == sorted([events[5].prediction_id, events[250].prediction_id])
-    assert all(b"Missing required field: selected_version" in f[b"error"] for _, f in dead)
+    assert sorted(decode_entry(f).record_id for _, f in dead) == sorted(
+        [events[5].prediction_id, events[250].prediction_id]
+    )
+    assert all(b"Missing required field: model_version" in f[b"error"] for _, f in dead)
     assert len(fake.rows[(DATASET, "prediction_logs")]) == 298

@@ -24,7 +24,7 @@ def test_real_bigquery_tables_and_idempotent_inserts():
     try:
         warehouse.ensure_tables()
         table = client.get_table(f"{PROJECT}.{dataset}.prediction_logs")
-        assert table.time_partitioning.field == "event_time"
+        assert table.time_partitioning.field == "assessment_timestamp"
         assert table.clustering_fields == ["customer_id", "selected_model"]
         columns = event_columns(make_events(20, seed=1))
         assert warehouse.insert_predictions(columns).rejected == {}

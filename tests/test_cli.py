@@ -35,10 +35,10 @@ def test_train_then_demo_skips_training_and_promote_moves_alias(tmp_path, capsys
     from common.settings import Settings
 
     settings = Settings.from_env({"BNPL_DATA_DIR": data_dir})
-    client = mlflow_client(settings)
-    challenger = resolve_alias(client, settings.model_name, "challenger")
+    client = mlflow_client(settings.registry)
+    challenger = resolve_alias(client, settings.registry.model_name, "challenger")
     assert main(["--data-dir", data_dir, "promote", "--alias", "champion", "--version", challenger.version]) == 0
-    assert resolve_alias(client, settings.model_name, "champion").version == challenger.version
+    assert resolve_alias(client, settings.registry.model_name, "champion").version == challenger.version
     assert main(["--data-dir", data_dir, "models"]) == 0
     table = capsys.readouterr().out
     rows = {line.split()[0]: line.split()[1] for line in table.splitlines()[3:]}
@@ -99,7 +99,7 @@ def test_serve_with_two_worker_processes_shares_one_port(tmp_path, trained_regis
             "--data-dir",
             str(settings.data_dir),
             "--tracking-uri",
-            settings.mlflow_tracking_uri,
+            settings.registry.tracking_uri,
             "serve",
             "--port",
             str(port),

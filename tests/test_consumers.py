@@ -15,16 +15,17 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from common.keys import Keys
+from common.keys import Keys, decode_entry
+from common.settings import ConsumerSettings
 from consumers.base import BatchResult, Entry
-from consumers.runtime import ConsumerWorker, RuntimeConfig
+from consumers.runtime import ConsumerWorker
 from consumers.status import collect, healthy
 from consumers.trim import trim_stream
 from consumers.warehouse import WarehouseHandler
 from tests.streams import add_events, make_events, wait_group_drained
 from warehouse.duckdb_store import DuckDBWarehouse
 
-FAST = RuntimeConfig(
+FAST = ConsumerSettings(
     batch_size=1_000,
     max_wait_s=0.3,
     block_ms=100,
@@ -63,17 +64,17 @@ async def test_warehouse_group_lands_each_event_once_even_when_redelivered(tmp_p
     await add_events(redis, stream, events)
     await add_events(redis, stream, events[:500])  # the same events published twice
     path = tmp_path / "wh.duckdb"
-    worker = ConsumerWorker(redis, keys, WarehouseHandler(DuckDBWarehouse(path)), FAST, name="w1")
+    worker = ConsumerWorker(redis, keys, WarehouseHandler(DuckDBWarehouse(path), keys), FAST, name="w1")
     await _run_until_drained(worker, redis, stream)
     ids = _ids_in_warehouse(path)
     assert sorted(ids) == sorted(e.prediction_id for e in events)
     assert worker.stats.processed == 3_500
     rows = DuckDBWarehouse(path).query(
-        "SELECT customer_id, decision, selected_model, amount, json_extract(thresholds, '$') FROM prediction_logs "
-        "WHERE prediction_id = ?",
+        "SELECT customer_id, business_decision, selected_model, amount, json_extract(risk_thresholds, '$') "
+        "FROM prediction_logs WHERE prediction_id = ?",
         [events[0].prediction_id],
     )
-    assert rows[0][:3] == (events[0].request.customer_id, events[0].decision, "rules")
+    assert rows[0][:3] == (events[0].request.customer_id, events[0].decision.business_decision, "rules")
 
 
 class _FlakyWarehouse(DuckDBWarehouse):
@@ -93,9 +94,9 @@ class _FlakyWarehouse(DuckDBWarehouse):
         self._check()
         return super().insert_predictions(columns)
 
-    def insert_raw(self, payloads):
+    def insert_events(self, payloads):
         self._check()
-        return super().insert_raw(payloads)
+        return super().insert_events(payloads)
 
 
 async def test_warehouse_down_for_30s_retries_and_loses_nothing(tmp_path, redis, key_prefix):
@@ -104,7 +105,7 @@ async def test_warehouse_down_for_30s_retries_and_loses_nothing(tmp_path, redis,
     events = make_events(5_000, seed=2)
     await add_events(redis, stream, events)
     flaky = _FlakyWarehouse(tmp_path / "wh.duckdb", down_s=30.0)
-    worker = ConsumerWorker(redis, keys, WarehouseHandler(flaky), FAST, name="w1")
+    worker = ConsumerWorker(redis, keys, WarehouseHandler(flaky, keys), FAST, name="w1")
     started = time.monotonic()
     await _run_until_drained(worker, redis, stream, seconds=120)
     assert time.monotonic() - started >= 30
@@ -119,7 +120,9 @@ async def test_poison_event_is_dead_lettered_while_the_rest_flow(tmp_path, redis
     stream = keys.predictions()
     events = make_events(2_000, seed=3)
     await add_events(redis, stream, events, poison_at={777})
-    worker = ConsumerWorker(redis, keys, WarehouseHandler(DuckDBWarehouse(tmp_path / "wh.duckdb")), FAST, name="w")
+    worker = ConsumerWorker(
+        redis, keys, WarehouseHandler(DuckDBWarehouse(tmp_path / "wh.duckdb"), keys), FAST, name="w"
+    )
     await _run_until_drained(worker, redis, stream, seconds=60)
     ids = set(_ids_in_warehouse(tmp_path / "wh.duckdb"))
     assert len(ids) == 1_999
@@ -127,7 +130,7 @@ async def test_poison_event_is_dead_lettered_while_the_rest_flow(tmp_path, redis
     dead = await redis.xrange(keys.dead_letter(stream))
     assert len(dead) == 1
     fields = dead[0][1]
-    assert fields[b"id"].decode() == events[777].prediction_id
+    assert decode_entry(fields).record_id == events[777].prediction_id
     assert b"malformed JSON" in fields[b"error"]
     assert int(fields[b"deliveries"]) >= FAST.max_deliveries
     assert worker.stats.dead_lettered == 1
@@ -192,10 +195,14 @@ class _Recorder:
 
     group = "audit"
 
-    def __init__(self) -> None:
+    def __init__(self, keys: Keys) -> None:
         self.seen: list[str] = []
+        self.streams = keys.prediction_streams()
 
     async def start(self) -> None:
+        return None
+
+    async def tick(self) -> None:
         return None
 
     async def handle(self, entries: list[Entry]) -> BatchResult:
@@ -211,9 +218,11 @@ async def test_trimming_keeps_what_a_stopped_group_has_not_acked(tmp_path, redis
     stream = keys.predictions()
     events = make_events(1_000, seed=6)
     ids = await add_events(redis, stream, events)
-    audit = ConsumerWorker(redis, keys, _Recorder(), FAST, name="a1")
+    audit = ConsumerWorker(redis, keys, _Recorder(keys), FAST, name="a1")
     await audit.ensure_groups()  # the audit group exists but is stopped
-    warehouse = ConsumerWorker(redis, keys, WarehouseHandler(DuckDBWarehouse(tmp_path / "w.duckdb")), FAST, name="w")
+    warehouse = ConsumerWorker(
+        redis, keys, WarehouseHandler(DuckDBWarehouse(tmp_path / "w.duckdb"), keys), FAST, name="w"
+    )
     await _run_until_drained(warehouse, redis, stream)
 
     result = await trim_stream(redis, stream, retention_ms=0, approximate=False)
@@ -259,7 +268,7 @@ async def test_status_reports_a_stopped_group_as_stuck(tmp_path, redis_server, r
     assert proc.returncode == 1
     assert b"STUCK" in out
 
-    worker = ConsumerWorker(redis, keys, WarehouseHandler(DuckDBWarehouse(tmp_path / "w.duckdb")), FAST, name="w")
+    worker = ConsumerWorker(redis, keys, WarehouseHandler(DuckDBWarehouse(tmp_path / "w.duckdb"), keys), FAST, name="w")
     task = asyncio.create_task(worker.run())
     try:
         await wait_group_drained(redis, stream, "warehouse")

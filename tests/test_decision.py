@@ -25,7 +25,7 @@ def requests_10k():
 def test_engine_scores_equal_sklearn_predict_proba_on_10k_requests(trained_registry, loaded_models, requests_10k):
     from registry import mlflow_client
 
-    mlflow_client(trained_registry[0])  # models:/ URIs resolve against this registry
+    mlflow_client(trained_registry[0].registry)  # models:/ URIs resolve against this registry
     engine = DecisionEngine(loaded_models)
     matrix = featurize_columns(requests_10k.columns).matrix
     for model in loaded_models.models:
@@ -47,7 +47,7 @@ def test_tree_scorer_sends_missing_values_where_sklearn_does(trained_registry, l
     # follow each split's learned missing-value side exactly as sklearn does.
     from registry import mlflow_client
 
-    mlflow_client(trained_registry[0])
+    mlflow_client(trained_registry[0].registry)
     matrix = featurize_columns(requests_10k.columns).matrix[:2_000].copy()
     rng = np.random.default_rng(5)
     matrix[rng.random(matrix.shape) < 0.15] = np.nan
@@ -103,7 +103,8 @@ def test_same_customer_same_arm_across_replicas_and_restarts(loaded_models):
         # Only the arm's model decides; every model is scored.
         assert response.model_alias == response.traffic_segment
         assert response.default_probability == response.all_predictions[response.traffic_segment]
-        assert set(event.scores) == {"champion", "challenger"}
+        assert set(event.decision.all_predictions) == {"champion", "challenger"}
+        assert event.decision is response  # the event embeds the answer itself
         decided_by[response.traffic_segment] += 1
     share = decided_by["challenger"] / sum(decided_by.values())
     assert 0.45 < share < 0.55

@@ -11,31 +11,32 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from alerting.receiver import RECEIVED, create_receiver
-from alerting.sender import AlertSender
 from alerting.signing import sign, verify
 from common.keys import Keys
 from common.redis_server import free_port
+from common.settings import ConsumerSettings, DriftSettings
+from consumers.alert_sender import AlertSender
 from consumers.drift_group import DriftHandler
-from consumers.runtime import ConsumerWorker, RuntimeConfig
+from consumers.runtime import ConsumerWorker
 from datagen import NewCategory, generate
 from decision.engine import DecisionEngine
-from drift.monitor import DriftConfig, DriftMonitor
+from drift.monitor import DriftMonitor
 from drift.replay import observations
-from producers.synthetic import add_events, wait_group_drained
 from registry import mlflow_client, read_profile, resolve_alias
 from schemas import parse_request
+from tests.streams import add_events, wait_group_drained
 
-FAST = RuntimeConfig(
+FAST = ConsumerSettings(
     batch_size=500, max_wait_s=0.2, block_ms=100, claim_idle_ms=1_000, claim_every_s=0.5, max_backoff_s=1.0
 )
-SMALL = DriftConfig(window=500)
+SMALL = DriftSettings(window=500)
 
 
 @pytest.fixture(scope="module")
 def champion(trained_registry):
     settings, _ = trained_registry
-    client = mlflow_client(settings)
-    version = resolve_alias(client, settings.model_name, "champion")
+    client = mlflow_client(settings.registry)
+    version = resolve_alias(client, settings.registry.model_name, "champion")
     return version, read_profile(version)
 
 
@@ -72,21 +73,19 @@ async def _events(loaded_models, n: int, seed: int):
 
 async def test_worker_restart_resumes_detector_state(trained_registry, loaded_models, redis_server, key_prefix):
     settings, _ = trained_registry
-    import dataclasses
-
-    settings = dataclasses.replace(settings, key_prefix=key_prefix, redis_url=redis_server.url)
+    settings = settings.replace(key_prefix=key_prefix, redis_url=redis_server.url)
     redis = aioredis.from_url(redis_server.url)
     keys = Keys(key_prefix)
     try:
         await add_events(redis, keys.predictions(), await _events(loaded_models, 1_000, 1))
-        first = DriftHandler(settings, redis, SMALL, slot="0")
+        first = DriftHandler(SMALL, settings.alerts, settings.registry, redis, keys, slot=0)
         worker = ConsumerWorker(redis, keys, first, FAST, name="d1")
         task = asyncio.create_task(worker.run())
         await wait_group_drained(redis, keys.predictions(), "drift")
         worker.request_stop()
         await task
         seen = {v: m.requests_seen for v, m in first.monitors.items()}
-        second = DriftHandler(settings, redis, SMALL, slot="0")
+        second = DriftHandler(SMALL, settings.alerts, settings.registry, redis, keys, slot=0)
         await second.start()
         assert {v: m.requests_seen for v, m in second.monitors.items()} == seen
         assert sum(m.scores_seen for m in second.monitors.values()) == 2_000  # champion + challenger scores
@@ -105,14 +104,11 @@ async def _start_receiver(port: int, secret: str):
 async def test_api_to_receiver_with_receiver_down_30s_and_one_alert_per_cause(
     tmp_path, trained_registry, loaded_models, redis_server, key_prefix
 ):
-    import dataclasses
-
     from tests.conftest import api_settings, start_api
 
     registry_settings, _ = trained_registry
     port, secret = free_port(), "test-secret"
-    settings = dataclasses.replace(
-        registry_settings,
+    settings = registry_settings.replace(
         key_prefix=key_prefix,
         redis_url=redis_server.url,
         webhook_urls=(f"http://127.0.0.1:{port}/webhook",),
@@ -125,15 +121,15 @@ async def test_api_to_receiver_with_receiver_down_30s_and_one_alert_per_cause(
     try:
         # Traffic through the real API: the second half carries an unseen payment provider in 30 % of requests.
         data = generate(4_000, seed=8, drifts=[NewCategory(start_index=2_000, share=0.3)])
-        from producers.simulator import simulate
+        from traffic.http import simulate
 
         result = await simulate(api.url("/"), data.iter_requests(), api_key="test-key", connections=4)
         assert result.statuses[200] == 4_000
         # Two drift workers (slots 0 and 1) and the alert sender; the receiver is down for the first 30 s.
-        for slot in ("0", "1"):
-            handler = DriftHandler(settings, redis, SMALL, slot=slot)
+        for slot in (0, 1):
+            handler = DriftHandler(SMALL, settings.alerts, settings.registry, redis, keys, slot=slot)
             workers.append(ConsumerWorker(redis, keys, handler, FAST, name=f"drift-{slot}"))
-        sender = ConsumerWorker(redis, keys, AlertSender(settings, redis), FAST, name="sender")
+        sender = ConsumerWorker(redis, keys, AlertSender(settings.alerts, redis, keys), FAST, name="sender")
         tasks = [asyncio.create_task(w.run()) for w in [*workers, sender]]
         await asyncio.sleep(30)
         assert sender.stats.retries >= 3  # deliveries failed and were retried while the receiver was down
@@ -145,7 +141,7 @@ async def test_api_to_receiver_with_receiver_down_30s_and_one_alert_per_cause(
                 await asyncio.sleep(0.2)
             await wait_group_drained(redis, keys.alerts(), "alert-sender", seconds=60)
             # A restarted drift worker sees the same cause again: still no second alert.
-            restarted = DriftHandler(settings, redis, SMALL, slot="0")
+            restarted = DriftHandler(SMALL, settings.alerts, settings.registry, redis, keys, slot=0)
             await restarted.start()
             restarted.monitors.clear()
             replay = ConsumerWorker(redis, keys, restarted, FAST, name="drift-restarted")

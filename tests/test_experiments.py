@@ -37,12 +37,12 @@ def test_lifecycle_one_active_per_model_and_warehouse_mirror(tmp_path, capsys):
     assert main([*base, "start", "exp-a"]) == 0
     assert main([*base, "start", "exp-b"]) == 0  # pauses exp-a
     settings = make_settings(tmp_path / "data")
-    client = mlflow_client(settings)
-    statuses = {i.name: i.status for i in list_experiments(client, settings.model_name)}
+    client = mlflow_client(settings.registry)
+    statuses = {i.name: i.status for i in list_experiments(client, settings.registry.model_name)}
     assert statuses == {"exp-a": "paused", "exp-b": "active"}
-    assert active_experiment(client, settings.model_name).name == "exp-b"
+    assert active_experiment(client, settings.registry.model_name).name == "exp-b"
     assert main([*base, "stop", "exp-b"]) == 0
-    assert active_experiment(client, settings.model_name) is None
+    assert active_experiment(client, settings.registry.model_name) is None
     with pytest.raises(ValueError, match="stopped"):
         main([*base, "start", "exp-b"])
     with pytest.raises(ValueError, match="sum to 1"):
@@ -50,12 +50,12 @@ def test_lifecycle_one_active_per_model_and_warehouse_mirror(tmp_path, capsys):
     assert main([*base, "list"]) == 0
     assert "exp-a" in capsys.readouterr().out
 
-    rows = DuckDBWarehouse(settings.duckdb_path).query(
+    rows = DuckDBWarehouse(settings.warehouse.duckdb_path).query(
         "SELECT name, status, traffic_allocation->>'$.control', arm_models->>'$.treatment', minimum_sample_size "
         "FROM experiments ORDER BY name"
     )
     assert rows == [("exp-a", "paused", "0.5", "challenger", 5000), ("exp-b", "stopped", None, None, 1000)]
-    assert get_experiment(client, settings.model_name, "exp-a").tags["bnpl.arm_models"].startswith("control=")
+    assert get_experiment(client, settings.registry.model_name, "exp-a").tags["bnpl.arm_models"].startswith("control=")
 
 
 def test_arms_decide_with_their_mapped_models(loaded_models):

@@ -6,49 +6,53 @@ import asyncio
 import time
 from collections import Counter
 
+import pytest
 import redis.asyncio as aioredis
 
-from common.keys import Keys
+from common.settings import ConsumerSettings
 from consumers.base import Entry
 from consumers.mlflow_group import MlflowMetricsHandler
-from consumers.runtime import ConsumerWorker, RuntimeConfig
+from consumers.runtime import ConsumerWorker
 from decision.engine import DecisionEngine
 from decision.models import ModelSet
-from producers.synthetic import add_events, make_events, wait_group_drained
 from registry import mlflow_client
 from registry.experiments import start_experiment
 from tests.conftest import make_settings
+from tests.streams import add_events, make_events, wait_group_drained
 
-CONFIG = RuntimeConfig(batch_size=2_000, max_wait_s=0.2, block_ms=100, claim_idle_ms=1_000, claim_every_s=0.5)
+CONFIG = ConsumerSettings(batch_size=2_000, max_wait_s=0.2, block_ms=100, claim_idle_ms=1_000, claim_every_s=0.5)
 
 
 def _metric_total(client, run_id: str, key: str) -> float:
     return sum(m.value for m in client.get_metric_history(run_id, key))
 
 
+@pytest.mark.parametrize("shards", [1, 2])
 async def test_each_arm_run_has_the_right_counts_and_redelivery_changes_nothing(
-    tmp_path, redis_server, key_prefix, loaded_models
+    tmp_path, redis_server, key_prefix, loaded_models, shards
 ):
-    settings = make_settings(tmp_path / "data", key_prefix=key_prefix, redis_url=redis_server.url)
-    client = mlflow_client(settings)
-    experiment = start_experiment(client, settings, "ab-test", "champion:0.7,challenger:0.3")
+    settings = make_settings(tmp_path / "data", key_prefix=key_prefix, redis_url=redis_server.url, stream_shards=shards)
+    client = mlflow_client(settings.registry)
+    experiment = start_experiment(client, settings.registry, "ab-test", "champion:0.7,challenger:0.3")
     engine = DecisionEngine(ModelSet(loaded_models.models, experiment))
-    events = make_events(20_000, seed=21, engine=engine)
-    expected = Counter((e.arm, e.decision) for e in events)
+    events = make_events(20_000 // shards, seed=21, engine=engine)
+    expected = Counter((e.decision.traffic_segment, e.decision.business_decision) for e in events)
 
     redis = aioredis.from_url(redis_server.url)
-    keys = Keys(key_prefix)
-    stream = keys.predictions()
-    handler = MlflowMetricsHandler(settings, redis, window_s=3_600, lateness_s=0)
+    keys = settings.keys
+    windows = ConsumerSettings(mlflow_window_s=3_600, mlflow_lateness_s=0)
+    handler = MlflowMetricsHandler(settings.registry, windows, redis, keys)
     try:
-        await add_events(redis, stream, events)
+        for shard, stream in enumerate(keys.prediction_streams()):  # each shard gets its own customers
+            await add_events(redis, stream, [e for e in events if keys.shard_of(e.request.customer_id) == shard])
         worker = ConsumerWorker(redis, keys, handler, CONFIG, name="m1")
         task = asyncio.create_task(worker.run())
-        await wait_group_drained(redis, stream, "mlflow")
+        for stream in keys.prediction_streams():
+            await wait_group_drained(redis, stream, "mlflow")
         worker.request_stop()
         await task
         # Re-handle every entry (as a redelivery after a crash would): nothing may be counted twice.
-        entries = [Entry(stream, i.decode(), f) for i, f in await redis.xrange(stream)]
+        entries = [Entry(s, i.decode(), f) for s in keys.prediction_streams() for i, f in await redis.xrange(s)]
         await handler.handle(entries[:5_000])
         logged = await handler.flush_closed_windows(now=time.time() + 10 * 3_600)
         assert logged >= 2

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections import Counter
 from pathlib import Path
 
@@ -11,19 +10,20 @@ import pytest
 import redis.asyncio as aioredis
 
 from app.keys import PUBLISHER
-from common.keys import Keys
+from common.keys import Keys, decode_entry
+from common.settings import PublisherSettings
 from datagen import generate
 from decision.engine import DecisionEngine
 from producers.publisher import EventPublisher
-from producers.simulator import simulate
 from producers.spool import Spool, SpoolLockedError
 from tests.conftest import api_settings, start_api
+from traffic.http import simulate
 
 
 async def _stream_ids(url: str, stream: str) -> Counter[str]:
     client = aioredis.from_url(url)
     try:
-        return Counter(fields[b"id"].decode() for _, fields in await client.xrange(stream))
+        return Counter(decode_entry(fields).record_id for _, fields in await client.xrange(stream))
     finally:
         await client.aclose()
 
@@ -61,7 +61,7 @@ async def test_kill_redis_during_5000_requests_loses_and_duplicates_nothing(
         publisher = client.app[PUBLISHER]
         await _wait_drained(publisher)
         assert publisher.stats.spooled > 0  # Redis really was down for part of the run
-        ids = await _stream_ids(settings.redis_url, settings.keys.predictions())
+        ids = await _stream_ids(settings.streams.redis_url, settings.keys.predictions())
         assert len(result.prediction_ids) == 5_000
         assert set(ids) == set(result.prediction_ids)
         assert max(ids.values()) == 1
@@ -77,7 +77,7 @@ async def test_api_restart_mid_spool_loses_nothing(tmp_path, dedicated_redis, ke
     result = await simulate(first.url("/"), _requests(2_000, 43, {}), api_key="test-key", connections=4)
     assert result.statuses == Counter({200: 2_000})
     await stop_first()  # graceful: everything still in memory goes to the spool
-    spool = Spool(settings.spool_path)
+    spool = Spool(settings.publisher.spool_path(settings.api.instance_id))
     assert spool.pending_bytes > 0
     spool.close()
 
@@ -93,7 +93,7 @@ async def test_api_restart_mid_spool_loses_nothing(tmp_path, dedicated_redis, ke
     third, stop_third = await start_api(settings, engine)
     try:
         await _wait_drained(third.app[PUBLISHER])
-        ids = await _stream_ids(settings.redis_url, settings.keys.predictions())
+        ids = await _stream_ids(settings.streams.redis_url, settings.keys.predictions())
         assert set(ids) == set(result.prediction_ids)
         assert max(ids.values()) == 1
     finally:
@@ -103,7 +103,7 @@ async def test_api_restart_mid_spool_loses_nothing(tmp_path, dedicated_redis, ke
 async def test_resending_a_block_is_skipped_by_redis(tmp_path, redis_server, key_prefix):
     client = aioredis.from_url(redis_server.url)
     keys = Keys(prefix=key_prefix)
-    publisher = EventPublisher(client, keys, tmp_path / "a.spool", "inst-1")
+    publisher = EventPublisher(client, keys, PublisherSettings(spool_dir=tmp_path), "inst-1")
     stream = keys.predictions()
     try:
         assert await publisher._append(stream, 7, ["p1", "p2"], [b"{}", b"{}"]) is True
@@ -119,8 +119,8 @@ async def test_resending_a_block_is_skipped_by_redis(tmp_path, redis_server, key
 def test_spool_truncates_a_torn_block_and_keeps_confirmed_offset(tmp_path: Path):
     path = tmp_path / "s.spool"
     spool = Spool(path)
-    spool.append(1, "s", [b'{"a":1}', b'{"a":2}'])
-    spool.append(2, "s", [b'{"a":3}'])
+    spool.append(1, "s", [b'{"a":1}', b'{"a":2}'], 2)
+    spool.append(2, "s", [b'{"a":3}'], 2)
     spool.sync()
     first = spool.read(1)
     assert [b.seq for b in first] == [1]
@@ -149,10 +149,10 @@ async def test_sequence_numbers_are_never_reused_after_restart(tmp_path, redis_s
     client = aioredis.from_url(redis_server.url)
     keys = Keys(prefix=key_prefix)
     try:
-        first = EventPublisher(client, keys, tmp_path / "a.spool", "inst")
+        first = EventPublisher(client, keys, PublisherSettings(spool_dir=tmp_path), "inst")
         taken = [first._seq.take() for _ in range(5)]
         first.spool.close()
-        second = EventPublisher(client, keys, tmp_path / "a.spool", "inst")
+        second = EventPublisher(client, keys, PublisherSettings(spool_dir=tmp_path), "inst")
         assert second._seq.take() > max(taken)
         second.spool.close()
     finally:
@@ -160,8 +160,8 @@ async def test_sequence_numbers_are_never_reused_after_restart(tmp_path, redis_s
 
 
 async def test_graceful_stop_flushes_queued_events(tmp_path, redis_server, key_prefix, loaded_models):
-    settings = dataclasses.replace(
-        api_settings(tmp_path, redis_server.url, key_prefix), publish_interval_ms=3_600_000.0, publish_batch=100_000
+    settings = api_settings(tmp_path, redis_server.url, key_prefix).replace(
+        publish_interval_ms=3_600_000.0, publish_batch=100_000
     )
     client, stop = await start_api(settings, DecisionEngine(loaded_models))
     try:
@@ -170,5 +170,38 @@ async def test_graceful_stop_flushes_queued_events(tmp_path, redis_server, key_p
     finally:
         await stop()
     assert queued == 300  # nothing was written before the stop: long interval, huge batch
-    ids = await _stream_ids(settings.redis_url, settings.keys.predictions())
+    ids = await _stream_ids(settings.streams.redis_url, settings.keys.predictions())
     assert set(ids) == set(result.prediction_ids)
+
+
+async def test_a_spool_written_before_the_event_upgrade_replays_upgraded(
+    tmp_path, redis_server, key_prefix, loaded_models
+):
+    """An API upgraded with blocks still in its spool: version 1 blocks (four-word headers, the stream's old name,
+    flat events) land in the current stream as version 2 events, once each."""
+    import msgspec
+
+    from schemas.events import decode_event
+    from tests.test_upgrade import as_v1
+    from traffic.events import make_events
+
+    settings = api_settings(tmp_path, redis_server.url, key_prefix)
+    events = make_events(3, seed=48, engine=DecisionEngine(loaded_models))
+    path = settings.publisher.spool_path(settings.api.instance_id)
+    path.parent.mkdir(parents=True)
+    lines = b"".join(msgspec.json.encode(as_v1(e)) + b"\n" for e in events)
+    path.write_bytes(f"#B 1 {key_prefix}:predictions 3\n".encode() + lines)
+    client, stop = await start_api(settings, DecisionEngine(loaded_models))
+    try:
+        await _wait_drained(client.app[PUBLISHER])
+    finally:
+        await stop()
+    redis = aioredis.from_url(redis_server.url)
+    try:
+        entries = [decode_entry(f) for _, f in await redis.xrange(settings.keys.predictions())]
+    finally:
+        await redis.aclose()
+    assert [(e.version, e.record_id) for e in entries] == [(2, ev.prediction_id) for ev in events]
+    assert [decode_event(e.version, e.payload) for e in entries] == [
+        decode_event(1, msgspec.json.encode(as_v1(ev))) for ev in events
+    ]

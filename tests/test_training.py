@@ -16,17 +16,17 @@ from training.thresholds import choose_thresholds, decision_rates
 
 def test_aliases_resolve_through_models_uris(trained_registry):
     settings, _ = trained_registry
-    client = mlflow_client(settings)
-    assert has_aliases(client, settings.model_name)
+    client = mlflow_client(settings.registry)
+    assert has_aliases(client, settings.registry.model_name)
     data = generate(2_000, seed=99)
     x = featurize_columns(data.columns).matrix
     for alias in ("champion", "challenger"):
-        model = mlflow.sklearn.load_model(f"models:/{settings.model_name}@{alias}")
+        model = mlflow.sklearn.load_model(f"models:/{settings.registry.model_name}@{alias}")
         scores = model.predict_proba(x)[:, 1]
         assert scores.shape == (2_000,)
         assert ((scores > 0) & (scores < 1)).all()
-    champion = resolve_alias(client, settings.model_name, "champion")
-    challenger = resolve_alias(client, settings.model_name, "challenger")
+    champion = resolve_alias(client, settings.registry.model_name, "champion")
+    challenger = resolve_alias(client, settings.registry.model_name, "challenger")
     assert champion.version != challenger.version
     assert float(champion.tags["holdout_auc"]) >= float(challenger.tags["holdout_auc"])
 
@@ -45,7 +45,7 @@ def test_best_model_is_good_and_models_differ(trained_registry):
 
 def test_every_version_carries_thresholds_and_reference_profile(trained_registry):
     settings, _ = trained_registry
-    versions = list_versions(mlflow_client(settings), settings.model_name)
+    versions = list_versions(mlflow_client(settings.registry), settings.registry.model_name)
     assert {v.family for v in versions} == {"logreg", "ridge_calibrated", "hgb"}
     for version in versions:
         assert 0 < version.threshold_review < version.threshold_deny < 1
@@ -74,7 +74,7 @@ def test_thresholds_give_a_sensible_decision_mix_on_the_holdout(trained_registry
 
 def test_training_runs_are_logged_with_metrics(trained_registry):
     settings, report = trained_registry
-    client = mlflow_client(settings)
+    client = mlflow_client(settings.registry)
     for model in report.models:
         run = client.get_run(model.run_id)
         assert run.data.params["family"] == model.family

@@ -4,24 +4,24 @@ from __future__ import annotations
 
 from collections import Counter
 
-from producers.simulator import simulate
 from registry import mlflow_client, resolve_alias
 from tests.conftest import api_settings, make_settings, start_api
+from traffic.http import simulate
 from training.train import train_and_register
 
 
 async def test_alias_switch_under_load_has_no_failed_requests(tmp_path, redis_server, key_prefix):
     registry = make_settings(tmp_path / "data")
     train_and_register(registry, families=("logreg", "hgb"), rows=20_000)
-    client = mlflow_client(registry)
-    champion = resolve_alias(client, registry.model_name, "champion")
-    challenger = resolve_alias(client, registry.model_name, "challenger")
+    client = mlflow_client(registry.registry)
+    champion = resolve_alias(client, registry.registry.model_name, "champion")
+    challenger = resolve_alias(client, registry.registry.model_name, "challenger")
 
     settings = api_settings(tmp_path, redis_server.url, key_prefix, registry_poll_seconds=0.1)
     api, stop = await start_api(settings, engine=None, watch_registry=True)
 
     def switch() -> None:
-        client.set_registered_model_alias(registry.model_name, "champion", challenger.version)
+        client.set_registered_model_alias(registry.registry.model_name, "champion", challenger.version)
 
     def requests():
         from datagen import generate

@@ -1,8 +1,12 @@
 """An HTTP-level fake of the BigQuery REST endpoints the warehouse sink uses, for the real client library.
 
-Endpoints: datasets.insert/get, tables.insert/get, tabledata.insertAll. It validates rows against the stored table
-schema like BigQuery does (REQUIRED, types, REPEATED), de-duplicates on insertId, honours skipInvalidRows, records
-every request, and can answer the next insertAll calls with given error statuses (429, 503, …).
+Endpoints: datasets.insert/get, tables.insert/get, tabledata.insertAll, jobs.insert/get and getQueryResults. It
+validates rows against the stored table schema like BigQuery does (REQUIRED, types, REPEATED), de-duplicates on
+insertId, honours skipInvalidRows, records every request, and can answer the next insertAll calls with given error
+statuses (429, 503, …). Query jobs are recorded (``queries``) and always succeed; of their effects the fake applies
+only what changes table metadata in the statements the warehouse migration issues: ``CREATE TABLE … (columns)
+PARTITION BY DATE(col) CLUSTER BY … AS SELECT`` creates the table (empty: the fake runs no SQL) and
+``ALTER TABLE … RENAME TO`` renames one with its rows.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ class FakeBigQuery:
         self.tables: dict[tuple[str, str], dict[str, Any]] = {}
         self.rows: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
         self.requests: list[tuple[str, str, Any]] = []
+        self.queries: list[str] = []
+        self.jobs: dict[str, dict[str, Any]] = {}
         self.fail_next: list[int] = []
         self.lock = threading.Lock()
         fake = self
@@ -90,12 +96,56 @@ class FakeBigQuery:
             if m := re.fullmatch(r"([^/]+)/datasets/([^/]+)/tables/([^/]+)", rest):
                 found = self.tables.get((m.group(2), m.group(3)))
                 return (200, found) if found else (404, {"error": {"code": 404, "message": "Not found"}})
+            if method == "POST" and (m := re.fullmatch(r"([^/]+)/jobs", rest)):
+                return 200, self._run_job(m.group(1), body)
+            if m := re.fullmatch(r"([^/]+)/(jobs|queries)/([^/]+)", rest):
+                job = self.jobs.get(m.group(3))
+                if job is None:
+                    return 404, {"error": {"code": 404, "message": "no such job"}}
+                if m.group(2) == "jobs":
+                    return 200, job
+                return 200, {"jobReference": job["jobReference"], "jobComplete": True, "totalRows": "0"}
             if m := re.fullmatch(r"([^/]+)/datasets/([^/]+)/tables/([^/]+)/insertAll", rest):
                 if self.fail_next:
                     status = self.fail_next.pop(0)
                     return status, {"error": {"code": status, "message": "injected failure"}}
                 return 200, self._insert_all((m.group(2), m.group(3)), body)
             return 404, {"error": {"code": 404, "message": f"no fake for {method} {path}"}}
+
+    def _run_job(self, project: str, body: dict[str, Any]) -> dict[str, Any]:
+        sql = body["configuration"]["query"]["query"]
+        self.queries.append(sql)
+        table = r"`[^.`]+\.([^.`]+)\.([^`]+)`"
+        if m := re.match(rf"CREATE TABLE {table} \((.*?)\) PARTITION BY DATE\(`(\w+)`\) CLUSTER BY ([\w, ]+?) ", sql):
+            dataset, name, columns, partition, cluster = m.groups()
+            fields = []
+            for col in re.findall(r"`(\w+)` ((?:ARRAY<)?\w+>?)( NOT NULL)?", columns):
+                col_name, col_type, not_null = col
+                repeated = col_type.startswith("ARRAY<")
+                mode = "REPEATED" if repeated else ("REQUIRED" if not_null else "NULLABLE")
+                fields.append({"name": col_name, "type": col_type.removeprefix("ARRAY<").rstrip(">"), "mode": mode})
+            self.tables[(dataset, name)] = {
+                "tableReference": {"projectId": project, "datasetId": dataset, "tableId": name},
+                "schema": {"fields": fields},
+                "timePartitioning": {"type": "DAY", "field": partition},
+                "clustering": {"fields": [c.strip() for c in cluster.split(",")]},
+            }
+            self.rows[(dataset, name)] = {}
+        elif m := re.fullmatch(rf"ALTER TABLE {table} RENAME TO `(\w+)`", sql):
+            dataset, old, new = m.groups()
+            table_body = self.tables.pop((dataset, old))
+            table_body["tableReference"]["tableId"] = new
+            self.tables[(dataset, new)] = table_body
+            self.rows[(dataset, new)] = self.rows.pop((dataset, old), {})
+        job_id = body.get("jobReference", {}).get("jobId") or f"job{len(self.jobs)}"
+        job = {
+            **body,
+            "jobReference": {"projectId": project, "jobId": job_id, "location": "US"},
+            "status": {"state": "DONE"},
+            "statistics": {"query": {"statementType": "SCRIPT"}},
+        }
+        self.jobs[job_id] = job
+        return job
 
     def _insert_all(self, key: tuple[str, str], body: dict[str, Any]) -> dict[str, Any]:
         table = self.tables.get(key)
