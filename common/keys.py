@@ -59,12 +59,20 @@ def encode_entry(record_id: str, payload: bytes, version: int) -> dict[str, str 
 def decode_entry(fields: dict[bytes, bytes]) -> EntryData:
     """Read an entry written by :func:`encode_entry` or :func:`lua_xadd_entry`; missing fields read as empty
     (version 0), so a foreign entry fails later, in the payload decoder, as one bad entry."""
-    raw_version = fields.get(VERSION_FIELD, b"0")
-    return EntryData(
-        int(raw_version) if raw_version.isdigit() else 0,
-        fields.get(ID_FIELD, b"").decode(errors="replace"),
-        fields.get(PAYLOAD_FIELD, b""),
-    )
+    return EntryData(entry_version(fields), fields.get(ID_FIELD, b"").decode(errors="replace"), entry_payload(fields))
+
+
+def entry_version(fields: dict[bytes, bytes]) -> int:
+    """Schema version of an entry's payload (0 when missing or not a number): the consumers' hot path."""
+    try:
+        return int(fields.get(VERSION_FIELD) or 0)
+    except ValueError:
+        return 0
+
+
+def entry_payload(fields: dict[bytes, bytes]) -> bytes:
+    """An entry's payload (empty when missing): the consumers' hot path."""
+    return fields.get(PAYLOAD_FIELD, b"")
 
 
 def lua_xadd_entry(stream: str, version: str, record_id: str, payload: str) -> str:

@@ -19,7 +19,7 @@ import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Final
+from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 from common.keys import Keys
@@ -377,8 +377,6 @@ class Settings:
     run_tags: Mapping[str, str] = field(default_factory=dict)
     #: What was set explicitly (environment or overrides), flat; :meth:`replace` rebuilds from it.
     given: Mapping[str, Any] = field(default_factory=dict)
-
-    SECTION_NAMES: ClassVar[tuple[str, ...]] = tuple(SECTIONS)
 
     @classmethod
     def build(cls, run_tags: Mapping[str, str] | None = None, **given: Any) -> Settings:

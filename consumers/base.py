@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from common.keys import EntryData, decode_entry
+from common.keys import EntryData, decode_entry, entry_payload, entry_version
 
 T = TypeVar("T")
 
@@ -30,8 +30,12 @@ class Entry:
         return decode_entry(self.fields)
 
     @property
+    def version(self) -> int:
+        return entry_version(self.fields)
+
+    @property
     def payload(self) -> bytes:
-        return self.data.payload
+        return entry_payload(self.fields)
 
 
 @dataclass(slots=True)
@@ -87,9 +91,9 @@ def decode_entries(
     decoded: list[tuple[Entry, T]] = []
     failed: dict[str, str] = {}
     for entry in entries:
-        data = entry.data
+        fields = entry.fields
         try:
-            decoded.append((entry, decode(data.version, data.payload)))
+            decoded.append((entry, decode(entry_version(fields), entry_payload(fields))))
         except ValueError as exc:  # msgspec.DecodeError and orjson.JSONDecodeError are ValueErrors
             failed[entry.id] = f"undecodable {what}: {exc}"
     return decoded, failed

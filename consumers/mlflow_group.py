@@ -155,14 +155,14 @@ class MlflowMetricsHandler:
     async def handle(self, entries: list[Entry]) -> BatchResult:
         await self.flush_closed_windows()  # raises while MLflow is down: nothing below happens, batch stays pending
         decoded, failed = decode_entries(entries, _DECODER.decode)
-        calls: dict[str, tuple[_Slots, list[Any]]] = {}
+        calls: dict[str, tuple[int, _Slots, list[Any]]] = {}  # per stream: its shard, the script's keys and args
         for entry, event in decoded:
             d = event.decision
-            shard = self.keys.shard_of_stream(entry.stream)
             if entry.stream not in calls:
+                shard = self.keys.shard_of_stream(entry.stream)
                 fixed = (entry.stream, self.keys.mlflow_open(shard), self.keys.mlflow_late(shard))
-                calls[entry.stream] = (_Slots(*fixed), [])
-            slots, args = calls[entry.stream]
+                calls[entry.stream] = (shard, _Slots(*fixed), [])
+            shard, slots, args = calls[entry.stream]
             window = int(datetime.fromisoformat(d.assessment_timestamp).timestamp() // self.window_s)
             key = self.keys.mlflow_agg(
                 shard, d.experiment_id or LIVE, d.traffic_segment, d.model_version or "rules", window
@@ -179,7 +179,7 @@ class MlflowMetricsHandler:
                 -1 if p is None else min(int(p * SCORE_BINS), SCORE_BINS - 1),
                 0.0 if p is None else repr(p),
             ]
-        for slots, args in calls.values():
+        for _, slots, args in calls.values():
             late = await self._count(keys=slots.keys, args=[self.group, *args])
             self.late_events += int(late)
         return BatchResult(failed, acked=True)  # the script acked what it counted

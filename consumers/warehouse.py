@@ -35,11 +35,11 @@ class WarehouseHandler:
         positions: list[int] = []
         failed: dict[str, str] = {}
         for i, entry in enumerate(entries):
-            data = entry.data
+            version = entry.version
             try:
-                payloads.append(upgrade_payload(data.version, data.payload))
+                payloads.append(upgrade_payload(version, entry.payload))
             except ValueError as exc:
-                failed[entry.id] = f"undecodable prediction event (version {data.version}): {exc}"
+                failed[entry.id] = f"undecodable prediction event (version {version}): {exc}"
                 continue
             positions.append(i)
         _, rejected = self.warehouse.insert_events(payloads)

@@ -127,7 +127,9 @@ class EventDecoder:
         self._decode: Callable[[bytes], Any] = msgspec.json.Decoder(type_).decode
 
     def decode(self, version: int, payload: bytes) -> Any:
-        if version not in (1, PREDICTION_EVENT_VERSION):
+        if version == PREDICTION_EVENT_VERSION:
+            return self._decode(payload)
+        if version != 1:
             raise ValueError(f"prediction event version {version} is not supported")
         return self._decode(upgrade_payload(version, payload))
 
@@ -143,7 +145,7 @@ def _sub(name: str, struct: type[msgspec.Struct], names: Sequence[str]) -> type[
     unknown = set(names) - set(hints)
     if unknown:
         raise ValueError(f"{struct.__name__} has no field(s) {sorted(unknown)}")
-    return msgspec.defstruct(name, [(n, hints[n]) for n in names], kw_only=True)
+    return msgspec.defstruct(name, [(n, hints[n]) for n in names], kw_only=True, gc=False)
 
 
 def projection(
@@ -164,4 +166,6 @@ def projection(
         fields.append(("request", _sub(f"{name}Request", RiskAssessmentRequest, request)))
     hints = typing.get_type_hints(PredictionEvent, include_extras=True)
     fields += [(n, hints[n]) for n in event]
-    return msgspec.defstruct(name, fields, kw_only=True)
+    # gc=False: a consumer holds thousands of decoded events per batch; they hold no cycles, so the cyclic
+    # collector need not track (and re-scan) them.
+    return msgspec.defstruct(name, fields, kw_only=True, gc=False)

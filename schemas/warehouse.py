@@ -118,7 +118,6 @@ V1_RENAMES: Final[dict[str, str]] = {
 }
 
 
-
 def v1_prediction_log_columns() -> list[Column]:
     """The version 1 layout of ``prediction_logs`` (what a migration starts from): the version 1 event's fields,
     its request flattened, ``event_time`` as TIMESTAMP, and ``ingested_at``."""

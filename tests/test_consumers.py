@@ -90,10 +90,6 @@ class _FlakyWarehouse(DuckDBWarehouse):
             self.failures += 1
             raise ConnectionError("warehouse unavailable")
 
-    def insert_predictions(self, columns):
-        self._check()
-        return super().insert_predictions(columns)
-
     def insert_events(self, payloads):
         self._check()
         return super().insert_events(payloads)

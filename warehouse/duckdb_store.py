@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from schemas.reasons import FIELD_REASON_CODES, POLICY_REASON_CODES
 from schemas.warehouse import TABLES, WAREHOUSE_SCHEMA_VERSION, Column
-from warehouse.base import Columns, InsertResult
+from warehouse.base import InsertResult
 from warehouse.migrations import V1_MARKER, v1_select
 
 log = logging.getLogger(__name__)
@@ -37,16 +37,6 @@ DUCKDB_TYPES = {
     "JSON": "JSON",
     "STRING_ARRAY": "VARCHAR[]",
     "FLOAT_ARRAY": "DOUBLE[]",
-}
-ARROW_TYPES = {
-    "STRING": pa.string(),
-    "FLOAT": pa.float64(),
-    "INTEGER": pa.int64(),
-    "BOOLEAN": pa.bool_(),
-    "TIMESTAMP": pa.string(),
-    "JSON": pa.string(),
-    "STRING_ARRAY": pa.list_(pa.string()),
-    "FLOAT_ARRAY": pa.list_(pa.float64()),
 }
 
 
@@ -108,12 +98,6 @@ class DuckDBWarehouse:
         columns, _ = TABLES["prediction_logs"]
         self._columns = columns
         names = ", ".join(f'"{c.name}"' for c in columns)  # by name: a migrated table may order columns otherwise
-        self._arrow_schema = pa.schema([pa.field(c.name, ARROW_TYPES[c.kind], nullable=c.nullable) for c in columns])
-        select = ", ".join(
-            f'CAST("{c.name}" AS {DUCKDB_TYPES[c.kind]})' if c.kind in ("TIMESTAMP", "JSON") else f'"{c.name}"'
-            for c in columns
-        )
-        self._insert = f"INSERT OR IGNORE INTO prediction_logs ({names}) SELECT {select} FROM batch"  # noqa: S608
         exprs = []
         for c in columns:
             if not c.path:  # ingested_at
@@ -176,17 +160,6 @@ class DuckDBWarehouse:
         conn.execute(f"INSERT INTO prediction_logs_v2 ({names}) {v1_select('duckdb', 'prediction_logs', codes)}")
         conn.execute("DROP TABLE prediction_logs")
         conn.execute("ALTER TABLE prediction_logs_v2 RENAME TO prediction_logs")
-
-    def insert_predictions(self, columns: Columns) -> InsertResult:
-        n = len(columns["prediction_id"])
-        if not n:
-            return InsertResult()
-        batch = pa.Table.from_pydict(columns, schema=self._arrow_schema)  # noqa: F841 - read by DuckDB below
-        with self.connect() as conn:
-            conn.execute("BEGIN")
-            inserted = _counted_insert(conn, self._insert)
-            conn.execute("COMMIT")
-        return InsertResult(inserted=inserted, duplicates=n - inserted)
 
     def insert_events(self, payloads: list[bytes]) -> tuple[InsertResult, dict[int, str]]:
         """Insert event JSON as published; returns the result and the rejected positions with reasons."""
