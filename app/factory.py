@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -12,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import msgspec
 from aiohttp import web
 
+from app.auth import key_matches, presented_key
 from app.keys import API, API_KEYS, BATCH, ENGINE, METRICS, OPENAPI, PUBLISHER, REDIS, SETTINGS, WATCHER
 from app.metrics import ApiMetrics
 from app.openapi import openapi_document
@@ -34,25 +34,6 @@ def _error(status: int, error: str, message: str, headers: dict[str, str] | None
     return web.Response(status=status, body=body, content_type=JSON, headers=headers)
 
 
-def _key_matches(presented: str, keys: tuple[bytes, ...]) -> bool:
-    # Compare against every key, always, in constant time per key: no early exit that leaks which one matched.
-    if not presented:
-        return False
-    given = presented.encode()
-    ok = False
-    for key in keys:
-        ok |= hmac.compare_digest(given, key)
-    return ok
-
-
-def _presented_key(request: web.Request) -> str:
-    key = request.headers.get("X-API-Key", "")
-    if not key:
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        key = token.strip() if scheme.lower() == "bearer" else ""
-    return key
-
-
 @web.middleware
 async def _front_door(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Auth, error mapping and request metrics in one middleware (each extra one costs a coroutine per request)."""
@@ -64,14 +45,19 @@ async def _front_door(request: web.Request, handler: Handler) -> web.StreamRespo
     if (
         settings.auth_disabled
         or request.path in settings.open_paths
-        or _key_matches(_presented_key(request), app[API_KEYS])
+        or key_matches(presented_key(request), app[API_KEYS])
     ):
         try:
             response = await handler(request)
         except RequestError as exc:
-            response = web.Response(status=exc.status, body=_ENCODER.encode(exc.body), content_type=JSON)
-        except web.HTTPException as exc:  # 404, 405 from the router
-            response = _error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+            response = web.Response(
+                status=exc.status, body=_ENCODER.encode(exc.body), content_type=JSON, headers=exc.headers
+            )
+            if exc.close:
+                response.force_close()
+        except web.HTTPException as exc:  # 404, 405 (with its Allow header) from the router
+            allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+            response = _error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason, allow)
         except Exception:
             log.exception("unhandled error on %s", request.path)
             response = _error(500, "internal_error", "Internal error; the request was not decided")
@@ -123,10 +109,14 @@ def create_app(
     api = settings.api
     if not api.auth_disabled and not api.api_keys:
         raise ValueError("no API keys configured: set BNPL_API_KEYS (or BNPL_AUTH_DISABLED=true for local use)")
-    app = web.Application(middlewares=[_front_door], client_max_size=api.max_body_bytes)
+    # lingering_time=0: a body left unread (401, 413, 408) is not drained for seconds afterwards; the
+    # connection closes right after the answer, so stalled or oversized bodies hold nothing open.
+    app = web.Application(
+        middlewares=[_front_door], client_max_size=api.max_body_bytes, handler_args={"lingering_time": 0.0}
+    )
     app[SETTINGS] = settings
     app[API] = api
-    app[BATCH] = BatchDecoder(api.batch_max)
+    app[BATCH] = BatchDecoder(api.batch_max, api.max_json_depth)
     app[API_KEYS] = tuple(key.encode() for key in api.api_keys)
     app[ENGINE] = engine or DecisionEngine(instance_id=api.instance_id)
     app[METRICS] = ApiMetrics(lambda: app.get(PUBLISHER))

@@ -107,14 +107,23 @@ class ApiMetrics:
             ("bnpl_events_replayed", stats.replayed, "Spooled events replayed into Redis"),
             ("bnpl_events_duplicate_skipped", stats.skipped_duplicates, "Events of blocks Redis already had"),
             ("bnpl_event_write_failures", stats.write_failures, "Failed Redis writes"),
+            (
+                "bnpl_publisher_task_restarts",
+                stats.task_restarts,
+                "Publisher background tasks restarted after a failure",
+            ),
+            ("bnpl_event_spool_errors", stats.spool_errors, "Events that could not be spooled (kept in memory)"),
         ):
             family = CounterMetricFamily(name, doc)
             family.add_metric([], value)
             yield family
+        health = pub.health()
         for name, gauge_value, doc in (
             ("bnpl_event_queue_depth", pub.queue_depth, "Events waiting in memory"),
             ("bnpl_spool_pending_bytes", pub.spool.pending_bytes, "Spool bytes not yet in Redis"),
             ("bnpl_redis_ok", int(pub.redis_ok), "1 while events go straight to Redis"),
+            ("bnpl_publish_degraded", int(not health.ok), "1 while events are not reaching Redis (see /readyz)"),
+            ("bnpl_publish_seconds_since_success", health.seconds_since_success, "Seconds since a write to Redis"),
         ):
             gauge = GaugeMetricFamily(name, doc)
             gauge.add_metric([], gauge_value)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from typing import Any
 
 import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.keys import API, BATCH, ENGINE, METRICS, OPENAPI, PUBLISHER, WATCHER
+from app.auth import key_matches, presented_key
+from app.keys import API, API_KEYS, BATCH, ENGINE, METRICS, OPENAPI, PUBLISHER, WATCHER
 from app.validation import RequestError, decode_request
+from common.settings import ApiSettings
 from decision.policy import FALLBACK_POLICY, THRESHOLD_POLICY
 from schemas.response import BatchResponse
 
@@ -18,21 +22,47 @@ JSON = "application/json"
 _JSON_HEADERS = {"Content-Type": JSON}  # cheaper for aiohttp than content_type=, which parses it per response
 
 
-async def _body(request: web.Request, limit: int) -> bytes:
+def _check_content_type(request: web.Request) -> None:
+    """JSON bodies only: ``application/json`` or ``application/*+json`` (UTF-8), or no Content-Type at all."""
+    if "Content-Type" not in request.headers:
+        return
+    media = request.content_type
+    charset = (request.charset or "").lower() or None
+    if (media == JSON or (media.startswith("application/") and media.endswith("+json"))) and charset in (
+        None,
+        "utf-8",
+        "utf8",
+    ):
+        return
+    raise RequestError(
+        415, "unsupported_media_type", "Send the body as application/json (UTF-8)", headers={"Accept": JSON}
+    )
+
+
+async def _body(request: web.Request, api: ApiSettings) -> bytes:
+    """The whole body, within ``max_body_bytes`` (413) and ``read_timeout_s`` (408, connection closed)."""
+    _check_content_type(request)
+    limit = api.max_body_bytes
     length = request.content_length
     if length is not None and length > limit:
         raise RequestError(413, "body_too_large", f"Request body exceeds {limit} bytes")
     try:
-        return await request.read()
+        async with asyncio.timeout(api.read_timeout_s):
+            return await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise RequestError(413, "body_too_large", f"Request body exceeds {limit} bytes") from None
+    except TimeoutError:
+        raise RequestError(
+            408, "request_timeout", f"Request body not received within {api.read_timeout_s:g}s", close=True
+        ) from None
 
 
 async def assess(request: web.Request) -> web.Response:
     """POST /v1/bnpl/risk-assessment."""
     started = time.perf_counter()
     app = request.app
-    decided = decode_request(await _body(request, app[API].max_body_bytes))
+    api = app[API]
+    decided = decode_request(await _body(request, api), api.max_json_depth)
     response, event = app[ENGINE].decide(decided, started)
     app[PUBLISHER].publish(event)
     app[METRICS].observe_decision(
@@ -45,7 +75,7 @@ async def assess_batch(request: web.Request) -> web.Response:
     """POST /v1/bnpl/risk-assessment/batch: up to ``batch_max`` requests, decided in order."""
     started = time.perf_counter()
     app = request.app
-    items = app[BATCH].decode(await _body(request, app[API].max_body_bytes))
+    items = app[BATCH].decode(await _body(request, app[API]))
     engine, publisher, metrics = app[ENGINE], app[PUBLISHER], app[METRICS]
     results = []
     for item in items:
@@ -64,26 +94,40 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: ``ready`` with models, ``degraded`` on the rule-based fallback (503 only with ``?strict=1``)."""
+    """Readiness: ``ready``, or ``degraded`` with reasons — the rule-based fallback decides, or events are not
+    reaching Redis (spooled, queued too deep, stalled). 200 either way; 503 when degraded and ``?strict=1``.
+
+    Without a valid API key the answer holds states only; with one it adds the details (errors with credentials
+    redacted, queue and spool sizes)."""
     app = request.app
     models = app[ENGINE].models
     watcher, publisher = app[WATCHER], app[PUBLISHER]
-    status = "ready" if models is not None else "degraded"
-    body = {
-        "status": status,
+    publishing = publisher.health()
+    reasons = [] if models is not None else ["no model could be loaded: the rule-based fallback decides"]
+    reasons += publishing.reasons
+    body: dict[str, Any] = {
+        "status": "degraded" if reasons else "ready",
+        "reasons": reasons,
         "decision_policy": THRESHOLD_POLICY if models else FALLBACK_POLICY,
         "models": {
             m.alias: {"version": m.version, "family": m.family, "scorer": m.scorer.kind}
             for m in (models.models if models else ())
         },
-        "experiment": models.experiment.name if models and models.experiment else None,
-        "registry_error": watcher.last_error,
-        "redis_ok": publisher.redis_ok,
-        "spool_pending_bytes": publisher.spool.pending_bytes,
-        "event_queue_depth": publisher.queue_depth,
+        "registry": "error" if watcher.last_error else "ok",
+        "events": "ok" if publishing.ok else "degraded",
     }
-    code = 503 if status != "ready" and request.query.get("strict") in ("1", "true") else 200
-    return web.json_response(body, status=code)
+    if key_matches(presented_key(request), app[API_KEYS]):
+        body["detail"] = {
+            "experiment": models.experiment.name if models and models.experiment else None,
+            "registry_error": watcher.last_error,
+            "redis_ok": publisher.redis_ok,
+            "publish_error": publisher.last_error,
+            "seconds_since_publish": round(publishing.seconds_since_success, 3),
+            "spool_pending_bytes": publisher.spool.pending_bytes,
+            "event_queue_depth": publisher.queue_depth,
+        }
+    strict = request.query.get("strict") in ("1", "true")
+    return web.json_response(body, status=503 if reasons and strict else 200)
 
 
 async def metrics(request: web.Request) -> web.Response:

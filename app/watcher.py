@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from app.metrics import ApiMetrics
+from common.redact import redact_text
 from common.settings import RegistrySettings
 from decision.engine import DecisionEngine
 from registry.loader import build_model_set, registry_pointers
@@ -54,7 +55,7 @@ class RegistryWatcher:
         try:
             changed = await asyncio.to_thread(self._poll)
         except Exception as exc:  # registry down, network, corrupt artifact: keep serving what we have
-            self.last_error = f"{exc.__class__.__name__}: {exc}"
+            self.last_error = f"{exc.__class__.__name__}: {redact_text(str(exc))[:500]}"
             log.warning(
                 "registry poll failed (%s); keeping %s",
                 self.last_error,
