@@ -13,6 +13,7 @@ Streams that are not sharded (alerts) carry their own name as tag, so their dead
     bnpl:{alerts}, bnpl:{alerts}:dead                     the alert stream and its dead letters
 
 Keys used alone (no slot constraint): ``bnpl:health:<group>:<consumer>`` (worker liveness, with a TTL),
+``bnpl:supervisor:<group>:<host>-<pid>`` (what a ``--workers N`` supervisor runs),
 ``bnpl:rates:<group>:<stream>`` (progress samples for ``bnpl status``), ``bnpl:drift:state:<slot>`` (detector
 checkpoints), ``bnpl:alerted:<cause>`` (alert dedup with a cooldown), ``bnpl:delivered:<alert id>:<url hash>``
 (webhook delivery markers).
@@ -161,6 +162,14 @@ class Keys:
     def health_pattern(self, group: str) -> str:
         """SCAN pattern matching every live worker of ``group``."""
         return self.health(group, "*")
+
+    def supervisor(self, group: str, host: str, pid: int) -> str:
+        """What a ``--workers N`` supervisor reports: its children, their pids, restarts (refreshed with a TTL)."""
+        return f"{self.prefix}:supervisor:{group}:{host}-{pid}"
+
+    def supervisor_pattern(self, group: str, host: str) -> str:
+        """SCAN pattern of the supervisors of ``group`` on ``host``."""
+        return f"{self.prefix}:supervisor:{group}:{host}-*"
 
     def rates(self, stream: str, group: str) -> str:
         """Progress samples (time, entries added, entries read) of ``group`` on ``stream``."""

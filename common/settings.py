@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
 
 from common.keys import Keys
+from common.redact import redact_url
 
 #: Values that mean true / false in boolean variables (anything else is an error, not silently false).
 TRUE_WORDS: Final = frozenset({"1", "true", "yes", "on"})
@@ -86,6 +86,10 @@ class ApiSettings:
     )
     max_body_bytes: int = setting("BNPL_MAX_BODY_BYTES", 2 * 1024 * 1024, "413 above this request body size")
     batch_max: int = setting("BNPL_BATCH_MAX", 1000, "most requests in one batch call (422 above)")
+    read_timeout_s: float = setting(
+        "BNPL_READ_TIMEOUT_S", 10.0, "a request body not received within this is answered 408 and the connection closed"
+    )
+    max_json_depth: int = setting("BNPL_MAX_JSON_DEPTH", 32, "request bodies nesting deeper than this are 400s")
     instance_id: str = setting(
         "BNPL_INSTANCE_ID", "api-1", "unique per API process: names its spool file and its publish sequence in Redis"
     )
@@ -105,6 +109,12 @@ class PublisherSettings:
     )
     spool_dir: Path | None = setting(
         "BNPL_SPOOL_DIR", None, "where events wait while Redis cannot take them", shown="`<data dir>/spool`"
+    )
+    queue_high_water: int = setting(
+        "BNPL_QUEUE_HIGH_WATER", 10_000, "more events than this queued in memory: /readyz says degraded"
+    )
+    stall_s: float = setting(
+        "BNPL_PUBLISH_STALL_S", 10.0, "events waiting and none reached Redis for this long: /readyz says degraded"
     )
 
     def spool_path(self, instance_id: str) -> Path:
@@ -209,6 +219,9 @@ class AlertSettings:
     )
     webhook_secret: str = setting(
         "BNPL_WEBHOOK_SECRET", "", "HMAC-SHA256 secret of `X-Signature`", shown="—", secret=True
+    )
+    webhook_allow_unsigned: bool = setting(
+        "BNPL_WEBHOOK_ALLOW_UNSIGNED", False, "`true` lets the alert sender run without a secret (unsigned calls)"
     )
     webhook_slack: bool = setting("BNPL_WEBHOOK_SLACK", False, 'send a Slack-compatible `{"text": …}` body')
     alert_cooldown_s: int = setting(
@@ -339,23 +352,6 @@ def configuration_table() -> str:
         doc = info.doc.replace("|", "\\|")  # a pipe would end the cell
         lines.append(f"| `{info.env}` | {_shown_default(info)} | {info.section} | {doc} |")
     return "\n".join(lines)
-
-
-def redact_url(url: str) -> str:
-    """``url`` without its password (``redis://:***@host``, ``postgresql://user:***@host/db``).
-
-    >>> redact_url("redis://:s3cret@redis:6379/0")
-    'redis://:***@redis:6379/0'
-    >>> redact_url("sqlite:///tmp/mlflow.db")
-    'sqlite:///tmp/mlflow.db'
-    """
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,15 +1,25 @@
-"""The API's event publisher: in-memory enqueue on the request path, pipelined writes to Redis in the background.
+"""The API's event publisher: in-memory enqueue on the request path, blocks written to Redis in the background.
 
-* ``publish()`` only appends to a bounded deque (no I/O). If the deque is full, the event is appended to the spool
-  file's buffer instead (local, no network) — never dropped.
-* A flusher task writes batches (``publish_batch`` events or ``publish_interval_ms``, whichever first) as one
-  **block** per stream through a Lua script: the block's events are ``XADD``-ed and the block's sequence number is
-  recorded in the same atomic step. Sequence numbers grow per instance, so re-sending a block whose outcome was
-  unknown (connection lost mid-call, process restarted) is skipped by Redis: every event lands exactly once.
-* When Redis fails, blocks go to the spool (fsync'd per batch) and, while the spool holds anything, new blocks are
-  appended behind them so order is kept. A replay task drains the spool, with exponential backoff and jitter
-  between attempts, once Redis answers again.
-* Sequence numbers are reserved on disk ahead of use (``<spool>.seq``), so a restart never reuses one.
+* ``publish()`` appends to a bounded deque (no I/O) while Redis takes writes. At the bound (``BNPL_QUEUE_MAX``), and
+  whenever events are not reaching Redis, it writes the event to the spool file instead and hands it to the
+  operating system before the answer goes out: an answered decision then survives Redis being down, full or
+  read-only, and the API being killed. Nothing is dropped.
+* A flusher task writes batches (``publish_batch`` events or ``publish_interval_ms``, whichever first) as **blocks**
+  through a Lua script: a block's events are ``XADD``-ed and the block's sequence number is recorded in the same
+  atomic step. Sequence numbers grow per instance, so re-sending a block whose outcome was unknown (connection lost
+  mid-call, process restarted) is skipped by Redis: every event lands exactly once.
+* **Any** failed write (connection, timeout, ``OOM``, ``READONLY``, ``MOVED``, a script error …, see
+  ``producers.errors``) spools the block it concerns, with its sequence number, and everything queued behind it,
+  before anything else happens. A replay task drains the spool in order, several blocks per call, with exponential
+  backoff and jitter, once Redis takes writes again; then publishing goes back to the queue.
+* Both tasks are supervised: an exception is logged with its class and the task restarts with backoff.
+* :meth:`health` says when events are not reaching Redis (spooling, queue above its high-water mark, or no write
+  for ``BNPL_PUBLISH_STALL_S``); ``/readyz`` and the metrics show it. Once Redis is back and the spool drained, an
+  ``events_delayed`` alert records how long and how many.
+* Sequence numbers are reserved on disk ahead of use (``producers.sequence``), so a restart never reuses one.
+
+While Redis is healthy, a ``kill -9`` loses what was answered within the last publish interval (the queue is
+memory); a graceful stop writes or spools everything.
 """
 
 from __future__ import annotations
@@ -17,55 +27,61 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
+import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+import uuid_utils
 from redis import exceptions as redis_errors
 
+from alerting.channel import raise_alert
 from common.keys import Keys, lua_xadd_entry
+from common.redact import redact_text
 from common.settings import PublisherSettings
+from producers.errors import classify
+from producers.sequence import SeqAllocator
 from producers.spool import Spool
+from schemas.alerts import Alert
 from schemas.events import PREDICTION_EVENT_VERSION, PredictionEvent, projection, upgrade_payload
 
 log = logging.getLogger(__name__)
 
-#: KEYS: stream, publish-state hash (same slot). ARGV: instance, block seq, schema version, prediction ids and event
-#: JSON documents, each of the last two as one newline-terminated list (compact JSON never holds a raw newline).
-#: Two arguments per block instead of two per event: packing each argument costs the API more than the XADD costs
-#: Redis.
-APPEND_BLOCK = (
+#: KEYS: stream, publish-state hash (same slot). ARGV: instance, schema version, then per block its sequence number,
+#: its prediction ids and its event JSON documents (each list newline-terminated; compact JSON never holds a raw
+#: newline). A block at or below the instance's last recorded sequence number is skipped; the others are written
+#: and the last number recorded, in one atomic step. Returns {events written, events skipped}. Two arguments per
+#: block, not two per event: packing arguments costs the API more than the XADD costs Redis.
+APPEND_BLOCKS = (
     """
 local last = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-if tonumber(ARGV[2]) <= last then return 0 end
-local ids, events = ARGV[4], ARGV[5]
-local i, e = 1, 1
-while e <= #events do
-  local id_end = string.find(ids, '\\n', i, true)
-  local event_end = string.find(events, '\\n', e, true)
-  """
-    + lua_xadd_entry("KEYS[1]", "ARGV[3]", "string.sub(ids, i, id_end - 1)", "string.sub(events, e, event_end - 1)")
+local written, skipped = 0, 0
+for b = 3, #ARGV, 3 do
+  local seq, ids, events = tonumber(ARGV[b]), ARGV[b + 1], ARGV[b + 2]
+  local i, e = 1, 1
+  while e <= #events do
+    local id_end = string.find(ids, '\\n', i, true)
+    local event_end = string.find(events, '\\n', e, true)
+    if seq > last then
+      """
+    + lua_xadd_entry("KEYS[1]", "ARGV[2]", "string.sub(ids, i, id_end - 1)", "string.sub(events, e, event_end - 1)")
     + """
-  i, e = id_end + 1, event_end + 1
+      written = written + 1
+    else
+      skipped = skipped + 1
+    end
+    i, e = id_end + 1, event_end + 1
+  end
+  if seq > last then last = seq end
 end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-return 1
+redis.call('HSET', KEYS[2], ARGV[1], last)
+return {written, skipped}
 """
 )
-#: Errors after which Redis may or may not have applied a write: the block is spooled and retried idempotently.
-WRITE_ERRORS = (
-    redis_errors.ConnectionError,
-    redis_errors.TimeoutError,
-    redis_errors.BusyLoadingError,
-    redis_errors.ReadOnlyError,
-    redis_errors.ClusterDownError,
-    OSError,
-)
-SEQ_RESERVATION = 1_000_000
 
 
 @dataclass(slots=True)
@@ -77,48 +93,32 @@ class PublisherStats:
     replayed: int = 0  # spooled events confirmed in Redis
     skipped_duplicates: int = 0  # events of blocks Redis already had
     write_failures: int = 0
+    task_restarts: int = 0  # supervised background tasks that failed and were restarted
+    spool_errors: int = 0  # events that could not be spooled (kept in memory instead)
 
 
-class _SeqAllocator:
-    """Per-instance block sequence numbers, reserved on disk ahead of use so restarts never reuse one."""
+@dataclass(frozen=True, slots=True)
+class PublishHealth:
+    """Whether events are reaching Redis, and if not, why (phrases for /readyz and logs, no secrets)."""
 
-    def __init__(self, path: Path, floor: int) -> None:
-        self._path = path
-        reserved = int(path.read_text()) if path.exists() else 0
-        self._next = max(reserved, floor) + 1
-        self._ceiling = 0
-        self._reserve()
+    ok: bool
+    reasons: tuple[str, ...]
+    seconds_since_success: float
 
-    def _reserve(self) -> None:
-        self._ceiling = self._next + SEQ_RESERVATION
-        tmp = self._path.with_suffix(".seqtmp")
-        with tmp.open("w") as fh:
-            fh.write(str(self._ceiling))
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(self._path)
 
-    def raise_floor(self, floor: int) -> None:
-        if floor >= self._next:
-            self._next = floor + 1
-            if self._next >= self._ceiling:
-                self._reserve()
-
-    def take(self) -> int:
-        if self._next >= self._ceiling:
-            self._reserve()
-        seq = self._next
-        self._next += 1
-        return seq
+def _backoff(attempt: int, ceiling: float) -> float:
+    delay: float = min(ceiling, 0.1 * 2 ** min(attempt, 8)) * (0.5 + random.random() / 2)  # noqa: S311 - jitter
+    return delay
 
 
 class EventPublisher:
-    """Publishes prediction events to Redis Streams; never blocks and never drops."""
+    """Publishes prediction events to Redis Streams; never blocks the request path and never drops."""
 
     def __init__(self, redis: Any, keys: Keys, settings: PublisherSettings, instance_id: str) -> None:
         self._redis = redis
         self._keys = keys
         self._instance = instance_id
+        self._settings = settings
         self._queue: deque[PredictionEvent] = deque()
         self._queue_max = settings.queue_max
         self._batch_size = settings.publish_batch
@@ -126,27 +126,44 @@ class EventPublisher:
         self._encoder = msgspec.json.Encoder()
         spool_path = settings.spool_path(instance_id)
         self.spool = Spool(spool_path)
-        self._seq = _SeqAllocator(spool_path.with_name(spool_path.name + ".seq"), self.spool.max_seq)
-        self._script = redis.register_script(APPEND_BLOCK)
+        self._seq = SeqAllocator(spool_path.with_name(spool_path.name + ".seq"), self.spool.max_seq)
+        self._script = redis.register_script(APPEND_BLOCKS)
         self._wakeup = asyncio.Event()
         self._spool_dirty = asyncio.Event()
         self._stopping = False
         self._redis_ok = True
+        self._last_success = time.monotonic()
+        self._failing_since: float | None = None  # wall clock of the first failure of the current outage
+        self._spooled_in_outage = 0
+        self.last_error: str | None = None  # class and message of the last failure, credentials redacted
         self._tasks: set[asyncio.Task[None]] = set()
         self.stats = PublisherStats()
 
     # --- request path --------------------------------------------------------------------------------------------
     def publish(self, event: PredictionEvent) -> None:
-        """Enqueue one event (no I/O unless the queue is full, then a buffered local append)."""
+        """Enqueue one event; while events are not reaching Redis (or at the queue bound), spool it instead."""
         queue = self._queue
-        if len(queue) < self._queue_max:
+        if self._redis_ok and len(queue) < self._queue_max and not self.spool.pending:
             queue.append(event)
             depth = len(queue)
             if depth == 1 or depth >= self._batch_size:  # wake the flusher: first event, or a full batch
                 self._wakeup.set()
             return
-        self._spool_events([event])
+        self._write_through(event)
+
+    def _write_through(self, event: PredictionEvent) -> None:
+        """Spool ``event`` behind whatever is queued (order kept) and hand it to the OS before the answer."""
+        try:
+            if self._queue:
+                self._spool_events(list(self._queue))
+                self._queue.clear()
+            self._spool_events([event], flush=True)
+        except OSError as exc:  # disk full or gone: keep it in memory (beyond the bound) rather than lose it
+            self.stats.spool_errors += 1
+            log.error("could not spool an event (%s: %s); keeping it in memory", exc.__class__.__name__, exc)
+            self._queue.append(event)
         self._spool_dirty.set()
+        self._wakeup.set()
 
     @property
     def queue_depth(self) -> int:
@@ -156,19 +173,69 @@ class EventPublisher:
     def redis_ok(self) -> bool:
         return self._redis_ok
 
-    # --- background tasks ----------------------------------------------------------------------------------------
-    async def run(self) -> None:
-        """Flusher: after the first event, linger up to ``interval`` for a full batch, then write; drain on stop.
+    def health(self) -> PublishHealth:
+        """Degraded when events are spooled instead of written, the queue is above its high-water mark, or nothing
+        reached Redis for ``stall_s`` while events were waiting."""
+        reasons = []
+        since = time.monotonic() - self._last_success
+        if not self._redis_ok:
+            cause = (self.last_error or "").split(":", 1)[0] or "unknown error"
+            reasons.append(f"events are spooled: Redis does not take writes ({cause})")
+        if len(self._queue) > self._settings.queue_high_water:
+            reasons.append(f"{len(self._queue)} events queued (high-water mark {self._settings.queue_high_water})")
+        waiting = bool(self._queue) or self.spool.pending
+        if waiting and since > self._settings.stall_s:
+            reasons.append(f"no event reached Redis for {since:.0f}s")
+        return PublishHealth(not reasons, tuple(reasons), since)
 
-        Idle, it sleeps until an event arrives (no timer wake-ups).
+    # --- background tasks ----------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the supervised flusher and replay tasks (kept referenced until :meth:`stop`)."""
+        self._tasks = {
+            asyncio.create_task(self._supervised("flush", self._flush_loop), name="publisher-flush"),
+            asyncio.create_task(self._supervised("replay", self._replay_loop), name="publisher-replay"),
+        }
+
+    async def _supervised(self, name: str, body: Callable[[], Awaitable[None]]) -> None:
+        """Run ``body`` until it returns; on any exception log it with its class and restart it with backoff."""
+        attempt = 0
+        while True:
+            try:
+                await body()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                attempt += 1
+                self.stats.task_restarts += 1
+                delay = _backoff(attempt, 5.0)
+                log.exception(
+                    "publisher %s task failed (%s: %s); restarting in %.2fs",
+                    name,
+                    exc.__class__.__name__,
+                    redact_text(str(exc)),
+                    delay,
+                )
+                if self._stopping:
+                    return
+                await asyncio.sleep(delay)
+
+    async def _flush_loop(self) -> None:
+        """After the first event, linger up to ``interval`` for a full batch, then write; drain on stop.
+
+        Idle, it sleeps until an event arrives (no timer wake-ups); it also fsyncs what was spooled.
         """
         await self._sync_floor()
         while True:
+            if self._spool_dirty.is_set():
+                self._spool_dirty.clear()
+                await asyncio.to_thread(self.spool.sync)
             if not self._queue:
                 if self._stopping:
                     return
                 self._wakeup.clear()
-                await self._wakeup.wait()
+                if not self._spool_dirty.is_set():
+                    await self._wakeup.wait()
                 continue
             if len(self._queue) < self._batch_size and not self._stopping:
                 self._wakeup.clear()
@@ -177,23 +244,23 @@ class EventPublisher:
                         await self._wakeup.wait()
             batch = [self._queue.popleft() for _ in range(min(self._batch_size, len(self._queue)))]
             await self._write_batch(batch)
-            if self._spool_dirty.is_set():
-                self._spool_dirty.clear()
-                await asyncio.to_thread(self.spool.sync)
 
-    async def replay(self) -> None:
-        """Replay the spool into Redis whenever it holds blocks and Redis answers; backoff between failures."""
+    async def _replay_loop(self) -> None:
+        """Replay the spool whenever it holds blocks; back off while Redis refuses; raise the outage alert."""
         attempt = 0
         while not (self._stopping and not self.spool.pending):
             if not self.spool.pending:
+                if self._failing_since is not None and self._redis_ok:
+                    await self._alert_outage_over()
                 await asyncio.sleep(0.05)
                 continue
             try:
                 await self._replay_some()
                 attempt = 0
-            except WRITE_ERRORS as exc:
+            except Exception as exc:
                 attempt += 1
-                delay = min(5.0, 0.1 * 2 ** min(attempt, 6)) * (0.5 + random.random() / 2)  # noqa: S311
+                self._failed(exc, "spool replay")
+                delay = _backoff(attempt, 5.0)
                 log.warning(
                     "spool replay failed (%s); %d bytes waiting, retry %d in %.2fs",
                     exc.__class__.__name__,
@@ -204,13 +271,6 @@ class EventPublisher:
                 if self._stopping:
                     return
                 await asyncio.sleep(delay)
-
-    def start(self) -> None:
-        """Start the flusher and replay tasks (kept referenced until :meth:`stop`)."""
-        self._tasks = {
-            asyncio.create_task(self.run(), name="publisher-flush"),
-            asyncio.create_task(self.replay(), name="publisher-replay"),
-        }
 
     async def stop(self, drain_seconds: float = 5.0) -> None:
         """Drain: write what is queued for up to ``drain_seconds``, spool whatever is left, fsync, close the spool."""
@@ -225,7 +285,7 @@ class EventPublisher:
             self._queue.clear()
         await asyncio.to_thread(self.spool.close)
 
-    # --- internals -----------------------------------------------------------------------------------------------
+    # --- writing -------------------------------------------------------------------------------------------------
     def _group(self, events: list[PredictionEvent]) -> dict[str, list[PredictionEvent]]:
         groups: dict[str, list[PredictionEvent]] = {}
         for event in events:
@@ -233,25 +293,21 @@ class EventPublisher:
             groups.setdefault(stream, []).append(event)
         return groups
 
-    def _spool_events(self, events: list[PredictionEvent]) -> None:
+    def _spool_events(self, events: list[PredictionEvent], flush: bool = False) -> None:
         for stream, group in self._group(events).items():
-            self.spool.append(
-                self._seq.take(), stream, [self._encoder.encode(e) for e in group], PREDICTION_EVENT_VERSION
-            )
+            lines = [self._encoder.encode(e) for e in group]
+            self.spool.append(self._seq.take(), stream, lines, PREDICTION_EVENT_VERSION, flush=flush)
             self.stats.spooled += len(group)
+            self._spooled_in_outage += len(group)
 
-    async def _append(self, stream: str, seq: int, ids: list[str], payloads: list[bytes]) -> bool:
-        if len(ids) != len(payloads):
-            raise ValueError("one prediction id per event")
-        return await self._append_lines(
-            stream, seq, "".join(f"{i}\n" for i in ids), b"".join(p + b"\n" for p in payloads)
-        )
-
-    async def _append_lines(self, stream: str, seq: int, ids: str, lines: bytes) -> bool:
-        """Write one block (ids and events newline-terminated); False if Redis already has this or a later seq."""
-        args = (self._instance, seq, PREDICTION_EVENT_VERSION, ids, lines)
-        written = await self._script(keys=[stream, self._keys.publish_state(stream)], args=args)
-        return bool(written)
+    async def _append_blocks(self, stream: str, blocks: list[tuple[int, str, bytes]]) -> tuple[int, int]:
+        """Write blocks (seq, newline-terminated ids, newline-terminated events) of one stream; returns events
+        (written, skipped because Redis already had their block)."""
+        args: list[Any] = [self._instance, PREDICTION_EVENT_VERSION]
+        for seq, ids, lines in blocks:
+            args += [seq, ids, lines]
+        written, skipped = await self._script(keys=[stream, self._keys.publish_state(stream)], args=args)
+        return int(written), int(skipped)
 
     async def _write_batch(self, batch: list[PredictionEvent]) -> None:
         if self.spool.pending or not self._redis_ok:
@@ -263,19 +319,26 @@ class EventPublisher:
             seq = self._seq.take()
             lines = self._encoder.encode_lines(group)  # one C call for the whole block
             try:
-                await self._append_lines(stream, seq, "".join([f"{e.decision.prediction_id}\n" for e in group]), lines)
-                self.stats.published += len(group)
-            except (*WRITE_ERRORS, asyncio.CancelledError) as exc:
-                # Outcome unknown: keep the block with the same seq, so a retry is skipped if this one landed.
-                self.spool.append(seq, stream, lines.split(b"\n")[:-1], PREDICTION_EVENT_VERSION)
+                written, _ = await self._append_blocks(
+                    stream, [(seq, "".join([f"{e.decision.prediction_id}\n" for e in group]), lines)]
+                )
+            except BaseException as exc:
+                # Outcome unknown: keep the block with the same seq, so a retry is skipped if this one landed;
+                # then everything behind it, in order. Only then does anything else happen.
+                self.spool.append(seq, stream, lines.split(b"\n")[:-1], PREDICTION_EVENT_VERSION, flush=True)
                 self.stats.spooled += len(group)
+                self._spooled_in_outage += len(group)
+                self._spool_events([e for _, rest in groups[i + 1 :] for e in rest])
+                if self._queue:
+                    self._spool_events(list(self._queue))
+                    self._queue.clear()
                 self._spool_dirty.set()
-                if isinstance(exc, asyncio.CancelledError):
-                    self._spool_events([e for _, rest in groups[i + 1 :] for e in rest])
+                if not isinstance(exc, Exception):  # cancelled (stop), interrupted: nothing lost, pass it on
                     raise
-                self._redis_ok = False
-                self.stats.write_failures += 1
-                log.warning("Redis write failed (%s: %s); spooled %d events", exc.__class__.__name__, exc, len(group))
+                self._failed(exc, "write")
+                return
+            self.stats.published += written
+            self._succeeded()
 
     async def _replay_some(self) -> None:
         blocks = await asyncio.to_thread(self.spool.read, max(self._batch_size, 1))
@@ -283,16 +346,26 @@ class EventPublisher:
             return
         if not self._redis_ok:
             await self._sync_floor(raise_errors=True)
+        # Consecutive blocks of one stream go in one call; blocks spooled by an older version are upgraded to the
+        # current layout and stream names first.
+        runs: list[tuple[str, list[tuple[int, str, bytes]], int]] = []
         for block in blocks:
-            # Blocks spooled by an older version are upgraded to the current layout and stream names.
+            stream = self._keys.current_stream(block.stream)
             events = [upgrade_payload(block.version, e) for e in block.events]
-            ids = [_ID_DECODER.decode(e).decision.prediction_id for e in events]
-            if await self._append(self._keys.current_stream(block.stream), block.seq, ids, events):
-                self.stats.published += len(block.events)
-                self.stats.replayed += len(block.events)
+            ids = "".join(f"{_ID_DECODER.decode(e).decision.prediction_id}\n" for e in events)
+            entry = (block.seq, ids, b"".join(e + b"\n" for e in events))
+            if runs and runs[-1][0] == stream:
+                runs[-1][1].append(entry)
+                runs[-1] = (stream, runs[-1][1], block.end)
             else:
-                self.stats.skipped_duplicates += len(block.events)
-            self.spool.confirm(block.end)
+                runs.append((stream, [entry], block.end))
+        for stream, run, end in runs:
+            written, skipped = await self._append_blocks(stream, run)
+            self.stats.published += written
+            self.stats.replayed += written
+            self.stats.skipped_duplicates += skipped
+            self.spool.confirm(end)
+            self._succeeded()
         if not self.spool.pending:
             self._redis_ok = True
             log.info("spool drained; publishing directly again")
@@ -304,11 +377,69 @@ class EventPublisher:
                 last = await self._redis.hget(self._keys.publish_state(stream), self._instance)
                 if last is not None:
                     self._seq.raise_floor(max(int(last), self.spool.max_seq))
-        except WRITE_ERRORS:
+        except (redis_errors.RedisError, OSError) as exc:
             if raise_errors:
                 raise
-            self._redis_ok = False
-            log.warning("Redis unreachable at start; events go to the spool until it answers")
+            self._failed(exc, "start-up")
+
+    # --- outage bookkeeping --------------------------------------------------------------------------------------
+    def _succeeded(self) -> None:
+        self._last_success = time.monotonic()
+
+    def _failed(self, exc: BaseException, during: str) -> None:
+        kind = classify(exc)
+        message = redact_text(str(exc))[:300]
+        self.last_error = f"{exc.__class__.__name__}: {message}"
+        self.stats.write_failures += 1
+        if self._failing_since is None:
+            self._failing_since = time.time()
+            self._spooled_in_outage = 0
+        if isinstance(exc, redis_errors.NoScriptError):  # the script cache was flushed: load it again
+            self._script = self._redis.register_script(APPEND_BLOCKS)
+        if self._redis_ok:
+            if kind == "misconfigured":
+                log.error(
+                    "Redis %s failed: %s — this is a configuration problem (cluster redirect, cross-slot keys, "
+                    "permissions or password); events are spooled until it is fixed",
+                    during,
+                    self.last_error,
+                )
+            elif kind == "unexpected":
+                log.error(
+                    "Redis %s failed unexpectedly (%s); events are spooled", during, self.last_error, exc_info=exc
+                )
+            else:
+                log.warning(
+                    "Redis %s failed (%s); events are spooled until Redis takes writes", during, self.last_error
+                )
+        self._redis_ok = False
+
+    async def _alert_outage_over(self) -> None:
+        """Record the outage that just ended as one alert (retried on the next pass if Redis fails again)."""
+        started = self._failing_since
+        assert started is not None
+        ended = time.time()
+        start_text, end_text = (datetime.fromtimestamp(t, UTC).isoformat() for t in (started, ended))
+        alert = Alert(
+            alert_id=str(uuid_utils.uuid7()),
+            alert_key=f"publish:{self._instance}:{int(started * 1000)}",
+            kind="events_delayed",
+            severity="warning",
+            statistic="seconds_without_redis",
+            value=round(ended - started, 3),
+            threshold=self._settings.stall_s,
+            window=f"{start_text} .. {end_text}",
+            first_seen=start_text,
+            message=f"API {self._instance}: events did not reach Redis for {ended - started:.0f}s "
+            f"({self._spooled_in_outage:,} spooled, all replayed since); last error {self.last_error}",
+            runbook="Check Redis memory (maxmemory, retention), failover and the API logs; nothing was lost.",
+        )
+        try:
+            await raise_alert(self._redis, self._keys, alert, cooldown_s=None)
+        except (redis_errors.RedisError, OSError):
+            return
+        log.warning("ALERT %s", alert.message)
+        self._failing_since = None
 
 
 _ID_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder(projection("EventId", decision=["prediction_id"]))

@@ -10,12 +10,16 @@ File format, one block after another::
 ``<path>.offset`` holds the byte offset up to which blocks are confirmed in Redis (written after each replayed
 block; replay is idempotent, so a stale offset only re-sends blocks Redis then skips). A block cut short by a crash
 is truncated at open. One process owns a spool file (``flock``); a second one fails fast.
+
+The spool holds every event not yet in Redis (ids, requests, scores): its directory is 0700 and its files 0600,
+whatever the process umask.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +27,7 @@ from typing import BinaryIO
 
 
 class SpoolLockedError(RuntimeError):
-    """Another process owns this spool file."""
+    """Another process owns this spool file, or its directory is not private."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,10 +45,18 @@ class Spool:
     """Append-only block file with a confirmed-offset marker."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        mode = path.parent.stat().st_mode
+        if mode & (stat.S_ISVTX | stat.S_IWOTH):  # /tmp and the like: never take those over
+            raise SpoolLockedError(
+                f"{path.parent} is shared (sticky or world-writable); give the spool a directory of its own"
+            )
+        os.chmod(path.parent, 0o700)  # mkdir's mode is masked by the umask, and the directory may be older
         self.path = path
         self._offset_path = path.with_name(path.name + ".offset")
-        self._file: BinaryIO = path.open("a+b")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(fd, 0o600)
+        self._file: BinaryIO = os.fdopen(fd, "a+b")
         try:
             fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -57,11 +69,14 @@ class Spool:
         self.max_seq = max((b.seq for b in self._scan(self._offset)), default=0)
 
     # --- writing -------------------------------------------------------------------------------------------------
-    def append(self, seq: int, stream: str, events: Sequence[bytes], version: int) -> None:
-        """Buffer one block of events of schema ``version`` at the end of the file (durable after :meth:`sync`)."""
+    def append(self, seq: int, stream: str, events: Sequence[bytes], version: int, flush: bool = False) -> None:
+        """Buffer one block of events of schema ``version`` at the end of the file. ``flush`` hands it to the
+        operating system now (it then survives the process being killed); it is durable after :meth:`sync`."""
         header = f"#B {seq} {stream} {len(events)} {version}\n".encode()
         data = header + b"".join(e + b"\n" for e in events)
         self._file.write(data)
+        if flush:
+            self._file.flush()
         self._size += len(data)
         self._unsynced = True
         self.max_seq = max(self.max_seq, seq)
@@ -103,7 +118,9 @@ class Spool:
             self._file.truncate(0)
             self._size = self._offset = 0
         tmp = self._offset_path.with_suffix(".tmp")
-        tmp.write_text(str(self._offset))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(self._offset))
         tmp.replace(self._offset_path)
 
     def close(self) -> None:

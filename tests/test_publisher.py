@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import Counter
 from pathlib import Path
 
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 
@@ -106,10 +108,11 @@ async def test_resending_a_block_is_skipped_by_redis(tmp_path, redis_server, key
     publisher = EventPublisher(client, keys, PublisherSettings(spool_dir=tmp_path), "inst-1")
     stream = keys.predictions()
     try:
-        assert await publisher._append(stream, 7, ["p1", "p2"], [b"{}", b"{}"]) is True
-        assert await publisher._append(stream, 7, ["p1", "p2"], [b"{}", b"{}"]) is False  # unknown outcome retried
-        assert await publisher._append(stream, 6, ["p0"], [b"{}"]) is False  # older block
-        assert await publisher._append(stream, 8, ["p3"], [b"{}"]) is True
+        assert await publisher._append_blocks(stream, [(7, "p1\np2\n", b"{}\n{}\n")]) == (2, 0)
+        assert await publisher._append_blocks(stream, [(7, "p1\np2\n", b"{}\n{}\n")]) == (0, 2)  # outcome unknown
+        assert await publisher._append_blocks(stream, [(6, "p0\n", b"{}\n")]) == (0, 1)  # older block
+        # Several blocks in one call (a replay): those Redis has are skipped, the rest written.
+        assert await publisher._append_blocks(stream, [(7, "p1\n", b"{}\n"), (8, "p3\n", b"{}\n")]) == (1, 1)
         assert await client.xlen(stream) == 3
     finally:
         publisher.spool.close()
@@ -205,3 +208,142 @@ async def test_a_spool_written_before_the_event_upgrade_replays_upgraded(
     assert [decode_event(e.version, e.payload) for e in entries] == [
         decode_event(1, msgspec.json.encode(as_v1(ev))) for ev in events
     ]
+
+
+async def _post_batches(client, requests: list[dict], size: int = 500) -> list[str]:
+    """Decide ``requests`` through the batch endpoint; returns the prediction ids answered (all must be 200)."""
+    import orjson
+
+    ids: list[str] = []
+    url = client.url("/v1/bnpl/risk-assessment/batch")
+    headers = {"X-API-Key": "test-key", "Content-Type": "application/json"}
+    for start in range(0, len(requests), size):
+        body = orjson.dumps({"requests": requests[start : start + size]})
+        async with client.session.post(url, data=body, headers=headers) as r:
+            assert r.status == 200
+            ids += [x["prediction_id"] for x in (await r.json())["results"]]
+    return ids
+
+
+async def _readyz(client) -> tuple[int, dict]:
+    async with client.session.get(client.url("/readyz?strict=1"), headers={"X-API-Key": "test-key"}) as r:
+        return r.status, await r.json()
+
+
+async def test_redis_out_of_memory_then_freed_every_decision_lands_exactly_once(
+    tmp_path, dedicated_redis, key_prefix, loaded_models
+):
+    """Redis full (noeviction): every decision is still answered, /readyz says degraded, and once memory is freed
+    the spool replays by itself: each answered decision in the stream once, nothing left spooled, one alert."""
+    admin = aioredis.from_url(dedicated_redis.url)
+    used = int((await admin.info("memory"))["used_memory"])
+    await admin.config_set("maxmemory-policy", "noeviction")
+    await admin.config_set("maxmemory", str(used + 2_000_000))  # room for about a thousand events
+    settings = api_settings(tmp_path, dedicated_redis.url, key_prefix, publish_batch=200, stall_s=1.0)
+    client, stop = await start_api(settings, DecisionEngine(loaded_models))
+    data = generate(6_000, seed=49)
+    try:
+        ids = await _post_batches(client, [data.request(i) for i in range(len(data))])
+        publisher = client.app[PUBLISHER]
+        assert publisher.stats.spooled > 3_000  # Redis refused most of them
+        status, body = await _readyz(client)
+        assert status == 503
+        assert body["status"] == "degraded"
+        assert any("OutOfMemoryError" in reason for reason in body["reasons"])
+        assert "OutOfMemoryError" in body["detail"]["publish_error"]
+
+        await admin.config_set("maxmemory", "0")  # the operator frees memory: nothing else is done
+        await _wait_drained(publisher, seconds=60)
+        keys = settings.keys
+        for _ in range(100):  # the outage alert follows the drained spool
+            if await admin.exists(keys.alerts()):
+                break
+            await asyncio.sleep(0.1)
+        status, body = await _readyz(client)
+        assert (status, body["status"]) == (200, "ready")
+        assert not publisher.spool.pending
+    finally:
+        await stop()
+    in_stream = await _stream_ids(dedicated_redis.url, keys.predictions())
+    assert len(ids) == 6_000
+    assert set(in_stream) == set(ids)
+    assert max(in_stream.values()) == 1
+    alerts = [msgspec.json.decode(decode_entry(f).payload) for _, f in await admin.xrange(keys.alerts())]
+    await admin.aclose()
+    assert [a["kind"] for a in alerts] == ["events_delayed"]
+    assert "OutOfMemoryError" in alerts[0]["message"]
+
+
+def _serve(tmp_path: Path, redis_url: str, key_prefix: str):
+    import subprocess
+    import sys
+
+    from common.redis_server import free_port
+
+    port = free_port()
+    env = {
+        "BNPL_REDIS_URL": redis_url,
+        "BNPL_API_KEYS": "test-key",
+        "BNPL_KEY_PREFIX": key_prefix,
+        "BNPL_SPOOL_DIR": str(tmp_path / "spool"),
+        "BNPL_INSTANCE_ID": "killed-api",
+        "BNPL_DATA_DIR": str(tmp_path / "data"),  # an empty registry: the rule-based fallback decides
+        "BNPL_PORT": str(port),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bnpl_cli.main", "serve"],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    from common.processes import wait_http
+
+    wait_http(f"http://127.0.0.1:{port}/healthz", proc)
+    return proc, port
+
+
+async def test_api_killed_while_redis_is_full_loses_nothing(tmp_path, dedicated_redis, key_prefix):
+    import signal
+
+    import aiohttp
+    import orjson
+
+    admin = aioredis.from_url(dedicated_redis.url)
+    used = int((await admin.info("memory"))["used_memory"])
+    await admin.config_set("maxmemory-policy", "noeviction")
+    await admin.config_set("maxmemory", str(used + 1_000_000))
+    proc, port = _serve(tmp_path, dedicated_redis.url, key_prefix)
+    data = generate(4_000, seed=50)
+    ids: list[str] = []
+    try:
+        async with aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{port}/v1/bnpl/risk-assessment/batch"
+            headers = {"X-API-Key": "test-key", "Content-Type": "application/json"}
+            for start in range(0, len(data), 400):
+                body = orjson.dumps({"requests": [data.request(i) for i in range(start, start + 400)]})
+                async with session.post(url, data=body, headers=headers) as r:
+                    assert r.status == 200
+                    ids += [x["prediction_id"] for x in (await r.json())["results"]]
+    finally:
+        proc.send_signal(signal.SIGKILL)  # while Redis still refuses writes
+        proc.wait()
+    assert len(ids) == 4_000
+    keys = Keys(key_prefix)
+    assert await admin.xlen(keys.predictions()) < 4_000  # most decisions were only in the spool
+    await admin.config_set("maxmemory", "0")
+    proc, port = _serve(tmp_path, dedicated_redis.url, key_prefix)  # same instance id: same spool
+    try:
+        for _ in range(300):
+            if await admin.xlen(keys.predictions()) >= 4_000:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    in_stream = await _stream_ids(dedicated_redis.url, keys.predictions())
+    await admin.aclose()
+    assert set(in_stream) == set(ids)
+    assert max(in_stream.values()) == 1
+    spool = Spool(tmp_path / "spool" / "killed-api.spool")
+    assert not spool.pending  # replayed, then truncated
+    spool.close()
