@@ -1,6 +1,9 @@
 """The alert-sender group: reads the alerts stream and POSTs each alert to every configured webhook.
 
-Body: the alert JSON (or a Slack-compatible ``{"text": …}`` when ``slack``), signed (``alerting.signing``).
+Body: the alert JSON (or a Slack-compatible ``{"text": …}`` when ``slack``), signed (``alerting.signing``). The
+sender refuses to start without a secret (an empty HMAC key is forgeable) unless unsigned delivery is allowed
+explicitly (``BNPL_WEBHOOK_ALLOW_UNSIGNED=true``, then no signature headers are sent at all). Redirects are never
+followed: a signed body goes only to the configured URL, and a 3xx counts as a failed delivery.
 A failed delivery raises, so the runtime retries the batch with exponential backoff and jitter while the entries
 stay pending — detection never waits on delivery, and nothing is lost (at-least-once). Each (alert, url) pair is
 remembered once delivered, so a retry does not re-send to the URLs that already have it; receivers can also dedup
@@ -33,6 +36,11 @@ class AlertSender:
     def __init__(self, settings: AlertSettings, redis: Any, keys: Keys) -> None:
         if not settings.webhook_urls:
             raise ValueError("the alert sender needs BNPL_WEBHOOK_URLS (and BNPL_WEBHOOK_SECRET)")
+        if not settings.webhook_secret and not settings.webhook_allow_unsigned:
+            raise ValueError(
+                "the alert sender needs BNPL_WEBHOOK_SECRET to sign webhook calls "
+                "(or BNPL_WEBHOOK_ALLOW_UNSIGNED=true to send them unsigned)"
+            )
         self.settings = settings
         self.redis = redis
         self.keys = keys
@@ -67,9 +75,10 @@ class AlertSender:
                 marker = self.keys.delivered(alert.alert_id, url)
                 if await self.redis.exists(marker):
                     continue
-                headers = sign(self.settings.webhook_secret, body)
-                async with self.session.post(url, data=body, headers=headers) as response:
-                    if response.status >= 300:
+                secret = self.settings.webhook_secret
+                headers = sign(secret, body) if secret else {"Content-Type": "application/json"}
+                async with self.session.post(url, data=body, headers=headers, allow_redirects=False) as response:
+                    if response.status >= 300:  # 3xx included: a signed body never follows a redirect
                         raise RuntimeError(f"webhook {url} answered {response.status}")
                 await self.redis.set(marker, 1, ex=7 * 86_400)
                 log.info("alert %s (%s) delivered to %s", alert.alert_id, alert.alert_key, url)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from typing import Any
 
-from common.processes import bnpl_command, run_children
-from common.redis_client import connect
+import orjson
+
+from common.processes import Child, bnpl_command, supervise
+from common.redis_client import connect, connect_sync
 from common.settings import Settings
 from consumers.groups import GROUPS
 from consumers.runtime import ConsumerWorker, run_worker
-from consumers.status import count_live
 
 log = logging.getLogger(__name__)
 
@@ -63,32 +66,77 @@ async def _run_one(settings: Settings, group: str) -> int:
 
 
 async def check(settings: Settings, group: str) -> int:
-    """0 when at least one consumer of ``group`` refreshed its health key within its TTL."""
+    """0 when ``group`` runs healthily on this host: under a ``--workers N`` supervisor, every child alive (its pid
+    exists here) and beating (a fresh health key); otherwise at least one live worker of the group on this host."""
+    host = socket.gethostname()
+    keys = settings.keys
     redis = connect(settings.streams.redis_url)
+    problems: list[str] = []
     try:
-        alive = await count_live(redis, settings.keys, group)
+        supervisors = [k async for k in redis.scan_iter(match=keys.supervisor_pattern(group, host))]
+        children = 0
+        for key in supervisors:
+            raw = await redis.get(key)
+            if raw is None:
+                continue
+            for child in orjson.loads(raw)["children"]:
+                children += 1
+                pid, slot = int(child["pid"]), child["slot"]
+                if not _pid_alive(pid):
+                    problems.append(f"worker {slot} (pid {pid}) is not running; its supervisor is restarting it")
+                elif not await redis.exists(keys.health(group, f"{host}-{pid}")):
+                    problems.append(f"worker {slot} (pid {pid}) has not reported as healthy yet")
+        if not supervisors:
+            children = len([k async for k in redis.scan_iter(match=keys.health(group, f"{host}-*"))])
+            if not children:
+                problems.append("no live worker on this host")
     finally:
         await redis.aclose()
-    print(f"group {group}: {alive} live consumer(s)")
-    return 0 if alive else 1
+    for problem in problems:
+        print(f"group {group}: {problem}")
+    print(f"group {group}: {children} worker(s) on {host}, {'unhealthy' if problems else 'healthy'}")
+    return 1 if problems else 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _supervisor_beat(settings: Settings, group: str) -> Any:
+    """Report the children to Redis about once a second (``--check`` reads it); errors are the caller's to log."""
+    keys = settings.keys
+    key = keys.supervisor(group, socket.gethostname(), os.getpid())
+    client = connect_sync(settings.streams.redis_url)
+
+    def beat(children: list[Child]) -> None:
+        report = {
+            "group": group,
+            "supervisor_pid": os.getpid(),
+            "children": [
+                {"slot": c.slot, "pid": c.proc.pid, "alive": c.alive, "restarts": c.restarts} for c in children
+            ],
+        }
+        client.set(key, orjson.dumps(report), ex=settings.consumers.health_ttl_s)
+
+    return beat
 
 
 def consume(settings: Settings, group: str, workers: int = 1) -> int:
-    """Run ``workers`` worker processes (one in-process when 1) of ``group``."""
+    """Run ``group``: one worker in this process, or ``workers`` supervised worker processes (restarted when they
+    die, reported for ``--check``)."""
     if group not in GROUPS:
         raise SystemExit(f"unknown group {group!r}; known: {', '.join(GROUPS)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if workers <= 1:
         return asyncio.run(_run_one(settings, group))
-    return run_children(
-        [
-            (
-                bnpl_command(settings, "consume", group),
-                {"BNPL_WORKER_INDEX": str(i)},
-            )
-            for i in range(workers)
-        ]
-    )
+    commands = [(bnpl_command(settings, "consume", group), {"BNPL_WORKER_INDEX": str(i)}) for i in range(workers)]
+    return supervise(commands, beat=_supervisor_beat(settings, group))
 
 
 async def status(settings: Settings) -> int:

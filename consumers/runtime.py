@@ -7,6 +7,12 @@ the group's handler and ``XACK`` only after it committed. Periodically ``XAUTOCL
 ``max_deliveries`` times is copied with its error to the dead-letter stream and acked in one MULTI/EXEC.
 Transient handler failures retry the same batch with exponential backoff (ceiling, jitter), logging attempts.
 A health key with a TTL is refreshed; the first SIGTERM/SIGINT stops reading and drains, the second exits now.
+
+A worker heals itself: any Redis error (connection lost while Redis restarts, a failover, ``OOM``, the group gone
+with the data) is logged, backed off with jitter and retried from the top: groups ensured again (MKSTREAM), this
+consumer's own pending entries re-read first, then reading resumes. Nothing is acked twice or lost: unacked
+entries stay pending and sinks are idempotent. The health beat and progress samples are best effort (under ``OOM``
+Redis refuses them, but acks and trims, which free memory, still go through).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import random
 import signal
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +34,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from common.keys import Keys, dead_letter_fields
+from common.redact import redact_text
 from common.settings import ConsumerSettings
 from consumers.base import BatchHandler, BatchResult, Entry
 from consumers.status import record_rate_sample
@@ -45,6 +53,7 @@ class WorkerStats:
     batches: int = 0
     retries: int = 0
     claimed: int = 0
+    redis_errors: int = 0  # Redis errors the worker healed from (reconnected and resumed)
     last_batch_s: float = 0.0
     lag: int = 0  # entries of the streams not yet delivered to this group (XINFO GROUPS)
     last_errors: dict[str, str] = field(default_factory=dict)
@@ -79,6 +88,7 @@ class ConsumerWorker:
         self._last_trim = 0.0
         self._last_health = 0.0
         self._last_sample = 0.0
+        self._warned: dict[str, bool] = {}
 
     # --- lifecycle -----------------------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -97,14 +107,50 @@ class ConsumerWorker:
                     raise
 
     async def run(self) -> None:
-        """Process until :meth:`request_stop`; then finish the batch in hand and return."""
-        await self.ensure_groups()
-        await self.handler.start()
+        """Process until :meth:`request_stop`, healing from Redis errors; then finish the batch in hand, return."""
+        started = False
+        attempt = 0
         try:
-            await self._beat()
-            await self._own_pending()
-            # Prefetch one batch while the previous one is in the sink (bounded: at most two batches in hand).
-            upcoming: asyncio.Task[list[Entry]] | None = asyncio.create_task(self._collect())
+            while not self.stopping:
+                try:
+                    await self.ensure_groups()
+                    if not started:
+                        await self.handler.start()
+                        started = True
+                    await self._beat()
+                    await self._own_pending()
+                    await self._consume()
+                    return
+                except (redis_errors.RedisError, OSError) as exc:
+                    attempt += 1
+                    self.stats.redis_errors += 1
+                    delay = self._backoff(attempt)
+                    log.warning(
+                        "group %s: Redis error (%s: %s); reconnecting in %.1fs (attempt %d), then resuming from "
+                        "this consumer's pending entries",
+                        self.group,
+                        exc.__class__.__name__,
+                        redact_text(str(exc)),
+                        delay,
+                        attempt,
+                    )
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), delay)
+        finally:
+            if started:
+                await self.handler.close()
+            with contextlib.suppress(redis_errors.RedisError, OSError):
+                await self.redis.delete(self.keys.health(self.group, self.name))
+
+    def _backoff(self, attempt: int) -> float:
+        delay: float = min(self.config.max_backoff_s, 0.2 * 2 ** min(attempt, 8)) * (0.5 + random.random() / 2)  # noqa: S311
+        return delay
+
+    async def _consume(self) -> None:
+        """Read, handle and ack until stopped. Prefetches one batch while the previous one is in the sink (bounded:
+        at most two batches in hand); a prefetched batch left behind by an error stays pending for this consumer."""
+        upcoming: asyncio.Task[list[Entry]] | None = asyncio.create_task(self._collect())
+        try:
             while upcoming is not None:
                 batch = await upcoming
                 upcoming = None if self.stopping else asyncio.create_task(self._collect())
@@ -112,8 +158,9 @@ class ConsumerWorker:
                     await self._process(batch)
                 await self._housekeeping()
         finally:
-            await self.handler.close()
-            await self.redis.delete(self.keys.health(self.group, self.name))
+            if upcoming is not None and not upcoming.done():
+                upcoming.cancel()
+                await asyncio.gather(upcoming, return_exceptions=True)
 
     # --- reading -------------------------------------------------------------------------------------------------
     def _entries(self, response: Any) -> list[Entry]:
@@ -170,7 +217,7 @@ class ConsumerWorker:
             except Exception as exc:  # sink down: keep the batch, back off, try again
                 attempt += 1
                 self.stats.retries += 1
-                delay = min(self.config.max_backoff_s, 0.2 * 2 ** min(attempt, 8)) * (0.5 + random.random() / 2)  # noqa: S311
+                delay = self._backoff(attempt)
                 log.warning(
                     "group %s: batch of %d failed (%s: %s); retry %d in %.1fs",
                     self.group,
@@ -252,7 +299,8 @@ class ConsumerWorker:
             self._last_sample = now
             lag = 0
             for stream in self.streams:
-                await record_rate_sample(self.redis, self.keys, stream, self.group)
+                with self._best_effort("progress sample"):
+                    await record_rate_sample(self.redis, self.keys, stream, self.group)
                 for group in await self.redis.xinfo_groups(stream):
                     name = group["name"].decode() if isinstance(group["name"], bytes) else group["name"]
                     if name == self.group:
@@ -291,11 +339,27 @@ class ConsumerWorker:
                 if start == "0-0":
                     break
 
+    @contextlib.contextmanager
+    def _best_effort(self, what: str) -> Iterator[None]:
+        """Writes that must not stop consumption: Redis refuses them under OOM, while acks and trims still pass."""
+        try:
+            yield
+        except redis_errors.ResponseError as exc:  # OOM, READONLY …: the connection itself is fine
+            if not self._warned.get(what):
+                log.warning("group %s: %s not written (%s); carrying on", self.group, what, exc)
+                self._warned[what] = True
+        else:
+            self._warned.pop(what, None)
+
     async def _beat(self) -> None:
         now = time.monotonic()
         if now - self._last_health < 1.0:
             return
         self._last_health = now
+        with self._best_effort("health beat"):
+            await self._write_health()
+
+    async def _write_health(self) -> None:
         status = {
             "group": self.group,
             "consumer": self.name,

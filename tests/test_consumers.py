@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 import redis.asyncio as aioredis
 
@@ -274,3 +275,115 @@ async def test_status_reports_a_stopped_group_as_stuck(tmp_path, redis_server, r
     finally:
         worker.request_stop()
         await task
+
+
+async def _add_fresh(url: str, stream: str, events) -> None:
+    """Publish with a client of its own (a test's connection does not survive the restarts either)."""
+    client = aioredis.from_url(url)
+    try:
+        await add_events(client, stream, events)
+    finally:
+        await client.aclose()
+
+
+async def test_redis_restarted_under_a_running_group_it_resumes_and_lands_each_row_once(
+    tmp_path, dedicated_redis, key_prefix
+):
+    """Redis goes away twice while the warehouse group works (kill -9, then a graceful restart); the worker never
+    exits, reconnects by itself and every event lands exactly once."""
+    redis = aioredis.from_url(dedicated_redis.url)
+    keys = Keys(key_prefix)
+    stream = keys.predictions()
+    events = make_events(9_000, seed=9)
+    path = tmp_path / "wh.duckdb"
+    worker = ConsumerWorker(redis, keys, WarehouseHandler(DuckDBWarehouse(path), keys), FAST, name="w1")
+    task = asyncio.create_task(worker.run())
+    try:
+        await _add_fresh(dedicated_redis.url, stream, events[:3_000])
+        for _ in range(200):  # let it work on the first part
+            if worker.stats.processed:
+                break
+            await asyncio.sleep(0.05)
+        dedicated_redis.kill()
+        await asyncio.sleep(2.0)
+        dedicated_redis.start()
+        await _add_fresh(dedicated_redis.url, stream, events[3_000:6_000])
+        await asyncio.sleep(0.5)
+        dedicated_redis.stop()
+        await asyncio.sleep(1.0)
+        dedicated_redis.start()
+        await _add_fresh(dedicated_redis.url, stream, events[6_000:])
+        checker = aioredis.from_url(dedicated_redis.url)
+        try:
+            await wait_group_drained(checker, stream, "warehouse", seconds=120)
+        finally:
+            await checker.aclose()
+        assert not task.done()  # it healed; nobody restarted it
+        assert worker.stats.redis_errors >= 2
+    finally:
+        worker.request_stop()
+        await asyncio.wait_for(task, 60)
+        await redis.aclose()
+    ids = _ids_in_warehouse(path)
+    assert len(ids) == len(set(ids)) == 9_000
+
+
+def _check(env: dict[str, str]) -> int:
+    return subprocess.run(
+        [sys.executable, "-m", "bnpl_cli.main", "consume", "warehouse", "--check"],
+        env={**os.environ, **env},
+        capture_output=True,
+        check=False,
+    ).returncode
+
+
+def _spawn_supervisor(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bnpl_cli.main", "consume", "warehouse", "--workers", "2"],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def test_a_killed_worker_of_a_supervised_group_is_restarted_and_check_fails_meanwhile(
+    tmp_path, redis_server, redis, key_prefix
+):
+    keys = Keys(key_prefix)
+    stream = keys.predictions()
+    events = make_events(6_000, seed=10)
+    path = tmp_path / "wh.duckdb"
+    env = {
+        "BNPL_REDIS_URL": redis_server.url,
+        "BNPL_KEY_PREFIX": key_prefix,
+        "BNPL_DUCKDB_PATH": str(path),
+        "BNPL_CONSUMER_WAIT_S": "0.3",
+        "BNPL_CLAIM_IDLE_MS": "1000",
+        "BNPL_DATA_DIR": str(tmp_path / "data"),
+    }
+    supervisor = _spawn_supervisor(env)
+    try:
+        deadline = time.monotonic() + 60
+        while _check(env) != 0:
+            assert time.monotonic() < deadline, "the supervised workers never became healthy"
+            await asyncio.sleep(0.5)
+        (key,) = [k async for k in redis.scan_iter(match=keys.supervisor_pattern("warehouse", socket.gethostname()))]
+        first = orjson.loads(await redis.get(key))["children"]
+        await add_events(redis, stream, events[:3_000])
+        os.kill(first[0]["pid"], signal.SIGKILL)
+        assert _check(env) == 1  # one child is gone: unhealthy until it is back and beating
+        deadline = time.monotonic() + 60
+        while _check(env) != 0:
+            assert time.monotonic() < deadline, "the killed worker was not restarted"
+            await asyncio.sleep(0.5)
+        now = orjson.loads(await redis.get(key))["children"]
+        assert now[0]["pid"] != first[0]["pid"]
+        assert now[0]["restarts"] == 1
+        assert now[1]["pid"] == first[1]["pid"]
+        await add_events(redis, stream, events[3_000:])
+        await wait_group_drained(redis, stream, "warehouse", seconds=120)
+    finally:
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(timeout=60) == 0
+    ids = _ids_in_warehouse(path)
+    assert len(ids) == len(set(ids)) == 6_000
