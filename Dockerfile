@@ -27,6 +27,7 @@ COPY schemas ./schemas
 COPY traffic ./traffic
 COPY training ./training
 COPY warehouse ./warehouse
+COPY deploy/entrypoint.sh /usr/local/bin/bnpl-entrypoint
 RUN pip install '.[server]' \
     && useradd --system --uid 10001 --home-dir /var/lib/bnpl --create-home bnpl
 
@@ -34,5 +35,5 @@ USER bnpl
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
     CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2)" || exit 1
-ENTRYPOINT ["bnpl"]
+ENTRYPOINT ["bnpl-entrypoint", "bnpl"]
 CMD ["serve", "--host", "0.0.0.0"]

@@ -109,7 +109,7 @@ class ApiClient:
     async def assess(self, body, key: str | None = "test-key"):
         import orjson
 
-        headers = {"X-API-Key": key} if key else {}
+        headers = {"Content-Type": "application/json", **({"X-API-Key": key} if key else {})}
         data = body if isinstance(body, bytes) else orjson.dumps(body)
         async with self.session.post(self.url("/v1/bnpl/risk-assessment"), data=data, headers=headers) as resp:
             return resp.status, await resp.json(content_type=None)

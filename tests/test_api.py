@@ -181,7 +181,7 @@ async def test_batch_endpoint_decides_in_order_and_validates_items(api):
     data = generate(5, seed=9)
     bodies = [data.request(i) for i in range(5)]
     url = api.url("/v1/bnpl/risk-assessment/batch")
-    headers = {"X-API-Key": "test-key"}
+    headers = {"X-API-Key": "test-key", "Content-Type": "application/json"}
     async with api.session.post(url, data=orjson.dumps({"requests": bodies}), headers=headers) as r:
         assert r.status == 200
         results = (await r.json())["results"]
@@ -203,7 +203,7 @@ async def test_batch_cap_comes_from_settings(tmp_path, redis_server, key_prefix,
     client, stop = await start_api(settings, DecisionEngine(loaded_models))
     data = generate(1_500, seed=21)
     url = client.url("/v1/bnpl/risk-assessment/batch")
-    headers = {"X-API-Key": "test-key"}
+    headers = {"X-API-Key": "test-key", "Content-Type": "application/json"}
     try:
         body = io.BytesIO(orjson.dumps({"requests": [data.request(i) for i in range(1_500)]}))
         async with client.session.post(url, data=body, headers=headers) as r:

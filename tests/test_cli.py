@@ -119,7 +119,7 @@ def test_serve_with_two_worker_processes_shares_one_port(tmp_path, trained_regis
             req = urllib.request.Request(
                 f"http://127.0.0.1:{port}/v1/bnpl/risk-assessment",
                 data=orjson.dumps(ORIGINAL_EXAMPLE),
-                headers={"X-API-Key": "k"},
+                headers={"X-API-Key": "k", "Content-Type": "application/json"},
             )
             with urllib.request.urlopen(req, timeout=5) as resp:
                 assert resp.status == 200
