@@ -95,10 +95,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _serve_workers(settings: Settings, workers: int) -> int:
     """N API processes on one port (SO_REUSEPORT); each has its own instance id, spool and publish sequence."""
-    from common.processes import bnpl_command, run_children
+    from common.processes import bnpl_command, supervise
 
     api = settings.api
-    return run_children(
+    return supervise(
         [
             (
                 bnpl_command(settings, "serve", "--host", api.host, "--port", str(api.port)),
