@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: venv lint typecheck test demo bench bench-api bench-consumers bench-ab bench-drift clean
+.PHONY: venv lint typecheck test demo bench bench-api bench-consumers bench-ab bench-drift bench-memory clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
@@ -42,7 +42,10 @@ bench-ab: venv
 bench-drift: venv
 	$(BIN)/python -m bench.drift_bench
 
-bench: bench-api bench-consumers bench-ab bench-drift
+bench-memory: venv
+	$(BIN)/python -m bench.memory_bench
+
+bench: bench-api bench-consumers bench-ab bench-drift bench-memory
 
 clean:
 	rm -rf $(VENV) .bnpl .pytest_cache .mypy_cache .ruff_cache

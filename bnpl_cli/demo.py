@@ -14,7 +14,7 @@ from typing import Any
 
 from common.keys import Keys
 from common.progress import step
-from common.settings import Settings
+from common.settings import ConsumerSettings, Settings
 from datagen import NewCategory, example_request, generate
 from features import FEATURE_NAMES, featurize
 
@@ -125,7 +125,7 @@ def _traffic(settings: Settings, client: Any, requests: int) -> None:
         code = processes.stop(api)
         with step("waiting for the consumer groups to catch up (and the mlflow group to log its windows)"):
             asyncio.run(_drained(redis_server.url, keys))
-        status_text = asyncio.run(_status(redis_server.url, keys))
+        status_text = asyncio.run(_status(redis_server.url, keys, settings.consumers))
         reader = connect_sync(redis_server.url)
         try:
             in_stream = Counter(
@@ -225,13 +225,13 @@ async def _drained(redis_url: str, keys: Keys) -> None:
         await client.aclose()
 
 
-async def _status(redis_url: str, keys: Keys) -> str:
+async def _status(redis_url: str, keys: Keys, consumers: ConsumerSettings) -> str:
     from common.redis_client import connect
     from consumers.status import collect, render
 
     client = connect(redis_url)
     try:
-        return render(await collect(client, keys))
+        return render(await collect(client, keys, consumers))
     finally:
         await client.aclose()
 

@@ -18,9 +18,10 @@ Keys used alone (no slot constraint): ``bnpl:health:<group>:<consumer>`` (worker
 checkpoints), ``bnpl:alerted:<cause>`` (alert dedup with a cooldown), ``bnpl:delivered:<alert id>:<url hash>``
 (webhook delivery markers).
 
-**Entries.** Every stream entry has three fields: ``v`` (schema version of the payload), ``id`` (the record's own
-id: prediction id, alert id) and ``e`` (the payload). :func:`encode_entry` / :func:`decode_entry` are the only code
-that writes or reads that layout; Lua scripts that append entries embed :func:`lua_xadd_entry`.
+**Entries.** Every stream entry has the fields ``v`` (schema version of the payload), ``id`` (the record's own
+id: prediction id, alert id), ``e`` (the payload) and, when the payload is encoded, ``c`` (its codec, e.g.
+``zd1``: zstd with the events' dictionary, see ``schemas.codec``). :func:`encode_entry` / :func:`decode_entry` are
+the only code that writes or reads that layout; Lua scripts that append entries embed :func:`lua_xadd_entry`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import Final
 VERSION_FIELD: Final = b"v"
 ID_FIELD: Final = b"id"
 PAYLOAD_FIELD: Final = b"e"
+CODEC_FIELD: Final = b"c"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,24 +45,36 @@ class EntryData:
     version: int
     record_id: str
     payload: bytes
+    codec: str = ""
 
 
-def encode_entry(record_id: str, payload: bytes, version: int) -> dict[str, str | bytes | int]:
+def encode_entry(record_id: str, payload: bytes, version: int, codec: str = "") -> dict[str, str | bytes | int]:
     """The fields of one stream entry (for ``XADD``).
 
-    >>> fields = encode_entry("p1", b"{}", 2)
-    >>> fields
+    >>> encode_entry("p1", b"{}", 2)
     {'v': 2, 'id': 'p1', 'e': b'{}'}
-    >>> decode_entry({b"v": b"2", b"id": b"p1", b"e": b"{}"})  # as Redis returns them
-    EntryData(version=2, record_id='p1', payload=b'{}')
+    >>> decode_entry({b"v": b"2", b"id": b"p1", b"e": b"...", b"c": b"zd1"})  # as Redis returns them
+    EntryData(version=2, record_id='p1', payload=b'...', codec='zd1')
     """
-    return {VERSION_FIELD.decode(): version, ID_FIELD.decode(): record_id, PAYLOAD_FIELD.decode(): payload}
+    fields: dict[str, str | bytes | int] = {
+        VERSION_FIELD.decode(): version,
+        ID_FIELD.decode(): record_id,
+        PAYLOAD_FIELD.decode(): payload,
+    }
+    if codec:
+        fields[CODEC_FIELD.decode()] = codec
+    return fields
 
 
 def decode_entry(fields: dict[bytes, bytes]) -> EntryData:
     """Read an entry written by :func:`encode_entry` or :func:`lua_xadd_entry`; missing fields read as empty
     (version 0), so a foreign entry fails later, in the payload decoder, as one bad entry."""
-    return EntryData(entry_version(fields), fields.get(ID_FIELD, b"").decode(errors="replace"), entry_payload(fields))
+    return EntryData(
+        entry_version(fields),
+        fields.get(ID_FIELD, b"").decode(errors="replace"),
+        entry_payload(fields),
+        entry_codec(fields),
+    )
 
 
 def entry_version(fields: dict[bytes, bytes]) -> int:
@@ -76,10 +90,16 @@ def entry_payload(fields: dict[bytes, bytes]) -> bytes:
     return fields.get(PAYLOAD_FIELD, b"")
 
 
-def lua_xadd_entry(stream: str, version: str, record_id: str, payload: str) -> str:
+def entry_codec(fields: dict[bytes, bytes]) -> str:
+    """The codec of an entry's payload (``""``: plain JSON)."""
+    return fields.get(CODEC_FIELD, b"").decode()
+
+
+def lua_xadd_entry(stream: str, version: str, record_id: str, payload: str, codec: str | None = None) -> str:
     """A Lua ``XADD`` of one entry; the arguments are Lua expressions (``KEYS[1]``, ``ARGV[3]`` …)."""
-    v, i, e = (f.decode() for f in (VERSION_FIELD, ID_FIELD, PAYLOAD_FIELD))
-    return f"redis.call('XADD', {stream}, '*', '{v}', {version}, '{i}', {record_id}, '{e}', {payload})"
+    v, i, e, c = (f.decode() for f in (VERSION_FIELD, ID_FIELD, PAYLOAD_FIELD, CODEC_FIELD))
+    encoded = f", '{c}', {codec}" if codec else ""
+    return f"redis.call('XADD', {stream}, '*', '{v}', {version}, '{i}', {record_id}, '{e}', {payload}{encoded})"
 
 
 def dead_letter_fields(

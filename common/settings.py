@@ -156,8 +156,13 @@ class ConsumerSettings:
     claim_every_s: float = setting("BNPL_CLAIM_EVERY_S", 5.0, "how often a worker looks for idle entries")
     health_ttl_s: int = setting("BNPL_HEALTH_TTL_S", 15, "a worker's health key expires this long after its beat")
     trim_every_s: float = setting("BNPL_TRIM_EVERY_S", 30.0, "how often a worker trims the streams it reads")
-    retention_days: float = setting(
-        "BNPL_STREAM_RETENTION_DAYS", 30.0, "trim acked entries older than this (never what a group still needs)"
+    stream_retention_hours: float = setting(
+        "BNPL_STREAM_RETENTION_HOURS",
+        6.0,
+        "acked prediction events leave Redis this long after publishing (never before every group acked them)",
+    )
+    alert_retention_days: float = setting(
+        "BNPL_ALERT_RETENTION_DAYS", 30.0, "alerts stay in their stream this long (their audit trail)"
     )
     drain_timeout_s: float = setting("BNPL_DRAIN_TIMEOUT_S", 30.0, "first stop signal: finish the batch within this")
     max_backoff_s: float = setting("BNPL_MAX_BACKOFF_S", 30.0, "ceiling of the retry backoff of a failing sink")
@@ -172,7 +177,12 @@ class ConsumerSettings:
 
     @property
     def retention_ms(self) -> int:
-        return int(self.retention_days * 24 * 3600 * 1000)
+        """Retention of the prediction streams."""
+        return int(self.stream_retention_hours * 3600 * 1000)
+
+    @property
+    def alert_retention_ms(self) -> int:
+        return int(self.alert_retention_days * 24 * 3600 * 1000)
 
 
 @dataclass(frozen=True, slots=True)

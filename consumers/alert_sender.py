@@ -70,7 +70,7 @@ class AlertSender:
         assert self.session is not None
         decoded, failed = decode_entries(entries, lambda _version, payload: _ALERTS.decode(payload), "alert")
         for entry, alert in decoded:
-            body = self._body(alert, entry.payload)
+            body = self._body(alert, entry.document)
             for url in self.settings.webhook_urls:
                 marker = self.keys.delivered(alert.alert_id, url)
                 if await self.redis.exists(marker):

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from common.keys import EntryData, decode_entry, entry_payload, entry_version
+from common.keys import EntryData, decode_entry, entry_codec, entry_payload, entry_version
+from schemas.codec import decompress
 
 T = TypeVar("T")
 
@@ -35,7 +36,13 @@ class Entry:
 
     @property
     def payload(self) -> bytes:
+        """The payload as stored (possibly compressed)."""
         return entry_payload(self.fields)
+
+    @property
+    def document(self) -> bytes:
+        """The payload's JSON document (decompressed when the entry names a codec); ``ValueError`` if corrupt."""
+        return decompress(entry_codec(self.fields), entry_payload(self.fields))
 
 
 @dataclass(slots=True)
@@ -86,14 +93,15 @@ class BatchHandler(Protocol):
 def decode_entries(
     entries: list[Entry], decode: Callable[[int, bytes], T], what: str = "prediction event"
 ) -> tuple[list[tuple[Entry, T]], dict[str, str]]:
-    """Decode every entry's payload with ``decode(version, payload)``; entries that do not decode are returned as
-    failures (dead-lettered later)."""
+    """Decode every entry's JSON document with ``decode(version, document)``; entries that do not decode are
+    returned as failures (dead-lettered later)."""
     decoded: list[tuple[Entry, T]] = []
     failed: dict[str, str] = {}
     for entry in entries:
         fields = entry.fields
         try:
-            decoded.append((entry, decode(entry_version(fields), entry_payload(fields))))
+            document = decompress(entry_codec(fields), entry_payload(fields))
+            decoded.append((entry, decode(entry_version(fields), document)))
         except ValueError as exc:  # msgspec.DecodeError and orjson.JSONDecodeError are ValueErrors
             failed[entry.id] = f"undecodable {what}: {exc}"
     return decoded, failed

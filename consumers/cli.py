@@ -144,7 +144,7 @@ async def status(settings: Settings) -> int:
 
     redis = connect(settings.streams.redis_url)
     try:
-        streams = await collect(redis, settings.keys)
+        streams = await collect(redis, settings.keys, settings.consumers)
     finally:
         await redis.aclose()
     print(render(streams))

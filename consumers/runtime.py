@@ -290,7 +290,10 @@ class ConsumerWorker:
         if now - self._last_trim >= self.config.trim_every_s:
             self._last_trim = now
             for stream in self.streams:  # every group trims what it reads; XTRIM MINID is idempotent
-                await trim_stream(self.redis, stream, self.config.retention_ms)
+                alerts = stream == self.keys.alerts()
+                await trim_stream(
+                    self.redis, stream, self.config.alert_retention_ms if alerts else self.config.retention_ms
+                )
         try:  # time-driven work of a group (e.g. closing windows while no events arrive)
             await self.handler.tick()
         except Exception as exc:

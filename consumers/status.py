@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from common.keys import Keys
+from common.settings import ConsumerSettings
 
 RATE_SAMPLES = 40  # at one sample per 5 s per worker: a few minutes of history
 
@@ -39,6 +40,22 @@ class StreamStatus:
     dead_letters: int
     events_per_s: float | None
     groups: list[GroupStatus] = field(default_factory=list)
+    #: How long acked entries stay (trimming never removes what a group still needs).
+    retention_s: float = 0.0
+
+    @property
+    def bytes_per_event(self) -> float | None:
+        """Redis memory per entry of this stream (``MEMORY USAGE`` / length)."""
+        return self.memory_bytes / self.length if self.memory_bytes is not None and self.length else None
+
+    def projected_bytes(self, events_per_s: float | None = None) -> float | None:
+        """Memory the stream settles at: entries arriving for one retention period, at ``events_per_s`` (default:
+        the last minute's rate), times the bytes per entry."""
+        rate = self.events_per_s if events_per_s is None else events_per_s
+        per_event = self.bytes_per_event
+        if rate is None or per_event is None:
+            return None
+        return rate * self.retention_s * per_event
 
 
 def _text(value: Any) -> str:
@@ -74,19 +91,27 @@ def _rate(samples: list[dict[str, float]], field_name: str, window_s: float = 60
     return (last[field_name] - first[field_name]) / span if span > 0 else None
 
 
-async def collect(redis: Any, keys: Keys) -> list[StreamStatus]:
+async def collect(redis: Any, keys: Keys, settings: ConsumerSettings | None = None) -> list[StreamStatus]:
     """Status of every stream (predictions, alerts) and its groups."""
+    settings = settings or ConsumerSettings()
     out = []
     for stream in [*keys.prediction_streams(), keys.alerts()]:
+        retention = (settings.alert_retention_ms if stream == keys.alerts() else settings.retention_ms) / 1000
         if not await redis.exists(stream):
-            out.append(StreamStatus(stream, 0, None, int(await redis.xlen(keys.dead_letter(stream))), None))
+            dead = int(await redis.xlen(keys.dead_letter(stream)))
+            out.append(StreamStatus(stream, 0, None, dead, None, retention_s=retention))
             continue
         try:
             memory = await redis.memory_usage(stream)
         except Exception:  # MEMORY USAGE may be disabled on managed Redis
             memory = None
         status = StreamStatus(
-            stream, int(await redis.xlen(stream)), memory, int(await redis.xlen(keys.dead_letter(stream))), None
+            stream,
+            int(await redis.xlen(stream)),
+            memory,
+            int(await redis.xlen(keys.dead_letter(stream))),
+            None,
+            retention_s=retention,
         )
         for group in await redis.xinfo_groups(stream):
             name = _text(group["name"])
@@ -137,16 +162,29 @@ async def count_live(redis: Any, keys: Keys, group: str) -> int:
 
 
 async def wait_drained(redis: Any, stream: str, group: str, seconds: float = 120.0) -> None:
-    """Wait until ``group`` has read everything on ``stream`` and nothing is pending (demo, benchmarks, tests)."""
+    """Wait until ``group`` has read everything on ``stream`` and nothing is pending (demo, benchmarks, tests).
+
+    Redis reports no lag (nil) when it cannot count it (after a restart, deletions); then the group's last
+    delivered id is compared with the stream's last id instead."""
     deadline = time.monotonic() + seconds
     state = None
     while time.monotonic() < deadline:
         groups = {_text(g["name"]): g for g in await redis.xinfo_groups(stream)}
         state = groups.get(group)
-        if state is not None and int(state["pending"]) == 0 and int(state.get("lag") or 0) == 0:
-            return
+        if state is not None and int(state["pending"]) == 0:
+            lag = state.get("lag")
+            if lag is not None and int(lag) == 0:
+                return
+            if lag is None:
+                last = _text((await redis.xinfo_stream(stream))["last-generated-id"])
+                if _text(state["last-delivered-id"]) == last:
+                    return
         await asyncio.sleep(0.05)
     raise TimeoutError(f"group {group} did not drain {stream} within {seconds:.0f}s: {state}")
+
+
+def _rate_text(per_s: float) -> str:
+    return f"{per_s:,.0f}/s" if per_s >= 10 else f"{per_s:.2g}/s"
 
 
 def render(streams: list[StreamStatus]) -> str:
@@ -154,10 +192,21 @@ def render(streams: list[StreamStatus]) -> str:
     lines = []
     for s in streams:
         mem = f"{s.memory_bytes / 1e6:.1f} MB" if s.memory_bytes is not None else "n/a"
-        rate = f"{s.events_per_s:,.0f}/s" if s.events_per_s is not None else "n/a"
+        per_event = f" ({s.bytes_per_event:,.0f} B/event)" if s.bytes_per_event is not None else ""
+        rate = _rate_text(s.events_per_s) if s.events_per_s is not None else "n/a"
         lines.append(
-            f"stream {s.stream}: {s.length:,} entries, {mem}, in {rate} (last minute), dead letters {s.dead_letters:,}"
+            f"stream {s.stream}: {s.length:,} entries, {mem}{per_event}, in {rate} (last minute), "
+            f"dead letters {s.dead_letters:,}"
         )
+        projected = s.projected_bytes()
+        retention = f"{s.retention_s / 3600:g} h" if s.retention_s < 72 * 3600 else f"{s.retention_s / 86400:g} days"
+        if projected is not None and s.events_per_s is not None:
+            lines.append(
+                f"  retention {retention}: if the last minute's rate went on, it would settle near "
+                f"{projected / 1e6:,.1f} MB ({_rate_text(s.events_per_s)} × {retention} × {s.bytes_per_event:,.0f} B)"
+            )
+        else:
+            lines.append(f"  retention {retention}")
         for g in s.groups:
             flag = f"STUCK ({g.reason})" if g.stuck else "ok"
             grate = f"{g.events_per_s:,.0f}/s" if g.events_per_s is not None else "n/a"

@@ -2,9 +2,10 @@
 
 On Redis 7.x the safe point is computed from ``XINFO GROUPS`` and ``XPENDING``: for each group, the oldest entry it
 still needs is its oldest pending entry, or the entry right after its last-delivered id when nothing is pending.
-The stream is trimmed (``XTRIM MINID``) to the oldest of those — and no further than the retention (30 days by
-default) allows. If a group still needs entries older than the retention, they are kept and the lag is reported
-instead of dropping them.
+The stream is trimmed (``XTRIM MINID``) to the oldest of those — and no further than the retention allows (6 hours
+for prediction events by default: the warehouse is the system of record, the stream a buffer; 30 days for alerts).
+If a group still needs entries older than the retention, they are kept and the lag is reported instead of dropping
+them.
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ from warehouse.base import Warehouse
 class WarehouseHandler:
     """Insert idempotently (on prediction_id); events that cannot load fail individually and are dead-lettered.
 
-    Payloads go to the warehouse as published (DuckDB parses the JSON itself, BigQuery's sink decodes it);
-    payloads of an older event version are upgraded first.
+    Events go to the warehouse as JSON documents (decompressed; DuckDB parses the JSON itself, BigQuery's sink
+    decodes it); documents of an older event version are upgraded first.
     """
 
     group = "warehouse"
@@ -37,7 +37,7 @@ class WarehouseHandler:
         for i, entry in enumerate(entries):
             version = entry.version
             try:
-                payloads.append(upgrade_payload(version, entry.payload))
+                payloads.append(upgrade_payload(version, entry.document))
             except ValueError as exc:
                 failed[entry.id] = f"undecodable prediction event (version {version}): {exc}"
                 continue

@@ -47,34 +47,38 @@ from producers.errors import classify
 from producers.sequence import SeqAllocator
 from producers.spool import Spool
 from schemas.alerts import Alert
+from schemas.codec import EVENT_CODEC, compress
 from schemas.events import PREDICTION_EVENT_VERSION, PredictionEvent, projection, upgrade_payload
 
 log = logging.getLogger(__name__)
 
-#: KEYS: stream, publish-state hash (same slot). ARGV: instance, schema version, then per block its sequence number,
-#: its prediction ids and its event JSON documents (each list newline-terminated; compact JSON never holds a raw
-#: newline). A block at or below the instance's last recorded sequence number is skipped; the others are written
-#: and the last number recorded, in one atomic step. Returns {events written, events skipped}. Two arguments per
-#: block, not two per event: packing arguments costs the API more than the XADD costs Redis.
+#: KEYS: stream, publish-state hash (same slot). ARGV: instance, schema version, codec, then per block its sequence
+#: number, its prediction ids (newline-terminated), the byte lengths of its payloads (comma-separated) and the
+#: payloads themselves, concatenated (compressed payloads are binary: no separator is safe inside them). A block at
+#: or below the instance's last recorded sequence number is skipped; the others are written and the last number
+#: recorded, in one atomic step. Returns {events written, events skipped}. Four arguments per block, not several
+#: per event: packing arguments costs the API more than the XADD costs Redis.
 APPEND_BLOCKS = (
     """
 local last = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 local written, skipped = 0, 0
-for b = 3, #ARGV, 3 do
-  local seq, ids, events = tonumber(ARGV[b]), ARGV[b + 1], ARGV[b + 2]
-  local i, e = 1, 1
-  while e <= #events do
+for b = 4, #ARGV, 4 do
+  local seq, ids, payloads = tonumber(ARGV[b]), ARGV[b + 1], ARGV[b + 3]
+  local i, p = 1, 1
+  for length in string.gmatch(ARGV[b + 2], '%d+') do
     local id_end = string.find(ids, '\\n', i, true)
-    local event_end = string.find(events, '\\n', e, true)
+    local n = tonumber(length)
     if seq > last then
       """
-    + lua_xadd_entry("KEYS[1]", "ARGV[2]", "string.sub(ids, i, id_end - 1)", "string.sub(events, e, event_end - 1)")
+    + lua_xadd_entry(
+        "KEYS[1]", "ARGV[2]", "string.sub(ids, i, id_end - 1)", "string.sub(payloads, p, p + n - 1)", "ARGV[3]"
+    )
     + """
       written = written + 1
     else
       skipped = skipped + 1
     end
-    i, e = id_end + 1, event_end + 1
+    i, p = id_end + 1, p + n
   end
   if seq > last then last = seq end
 end
@@ -300,12 +304,13 @@ class EventPublisher:
             self.stats.spooled += len(group)
             self._spooled_in_outage += len(group)
 
-    async def _append_blocks(self, stream: str, blocks: list[tuple[int, str, bytes]]) -> tuple[int, int]:
-        """Write blocks (seq, newline-terminated ids, newline-terminated events) of one stream; returns events
-        (written, skipped because Redis already had their block)."""
-        args: list[Any] = [self._instance, PREDICTION_EVENT_VERSION]
-        for seq, ids, lines in blocks:
-            args += [seq, ids, lines]
+    async def _append_blocks(self, stream: str, blocks: list[tuple[int, str, list[bytes]]]) -> tuple[int, int]:
+        """Write blocks (seq, newline-terminated ids, JSON documents) of one stream, each document compressed
+        (``schemas.codec``); returns events (written, skipped because Redis already had their block)."""
+        args: list[Any] = [self._instance, PREDICTION_EVENT_VERSION, EVENT_CODEC]
+        for seq, ids, documents in blocks:
+            payloads = [compress(d) for d in documents]
+            args += [seq, ids, ",".join([str(len(p)) for p in payloads]), b"".join(payloads)]
         written, skipped = await self._script(keys=[stream, self._keys.publish_state(stream)], args=args)
         return int(written), int(skipped)
 
@@ -317,15 +322,15 @@ class EventPublisher:
         groups = list(self._group(batch).items())
         for i, (stream, group) in enumerate(groups):
             seq = self._seq.take()
-            lines = self._encoder.encode_lines(group)  # one C call for the whole block
+            documents = self._encoder.encode_lines(group).split(b"\n")[:-1]  # one C call for the whole block
             try:
                 written, _ = await self._append_blocks(
-                    stream, [(seq, "".join([f"{e.decision.prediction_id}\n" for e in group]), lines)]
+                    stream, [(seq, "".join([f"{e.decision.prediction_id}\n" for e in group]), documents)]
                 )
             except BaseException as exc:
                 # Outcome unknown: keep the block with the same seq, so a retry is skipped if this one landed;
                 # then everything behind it, in order. Only then does anything else happen.
-                self.spool.append(seq, stream, lines.split(b"\n")[:-1], PREDICTION_EVENT_VERSION, flush=True)
+                self.spool.append(seq, stream, documents, PREDICTION_EVENT_VERSION, flush=True)
                 self.stats.spooled += len(group)
                 self._spooled_in_outage += len(group)
                 self._spool_events([e for _, rest in groups[i + 1 :] for e in rest])
@@ -348,12 +353,12 @@ class EventPublisher:
             await self._sync_floor(raise_errors=True)
         # Consecutive blocks of one stream go in one call; blocks spooled by an older version are upgraded to the
         # current layout and stream names first.
-        runs: list[tuple[str, list[tuple[int, str, bytes]], int]] = []
+        runs: list[tuple[str, list[tuple[int, str, list[bytes]]], int]] = []
         for block in blocks:
             stream = self._keys.current_stream(block.stream)
             events = [upgrade_payload(block.version, e) for e in block.events]
             ids = "".join(f"{_ID_DECODER.decode(e).decision.prediction_id}\n" for e in events)
-            entry = (block.seq, ids, b"".join(e + b"\n" for e in events))
+            entry = (block.seq, ids, events)
             if runs and runs[-1][0] == stream:
                 runs[-1][1].append(entry)
                 runs[-1] = (stream, runs[-1][1], block.end)

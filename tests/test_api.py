@@ -13,6 +13,7 @@ from app.keys import PUBLISHER, SETTINGS
 from common.keys import decode_entry
 from datagen import ORIGINAL_EXAMPLE, generate
 from schemas import PredictionEvent
+from schemas.codec import decompress
 from schemas.events import decode_event
 from tests.conftest import api_settings, start_api
 
@@ -47,7 +48,7 @@ async def _stream_events(url: str, stream: str) -> list[PredictionEvent]:
         entries = await client.xrange(stream)
     finally:
         await client.aclose()
-    return [decode_event(entry.version, entry.payload) for entry in (decode_entry(f) for _, f in entries)]
+    return [decode_event(e.version, decompress(e.codec, e.payload)) for e in (decode_entry(f) for _, f in entries)]
 
 
 async def _drained(api) -> None:

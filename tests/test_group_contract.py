@@ -28,7 +28,7 @@ from datagen import NewCategory, generate
 from decision.engine import DecisionEngine
 from schemas import parse_request
 from schemas.alerts import ALERT_VERSION, Alert
-from tests.test_upgrade import as_v1
+from traffic.events import as_v1
 from warehouse.duckdb_store import DuckDBWarehouse
 
 SECRET = "contract-secret"

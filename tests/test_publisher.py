@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from collections import Counter
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from datagen import generate
 from decision.engine import DecisionEngine
 from producers.publisher import EventPublisher
 from producers.spool import Spool, SpoolLockedError
+from schemas.codec import decompress
 from tests.conftest import api_settings, start_api
 from traffic.http import simulate
 
@@ -108,12 +110,17 @@ async def test_resending_a_block_is_skipped_by_redis(tmp_path, redis_server, key
     publisher = EventPublisher(client, keys, PublisherSettings(spool_dir=tmp_path), "inst-1")
     stream = keys.predictions()
     try:
-        assert await publisher._append_blocks(stream, [(7, "p1\np2\n", b"{}\n{}\n")]) == (2, 0)
-        assert await publisher._append_blocks(stream, [(7, "p1\np2\n", b"{}\n{}\n")]) == (0, 2)  # outcome unknown
-        assert await publisher._append_blocks(stream, [(6, "p0\n", b"{}\n")]) == (0, 1)  # older block
+        assert await publisher._append_blocks(stream, [(7, "p1\np2\n", [b"{}", b"[]"])]) == (2, 0)
+        assert await publisher._append_blocks(stream, [(7, "p1\np2\n", [b"{}", b"[]"])]) == (0, 2)  # outcome unknown
+        assert await publisher._append_blocks(stream, [(6, "p0\n", [b"{}"])]) == (0, 1)  # older block
         # Several blocks in one call (a replay): those Redis has are skipped, the rest written.
-        assert await publisher._append_blocks(stream, [(7, "p1\n", b"{}\n"), (8, "p3\n", b"{}\n")]) == (1, 1)
-        assert await client.xlen(stream) == 3
+        assert await publisher._append_blocks(stream, [(7, "p1\n", [b"{}"]), (8, "p3\n", [b"1"])]) == (1, 1)
+        entries = [decode_entry(f) for _, f in await client.xrange(stream)]
+        assert [(e.record_id, decompress(e.codec, e.payload)) for e in entries] == [
+            ("p1", b"{}"),
+            ("p2", b"[]"),
+            ("p3", b"1"),
+        ]
     finally:
         publisher.spool.close()
         await client.aclose()
@@ -184,9 +191,9 @@ async def test_a_spool_written_before_the_event_upgrade_replays_upgraded(
     flat events) land in the current stream as version 2 events, once each."""
     import msgspec
 
+    from schemas.codec import decompress
     from schemas.events import decode_event
-    from tests.test_upgrade import as_v1
-    from traffic.events import make_events
+    from traffic.events import as_v1, make_events
 
     settings = api_settings(tmp_path, redis_server.url, key_prefix)
     events = make_events(3, seed=48, engine=DecisionEngine(loaded_models))
@@ -205,7 +212,7 @@ async def test_a_spool_written_before_the_event_upgrade_replays_upgraded(
     finally:
         await redis.aclose()
     assert [(e.version, e.record_id) for e in entries] == [(2, ev.prediction_id) for ev in events]
-    assert [decode_event(e.version, e.payload) for e in entries] == [
+    assert [decode_event(e.version, decompress(e.codec, e.payload)) for e in entries] == [
         decode_event(1, msgspec.json.encode(as_v1(ev))) for ev in events
     ]
 
@@ -238,7 +245,7 @@ async def test_redis_out_of_memory_then_freed_every_decision_lands_exactly_once(
     admin = aioredis.from_url(dedicated_redis.url)
     used = int((await admin.info("memory"))["used_memory"])
     await admin.config_set("maxmemory-policy", "noeviction")
-    await admin.config_set("maxmemory", str(used + 2_000_000))  # room for about a thousand events
+    await admin.config_set("maxmemory", str(used + 300_000))  # room for about a thousand (compressed) events
     settings = api_settings(tmp_path, dedicated_redis.url, key_prefix, publish_batch=200, stall_s=1.0)
     client, stop = await start_api(settings, DecisionEngine(loaded_models))
     data = generate(6_000, seed=49)
@@ -303,16 +310,41 @@ def _serve(tmp_path: Path, redis_url: str, key_prefix: str):
 
 
 async def test_api_killed_while_redis_is_full_loses_nothing(tmp_path, dedicated_redis, key_prefix):
-    import signal
+    admin = aioredis.from_url(dedicated_redis.url)
+    try:
+        ids = await _decide_until_killed(tmp_path, dedicated_redis.url, key_prefix, admin)
+        keys = Keys(key_prefix)
+        assert len(ids) == 4_000
+        assert await admin.xlen(keys.predictions()) < 4_000  # most decisions were only in the spool
+        await admin.config_set("maxmemory", "0")
+        proc, _ = _serve(tmp_path, dedicated_redis.url, key_prefix)  # same instance id: same spool
+        try:
+            for _ in range(300):
+                if await admin.xlen(keys.predictions()) >= 4_000:
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0
+    finally:
+        await admin.aclose()
+    in_stream = await _stream_ids(dedicated_redis.url, keys.predictions())
+    assert set(in_stream) == set(ids)
+    assert max(in_stream.values()) == 1
+    spool = Spool(tmp_path / "spool" / "killed-api.spool")
+    assert not spool.pending  # replayed, then truncated
+    spool.close()
 
+
+async def _decide_until_killed(tmp_path: Path, redis_url: str, key_prefix: str, admin) -> list[str]:
+    """Fill Redis, decide 4,000 requests through a `bnpl serve` process, check it is blocked, then kill -9 it."""
     import aiohttp
     import orjson
 
-    admin = aioredis.from_url(dedicated_redis.url)
     used = int((await admin.info("memory"))["used_memory"])
     await admin.config_set("maxmemory-policy", "noeviction")
-    await admin.config_set("maxmemory", str(used + 1_000_000))
-    proc, port = _serve(tmp_path, dedicated_redis.url, key_prefix)
+    await admin.config_set("maxmemory", str(used + 150_000))
+    proc, port = _serve(tmp_path, redis_url, key_prefix)
     data = generate(4_000, seed=50)
     ids: list[str] = []
     try:
@@ -324,26 +356,11 @@ async def test_api_killed_while_redis_is_full_loses_nothing(tmp_path, dedicated_
                 async with session.post(url, data=body, headers=headers) as r:
                     assert r.status == 200
                     ids += [x["prediction_id"] for x in (await r.json())["results"]]
+            readyz = f"http://127.0.0.1:{port}/readyz?strict=1"
+            async with session.get(readyz, headers={"X-API-Key": "test-key"}) as r:
+                assert r.status == 503  # blocked: events are being spooled, not written
+                assert "OutOfMemoryError" in (await r.json())["detail"]["publish_error"]
     finally:
         proc.send_signal(signal.SIGKILL)  # while Redis still refuses writes
         proc.wait()
-    assert len(ids) == 4_000
-    keys = Keys(key_prefix)
-    assert await admin.xlen(keys.predictions()) < 4_000  # most decisions were only in the spool
-    await admin.config_set("maxmemory", "0")
-    proc, port = _serve(tmp_path, dedicated_redis.url, key_prefix)  # same instance id: same spool
-    try:
-        for _ in range(300):
-            if await admin.xlen(keys.predictions()) >= 4_000:
-                break
-            await asyncio.sleep(0.1)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
-    in_stream = await _stream_ids(dedicated_redis.url, keys.predictions())
-    await admin.aclose()
-    assert set(in_stream) == set(ids)
-    assert max(in_stream.values()) == 1
-    spool = Spool(tmp_path / "spool" / "killed-api.spool")
-    assert not spool.pending  # replayed, then truncated
-    spool.close()
+    return ids

@@ -14,44 +14,14 @@ from common.settings import ConsumerSettings
 from consumers.runtime import ConsumerWorker
 from consumers.warehouse import WarehouseHandler
 from decision.engine import DecisionEngine
-from schemas.events import PredictionEvent, PredictionEventV1, decode_event
+from schemas.events import PredictionEvent, decode_event
 from schemas.response import ReasonCode
 from schemas.warehouse import PREDICTION_LOGS, v1_prediction_log_columns
 from tests.streams import add_events, make_events, wait_group_drained
+from traffic.events import as_v1
 from warehouse.duckdb_store import DuckDBWarehouse, create_table_sql
 
 FAST = ConsumerSettings(batch_size=500, max_wait_s=0.2, block_ms=100, claim_idle_ms=1_000, claim_every_s=0.5)
-
-
-def as_v1(event: PredictionEvent) -> PredictionEventV1:
-    """``event`` as the previous version of the API published it."""
-    d = event.decision
-    return PredictionEventV1(
-        prediction_id=d.prediction_id,
-        event_time=d.assessment_timestamp,
-        request=event.request,
-        features=event.features,
-        unknown_fields=d.unknown_fields,
-        model_name=event.model_name,
-        scores=d.all_predictions,
-        model_versions=d.model_versions,
-        selected_alias=d.model_alias,
-        selected_version=d.model_version,
-        selected_model=d.selected_model,
-        experiment_id=d.experiment_id,
-        experiment_name=d.experiment_name,
-        arm=d.traffic_segment,
-        deployment_mode=d.deployment_mode,
-        decision=d.business_decision,
-        decision_risk_level=d.risk_level,
-        default_probability=d.default_probability,
-        decision_policy=d.decision_policy,
-        thresholds=d.risk_thresholds,
-        reason_codes=[r.code for r in d.reason_codes],
-        processing_time_ms=d.processing_time_ms,
-        inference_time_ms=d.model_inference_time_ms,
-        api_instance=event.api_instance,
-    )
 
 
 def _what_v1_kept(event: PredictionEvent) -> PredictionEvent:
