@@ -24,7 +24,8 @@ _JSON_HEADERS = {"Content-Type": JSON}  # cheaper for aiohttp than content_type=
 
 def _check_content_type(request: web.Request) -> None:
     """JSON bodies only: ``application/json`` or ``application/*+json`` (UTF-8), or no Content-Type at all."""
-    if "Content-Type" not in request.headers:
+    given = request.headers.get("Content-Type")
+    if given is None or given == JSON:  # the common cases, without parsing the header
         return
     media = request.content_type
     charset = (request.charset or "").lower() or None
@@ -47,6 +48,8 @@ async def _body(request: web.Request, api: ApiSettings) -> bytes:
     if length is not None and length > limit:
         raise RequestError(413, "body_too_large", f"Request body exceeds {limit} bytes")
     try:
+        if request.content.is_eof():  # the whole body is here already (the common case): no timer needed
+            return await request.read()
         async with asyncio.timeout(api.read_timeout_s):
             return await request.read()
     except web.HTTPRequestEntityTooLarge:

@@ -37,15 +37,33 @@ def _dictionary(codec: str) -> zstandard.ZstdCompressionDict:
     return found
 
 
-def compress(document: bytes) -> bytes:
-    """``document`` (event JSON) encoded with :data:`EVENT_CODEC`."""
-    compressor = _local.__dict__.get("compressor")
+def _compressor() -> zstandard.ZstdCompressor:
+    compressor: zstandard.ZstdCompressor | None = _local.__dict__.get("compressor")
     if compressor is None:
         compressor = _local.compressor = zstandard.ZstdCompressor(
             level=_LEVEL, dict_data=_dictionary(EVENT_CODEC), write_checksum=False
         )
-    compressed: bytes = compressor.compress(document)
+    return compressor
+
+
+def compress(document: bytes) -> bytes:
+    """``document`` (event JSON) encoded with :data:`EVENT_CODEC`."""
+    compressed: bytes = _compressor().compress(document)
     return compressed
+
+
+def compress_many(documents: list[bytes]) -> list[bytes]:
+    """Each of ``documents`` encoded with :data:`EVENT_CODEC`, in one call into zstd, which releases the GIL
+    (the publisher runs it in a worker thread, off the event loop).
+
+    >>> [decompress("zd1", p) for p in compress_many([b"{}", b"[1]"])]
+    [b'{}', b'[1]']
+    """
+    if not documents:
+        return []
+    inputs: list[bytes | bytearray | memoryview] = list(documents)
+    result = _compressor().multi_compress_to_buffer(inputs, threads=0)
+    return [result[i].tobytes() for i in range(len(result))]
 
 
 def decompress(codec: str, payload: bytes) -> bytes:
