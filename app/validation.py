@@ -11,6 +11,8 @@ decoding so a deeply nested body costs a byte count, not a recursion.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Final
 
@@ -118,31 +120,35 @@ def _malformed(exc: msgspec.DecodeError) -> RequestError:
     return RequestError(400, "malformed_json", f"Request body is not valid JSON: {exc}")
 
 
-def _untyped(body: bytes) -> Any:
-    # A typed decode can fail on a type error before it reaches a syntax error further on: check syntax first.
+@contextmanager
+def _malformed_bytes() -> Iterator[None]:
+    """What malformed bytes raise inside a decoder, as 400s (type and range errors pass through: they are 422s)."""
     try:
-        return _ANY.decode(body)
+        yield
+    except msgspec.ValidationError:
+        raise
     except msgspec.DecodeError as exc:
         raise _malformed(exc) from None
     except UnicodeDecodeError as exc:
         raise _invalid_utf8(exc) from None
     except RecursionError:
         raise _too_deep() from None
+
+
+def _untyped(body: bytes) -> Any:
+    # A typed decode can fail on a type error before it reaches a syntax error further on: check syntax first.
+    with _malformed_bytes():
+        return _ANY.decode(body)
 
 
 def decode_request(body: bytes, max_depth: int = MAX_DEPTH) -> RiskAssessmentRequest:
     """Decode one request or raise :class:`RequestError` (400 malformed, 422 invalid fields)."""
     check_depth(body, max_depth)
-    try:
-        return _REQUEST.decode(body)
-    except msgspec.ValidationError as exc:
-        raise _fail(request_errors(_untyped(body)), exc) from None
-    except msgspec.DecodeError as exc:
-        raise _malformed(exc) from None
-    except UnicodeDecodeError as exc:
-        raise _invalid_utf8(exc) from None
-    except RecursionError:
-        raise _too_deep() from None
+    with _malformed_bytes():
+        try:
+            return _REQUEST.decode(body)
+        except msgspec.ValidationError as exc:
+            raise _fail(request_errors(_untyped(body)), exc) from None
 
 
 class BatchDecoder:
@@ -158,21 +164,18 @@ class BatchDecoder:
         """The requests of a batch body, or :class:`RequestError` (400 malformed JSON, 422 invalid fields)."""
         limit = self.limit
         check_depth(body, self.max_depth)
-        try:
-            requests: list[RiskAssessmentRequest] = self._decoder.decode(body).requests
-        except msgspec.ValidationError as exc:
-            obj = _untyped(body)
-            if not isinstance(obj, dict) or not isinstance(obj.get("requests"), list):
-                errors = [FieldError("$.requests", "Expected `array` of requests")]
-            elif not 1 <= len(obj["requests"]) <= limit:
-                errors = [FieldError("$.requests", f"Expected 1 to {limit} requests, got {len(obj['requests'])}")]
-            else:
-                errors = [e for i, item in enumerate(obj["requests"]) for e in request_errors(item, f"$.requests[{i}]")]
-            raise _fail(errors, exc) from None
-        except msgspec.DecodeError as exc:
-            raise _malformed(exc) from None
-        except UnicodeDecodeError as exc:
-            raise _invalid_utf8(exc) from None
-        except RecursionError:
-            raise _too_deep() from None
+        with _malformed_bytes():
+            try:
+                requests: list[RiskAssessmentRequest] = self._decoder.decode(body).requests
+            except msgspec.ValidationError as exc:
+                obj = _untyped(body)
+                if not isinstance(obj, dict) or not isinstance(obj.get("requests"), list):
+                    errors = [FieldError("$.requests", "Expected `array` of requests")]
+                elif not 1 <= len(obj["requests"]) <= limit:
+                    errors = [FieldError("$.requests", f"Expected 1 to {limit} requests, got {len(obj['requests'])}")]
+                else:
+                    errors = [
+                        e for i, item in enumerate(obj["requests"]) for e in request_errors(item, f"$.requests[{i}]")
+                    ]
+                raise _fail(errors, exc) from None
         return requests

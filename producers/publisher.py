@@ -28,25 +28,20 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-import uuid_utils
 from redis import exceptions as redis_errors
 
-from alerting.channel import raise_alert
 from common.keys import Keys, lua_xadd_entry
 from common.redact import redact_text
 from common.settings import PublisherSettings
-from producers.errors import classify
+from producers.outage import Outage, PublishHealth
 from producers.sequence import SeqAllocator
 from producers.spool import Spool
-from schemas.alerts import Alert
 from schemas.codec import EVENT_CODEC, compress_many
 from schemas.events import PREDICTION_EVENT_VERSION, PredictionEvent, projection, upgrade_payload
 
@@ -105,15 +100,6 @@ class PublisherStats:
     spool_errors: int = 0  # events that could not be spooled (kept in memory instead)
 
 
-@dataclass(frozen=True, slots=True)
-class PublishHealth:
-    """Whether events are reaching Redis, and if not, why (phrases for /readyz and logs, no secrets)."""
-
-    ok: bool
-    reasons: tuple[str, ...]
-    seconds_since_success: float
-
-
 def _backoff(attempt: int, ceiling: float) -> float:
     delay: float = min(ceiling, 0.1 * 2 ** min(attempt, 8)) * (0.5 + random.random() / 2)  # noqa: S311 - jitter
     return delay
@@ -140,10 +126,7 @@ class EventPublisher:
         self._spool_dirty = asyncio.Event()
         self._stopping = False
         self._redis_ok = True
-        self._last_success = time.monotonic()
-        self._failing_since: float | None = None  # wall clock of the first failure of the current outage
-        self._spooled_in_outage = 0
-        self.last_error: str | None = None  # class and message of the last failure, credentials redacted
+        self.outage = Outage(instance_id, settings)
         self._tasks: set[asyncio.Task[None]] = set()
         self.stats = PublisherStats()
 
@@ -181,20 +164,14 @@ class EventPublisher:
     def redis_ok(self) -> bool:
         return self._redis_ok
 
+    @property
+    def last_error(self) -> str | None:
+        """Class and message of the last failed Redis call (credentials redacted)."""
+        return self.outage.last_error
+
     def health(self) -> PublishHealth:
-        """Degraded when events are spooled instead of written, the queue is above its high-water mark, or nothing
-        reached Redis for ``stall_s`` while events were waiting."""
-        reasons = []
-        since = time.monotonic() - self._last_success
-        if not self._redis_ok:
-            cause = (self.last_error or "").split(":", 1)[0] or "unknown error"
-            reasons.append(f"events are spooled: Redis does not take writes ({cause})")
-        if len(self._queue) > self._settings.queue_high_water:
-            reasons.append(f"{len(self._queue)} events queued (high-water mark {self._settings.queue_high_water})")
-        waiting = bool(self._queue) or self.spool.pending
-        if waiting and since > self._settings.stall_s:
-            reasons.append(f"no event reached Redis for {since:.0f}s")
-        return PublishHealth(not reasons, tuple(reasons), since)
+        """Whether events are reaching Redis (see :meth:`producers.outage.Outage.health`)."""
+        return self.outage.health(self._redis_ok, len(self._queue), self.spool.pending)
 
     # --- background tasks ----------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -258,8 +235,8 @@ class EventPublisher:
         attempt = 0
         while not (self._stopping and not self.spool.pending):
             if not self.spool.pending:
-                if self._failing_since is not None and self._redis_ok:
-                    await self._alert_outage_over()
+                if self.outage.since is not None and self._redis_ok:
+                    await self.outage.alert_if_over(self._redis, self._keys)
                 await asyncio.sleep(0.05)
                 continue
             try:
@@ -306,7 +283,7 @@ class EventPublisher:
             lines = [self._encoder.encode(e) for e in group]
             self.spool.append(self._seq.take(), stream, lines, PREDICTION_EVENT_VERSION, flush=flush)
             self.stats.spooled += len(group)
-            self._spooled_in_outage += len(group)
+            self.outage.spooled += len(group)
 
     async def _append_blocks(self, stream: str, blocks: list[tuple[int, str, list[bytes]]]) -> tuple[int, int]:
         """Write blocks (seq, newline-terminated ids, JSON documents) of one stream, each document compressed
@@ -343,7 +320,7 @@ class EventPublisher:
                 # then everything behind it, in order. Only then does anything else happen.
                 self.spool.append(seq, stream, documents, PREDICTION_EVENT_VERSION, flush=True)
                 self.stats.spooled += len(group)
-                self._spooled_in_outage += len(group)
+                self.outage.spooled += len(group)
                 self._spool_events([e for _, rest in groups[i + 1 :] for e in rest])
                 if self._queue:
                     self._spool_events(list(self._queue))
@@ -354,7 +331,7 @@ class EventPublisher:
                 self._failed(exc, "write")
                 return
             self.stats.published += written
-            self._succeeded()
+            self.outage.succeeded()
 
     async def _replay_some(self) -> None:
         blocks = await asyncio.to_thread(self.spool.read, max(self._batch_size, 1))
@@ -381,7 +358,7 @@ class EventPublisher:
             self.stats.replayed += written
             self.stats.skipped_duplicates += skipped
             self.spool.confirm(end)
-            self._succeeded()
+            self.outage.succeeded()
         if not self.spool.pending:
             self._redis_ok = True
             log.info("spool drained; publishing directly again")
@@ -398,64 +375,12 @@ class EventPublisher:
                 raise
             self._failed(exc, "start-up")
 
-    # --- outage bookkeeping --------------------------------------------------------------------------------------
-    def _succeeded(self) -> None:
-        self._last_success = time.monotonic()
-
     def _failed(self, exc: BaseException, during: str) -> None:
-        kind = classify(exc)
-        message = redact_text(str(exc))[:300]
-        self.last_error = f"{exc.__class__.__name__}: {message}"
+        self.outage.failed(exc, during, first=self._redis_ok)
         self.stats.write_failures += 1
-        if self._failing_since is None:
-            self._failing_since = time.time()
-            self._spooled_in_outage = 0
         if isinstance(exc, redis_errors.NoScriptError):  # the script cache was flushed: load it again
             self._script = self._redis.register_script(APPEND_BLOCKS)
-        if self._redis_ok:
-            if kind == "misconfigured":
-                log.error(
-                    "Redis %s failed: %s — this is a configuration problem (cluster redirect, cross-slot keys, "
-                    "permissions or password); events are spooled until it is fixed",
-                    during,
-                    self.last_error,
-                )
-            elif kind == "unexpected":
-                log.error(
-                    "Redis %s failed unexpectedly (%s); events are spooled", during, self.last_error, exc_info=exc
-                )
-            else:
-                log.warning(
-                    "Redis %s failed (%s); events are spooled until Redis takes writes", during, self.last_error
-                )
         self._redis_ok = False
-
-    async def _alert_outage_over(self) -> None:
-        """Record the outage that just ended as one alert (retried on the next pass if Redis fails again)."""
-        started = self._failing_since
-        assert started is not None
-        ended = time.time()
-        start_text, end_text = (datetime.fromtimestamp(t, UTC).isoformat() for t in (started, ended))
-        alert = Alert(
-            alert_id=str(uuid_utils.uuid7()),
-            alert_key=f"publish:{self._instance}:{int(started * 1000)}",
-            kind="events_delayed",
-            severity="warning",
-            statistic="seconds_without_redis",
-            value=round(ended - started, 3),
-            threshold=self._settings.stall_s,
-            window=f"{start_text} .. {end_text}",
-            first_seen=start_text,
-            message=f"API {self._instance}: events did not reach Redis for {ended - started:.0f}s "
-            f"({self._spooled_in_outage:,} spooled, all replayed since); last error {self.last_error}",
-            runbook="Check Redis memory (maxmemory, retention), failover and the API logs; nothing was lost.",
-        )
-        try:
-            await raise_alert(self._redis, self._keys, alert, cooldown_s=None)
-        except (redis_errors.RedisError, OSError):
-            return
-        log.warning("ALERT %s", alert.message)
-        self._failing_since = None
 
 
 _ID_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder(projection("EventId", decision=["prediction_id"]))
