@@ -1,16 +1,16 @@
 """``bnpl ab-report <experiment>``: read the warehouse, print the A/B report, write HTML, log it to MLflow, alert.
 
-The first time the always-valid (sequential) approval test of an arm crosses significance, an alert is appended to
-the ``<prefix>:alerts`` stream (once per experiment and arm; the alert channel delivers it).
+The analysis unit is the customer (``analysis.ab_report``). The first time the always-valid sequential test of a
+treatment crosses significance, an ``ab_test_significant`` alert carrying the p-value and the difference *of that
+look* is appended to the ``<prefix>:{alerts}`` stream (once per experiment and segment; the alert channel delivers
+it).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
+import math
 import tempfile
-from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,88 +18,93 @@ from typing import Any
 import numpy as np
 import orjson
 
-from analysis.ab_report import AbReport, ArmData, build_report, render_text
-from analysis.proportions import wilson_interval
+from analysis.ab_report import DEFAULT_MARGINS, SUCCESS, AbReport, Decisions, Plan, build_report, render_text
+from analysis.clustered import customer_sums, linearised
+from analysis.paired import PairedComparison, mcnemar
 from common.settings import Settings
 
+COLUMNS = (
+    "traffic_segment, model_version, customer_id, business_decision, default_probability, processing_time_ms, "
+    "all_predictions, model_versions"
+)
 
-def _load(settings: Settings, experiment_id: str) -> list[tuple[Any, ...]]:
+
+def _warehouse(settings: Settings) -> Any:
     from warehouse.duckdb_store import DuckDBWarehouse
 
     warehouse = settings.warehouse
     if warehouse.warehouse != "duckdb":
         raise SystemExit("ab-report reads the DuckDB warehouse; for BigQuery query prediction_logs_dedup instead")
     assert warehouse.duckdb_path is not None
-    return DuckDBWarehouse(warehouse.duckdb_path).query(
-        "SELECT traffic_segment, model_version, business_decision, default_probability, amount, all_predictions, "
-        "model_versions FROM prediction_logs WHERE experiment_id = ? ORDER BY assessment_timestamp, prediction_id",
-        [experiment_id],
+    return DuckDBWarehouse(warehouse.duckdb_path)
+
+
+def _load(settings: Settings, experiment_id: str) -> list[tuple[Any, ...]]:
+    query = (
+        f"SELECT {COLUMNS} FROM prediction_logs WHERE experiment_id = ? "  # noqa: S608 - our own column names
+        "ORDER BY assessment_timestamp, prediction_id"
+    )
+    rows: list[tuple[Any, ...]] = _warehouse(settings).query(query, [experiment_id])
+    return rows
+
+
+def decisions_of(rows: list[tuple[Any, ...]]) -> Decisions:
+    """The report's input from warehouse rows (``COLUMNS``, time order)."""
+    return Decisions(
+        arm=np.array([r[0] for r in rows], dtype=np.str_),
+        version=np.array([str(r[1] or "rules") for r in rows], dtype=np.str_),
+        customer=np.array([r[2] for r in rows], dtype=np.str_),
+        decision=np.array([r[3] for r in rows], dtype=np.str_),
+        score=np.array([math.nan if r[4] is None else r[4] for r in rows], dtype=np.float64),
+        latency_ms=np.array([r[5] for r in rows], dtype=np.float64),
     )
 
 
-def _arms(rows: list[tuple[Any, ...]], allocation: dict[str, float]) -> list[ArmData]:
-    out = []
-    for arm in allocation:
-        mine = [r for r in rows if r[0] == arm]
-        version = Counter(str(r[1]) for r in mine).most_common(1)[0][0] if mine else "-"
-        out.append(
-            ArmData(
-                arm,
-                version,
-                np.array([r[2] for r in mine], dtype=np.str_),
-                np.array([r[3] for r in mine if r[3] is not None], dtype=float),
-                np.array([r[4] for r in mine], dtype=float),
-            )
-        )
-    return out
+def plan_of(tags: dict[str, str], allocation: dict[str, float]) -> Plan:
+    """The experiment's plan from its MLflow tags (``bnpl.minimum_sample_size`` counts customers per arm)."""
+    margins = dict(DEFAULT_MARGINS)
+    for part in filter(None, (p.strip() for p in tags.get("bnpl.guardrail_margins", "").split(","))):
+        metric, _, value = part.partition(":")
+        if metric.strip() not in DEFAULT_MARGINS:
+            raise ValueError(f"unknown guardrail {metric!r}; known: {', '.join(DEFAULT_MARGINS)}")
+        margins[metric.strip()] = float(value)
+    return Plan(
+        allocation=allocation,
+        minimum_customers=int(tags.get("bnpl.minimum_sample_size") or 1_000),
+        confidence=float(tags.get("bnpl.confidence_level") or 0.95),
+        margins=margins,
+        minimum_effect=float(tags.get("bnpl.minimum_effect") or 0.02),
+    )
 
 
-def _paired(rows: list[tuple[Any, ...]], thresholds: dict[str, float]) -> tuple[np.ndarray, np.ndarray] | None:
+def _covariates(settings: Settings, experiment_id: str, start: str) -> dict[str, float]:
+    """CUPED covariates: each customer's linearised approval contribution before the experiment started."""
+    query = (
+        "SELECT customer_id, business_decision FROM prediction_logs "
+        "WHERE assessment_timestamp < CAST(? AS TIMESTAMPTZ) "
+        "AND customer_id IN (SELECT customer_id FROM prediction_logs WHERE experiment_id = ?)"
+    )
+    rows = _warehouse(settings).query(query, [start, experiment_id])
+    if not rows:
+        return {}
+    customers = np.array([r[0] for r in rows], dtype=np.str_)
+    names, codes = np.unique(customers, return_inverse=True)
+    approved = np.array([r[1] == "approve" for r in rows], dtype=np.float64)
+    sums = customer_sums(codes.astype(np.int64), approved, np.ones(len(rows)))
+    return {str(names[c]): float(v) for c, v in zip(sums.codes, linearised(sums), strict=True)}
+
+
+def _paired(rows: list[tuple[Any, ...]], thresholds: dict[str, float]) -> PairedComparison | None:
     """Approve decisions of the champion and of the first shadow model on the same requests."""
     champion, shadow = [], []
     for row in rows:
-        scores, versions = orjson.loads(row[5]), orjson.loads(row[6])
+        scores, versions = orjson.loads(row[6]), orjson.loads(row[7])
         if "champion" not in scores or len(scores) < 2:
             continue
         other = next(a for a in scores if a != "champion")
         champion.append(scores["champion"] < thresholds.get(versions["champion"], float("inf")))
         shadow.append(scores[other] < thresholds.get(versions[other], float("inf")))
-    return (np.array(champion), np.array(shadow)) if champion else None
-
-
-def _html(report: AbReport, arms: list[ArmData], text: str) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4))
-    for data in arms:
-        approved = np.cumsum(data.decisions == "approve")
-        n = np.arange(1, data.decisions.size + 1)
-        if not n.size:
-            continue
-        idx = np.unique(np.linspace(max(20, n.size // 50), n.size, 50).astype(int)) - 1
-        rates = approved[idx] / n[idx]
-        bands = np.array([wilson_interval(int(approved[i]), int(n[i])) for i in idx])
-        ax.plot(n[idx], rates, label=f"{data.arm} (v{data.model_version})")
-        ax.fill_between(n[idx], bands[:, 0], bands[:, 1], alpha=0.2)
-    ax.set_xlabel("decisions in the arm (time order)")
-    ax.set_ylabel("approval rate (95% Wilson CI)")
-    ax.set_title(f"{report.experiment}: approval rate over time")
-    ax.legend()
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    image = base64.b64encode(buffer.getvalue()).decode()
-    escaped = text.replace("&", "&amp;").replace("<", "&lt;")
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>A/B report {report.experiment}</title>"
-        f"</head><body><h1>A/B report — {report.experiment}</h1><p><b>{report.verdict}</b></p>"
-        f"<img src='data:image/png;base64,{image}' alt='approval rate over time'><pre>{escaped}</pre>"
-        "</body></html>"
-    )
+    return mcnemar(champion, shadow) if champion else None
 
 
 def _log_to_mlflow(client: Any, experiment_id: str, report: AbReport, html_path: Path) -> str:
@@ -108,30 +113,22 @@ def _log_to_mlflow(client: Any, experiment_id: str, report: AbReport, html_path:
     run = client.create_run(
         experiment_id,
         run_name=f"ab-report {datetime.now(UTC):%Y-%m-%d %H:%M}",
-        tags={"bnpl.kind": "ab-report", "bnpl.verdict": report.verdict[:250]},
+        tags={"bnpl.kind": "ab-report", "bnpl.verdict": report.verdict, "bnpl.reason": report.reason[:250]},
     )
     now = int(datetime.now(UTC).timestamp() * 1000)
-    metrics = [Metric("srm_p_value", report.srm.p_value, now, 0)]
-    for a in report.arms:
-        metrics += [
-            Metric(f"{a.arm}.n", a.n, now, 0),
-            Metric(f"{a.arm}.approve_rate", a.approve_rate, now, 0),
-            Metric(f"{a.arm}.deny_rate", a.deny_rate, now, 0),
-        ]
+    values = {"srm_p_value": report.srm.p_value, "design_effect": report.design_effect}
+    for seg in report.segments:
+        values[f"{seg.label}.customers"] = seg.customers
+        values[f"{seg.label}.decisions"] = seg.decisions
+        values[f"{seg.label}.approve_rate"] = seg.mix["approve"]
     for c in report.comparisons:
-        metrics += [
-            Metric(f"{c.arm}.approval_diff", c.approval.difference, now, 0),
-            Metric(f"{c.arm}.approval_p_value", c.approval.p_value, now, 0),
-            Metric(f"{c.arm}.approval_p_holm", c.adjusted["approval"], now, 0),
-            Metric(f"{c.arm}.approval_p_sequential", c.approval_sequential_p, now, 0),
-            Metric(f"{c.arm}.score_p_value", c.score.p_value, now, 0),
-        ]
-    if report.paired is not None:
-        metrics += [
-            Metric("shadow.disagreement_rate", report.paired.disagreement_rate, now, 0),
-            Metric("shadow.mcnemar_p_value", report.paired.p_value, now, 0),
-        ]
-    client.log_batch(run.info.run_id, metrics=[m for m in metrics if np.isfinite(m.value)])
+        for r in c.results:
+            values[f"{c.treatment.label}.{r.metric}_diff"] = r.difference.delta
+            values[f"{c.treatment.label}.{r.metric}_p_value"] = r.difference.p_value
+        values[f"{c.treatment.label}.approval_p_holm"] = c.success_p_holm
+        values[f"{c.treatment.label}.approval_p_sequential"] = c.sequential.p_value
+    metrics = [Metric(k, float(v), now, 0) for k, v in values.items() if math.isfinite(float(v))]
+    client.log_batch(run.info.run_id, metrics=metrics)
     client.log_artifact(run.info.run_id, str(html_path))
     client.set_terminated(run.info.run_id)
     return str(run.info.run_id)
@@ -154,56 +151,65 @@ async def _raise_crossings(settings: Settings, report: AbReport) -> list[str]:
     sent = []
     try:
         for c in report.comparisons:
-            if c.approval_crossed_at is None:
+            look = c.sequential.crossed
+            if look is None:
                 continue
             alert = Alert(
                 alert_id=str(uuid_utils.uuid7()),
-                alert_key=f"ab:{report.experiment}:{c.arm}:approval",
+                alert_key=f"ab:{report.experiment}:{c.treatment.label}:{SUCCESS}",
                 kind="ab_test_significant",
                 severity="info",
                 experiment=report.experiment,
                 statistic="always_valid_p_value",
-                value=c.approval_sequential_p,
-                threshold=1 - report.confidence,
-                window=f"first {c.approval_crossed_at} decisions",
+                value=look.p_value,
+                threshold=1 - report.plan.confidence,
+                window=f"first {look.decisions:,} decisions ({look.customers:,} customers)",
                 first_seen=datetime.now(UTC).isoformat(),
-                message=f"{c.arm} vs {report.control}: approval Δ {c.approval.difference:+.2%} is significant "
-                f"(always-valid p {c.approval_sequential_p:.3g})",
-                runbook="Review `bnpl ab-report` before promoting: `bnpl promote --alias champion --version …`",
+                message=f"{c.treatment.label} vs {c.control.label}: approval Δ {look.delta:+.2%} "
+                f"(always-valid p {look.p_value:.3g}) after {look.decisions:,} decisions from "
+                f"{look.customers:,} customers",
+                runbook="Review `bnpl ab-report` (guardrails, verdict) before promoting: `bnpl promote …`",
             )
-            if await raise_alert(redis, settings.keys, alert, cooldown_s=None):  # once per experiment and arm
+            if await raise_alert(redis, settings.keys, alert, cooldown_s=None):  # once per experiment and segment
                 sent.append(alert.alert_key)
     finally:
         await redis.aclose()
     return sent
 
 
-def run(settings: Settings, name: str, out: str | None) -> int:
+def report_for(settings: Settings, name: str) -> tuple[AbReport, Any, str]:
+    """The report of experiment ``name`` from the warehouse (and the MLflow client and experiment id)."""
     from registry import list_versions, mlflow_client
     from registry.experiments import get_experiment
 
     registry = settings.registry
     client = mlflow_client(registry)
     info = get_experiment(client, registry.model_name, name)
-    experiment = info.as_experiment()
-    allocation = dict(experiment.allocation)
+    allocation = dict(info.as_experiment().allocation)
     rows = _load(settings, info.experiment_id)
-    arms = _arms(rows, allocation)
     thresholds = {v.version: v.threshold_review for v in list_versions(client, registry.model_name)}
+    start = info.tags.get("bnpl.start_date", "")
+    cuped = info.tags.get("bnpl.cuped", "").lower() == "true" and bool(start)
     report = build_report(
         name,
-        arms,
-        allocation,
-        int(info.tags.get("bnpl.minimum_sample_size", "1000")),
-        float(info.tags.get("bnpl.confidence_level", "0.95")),
-        _paired(rows, thresholds),
+        decisions_of(rows),
+        plan_of(info.tags, allocation),
+        covariates=_covariates(settings, info.experiment_id, start) if cuped else None,
+        paired=_paired(rows, thresholds),
     )
+    return report, client, info.experiment_id
+
+
+def run(settings: Settings, name: str, out: str | None) -> int:
+    from bnpl_cli.ab_html import render_html
+
+    report, client, experiment_id = report_for(settings, name)
     text = render_text(report)
     print(text)
     html_path = Path(out) if out else Path(tempfile.mkdtemp()) / f"ab-report-{name}.html"
-    html_path.write_text(_html(report, arms, text))
-    run_id = _log_to_mlflow(client, info.experiment_id, report, html_path)
-    print(f"\nHTML report: {html_path}\nlogged to MLflow run {run_id} (experiment {info.experiment_id})")
+    html_path.write_text(render_html(report, text))
+    run_id = _log_to_mlflow(client, experiment_id, report, html_path)
+    print(f"\nHTML report: {html_path}\nlogged to MLflow run {run_id} (experiment {experiment_id})")
     for key in _alert_crossings(settings, report):
         print(f"alert published: {key} (first crossing of the sequential test)")
     return 0

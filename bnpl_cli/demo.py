@@ -161,6 +161,8 @@ def _traffic(settings: Settings, client: Any, requests: int) -> None:
 
         ab_settings = settings.replace(duckdb_path=duckdb_path, key_prefix=prefix, redis_url=redis_server.url)
         ab_report(ab_settings, experiment.name, str(settings.data_dir / f"ab-report-{experiment.name}.html"))
+        _banner("A/A check: the same traffic, the champion deciding in both arms")
+        _aa_check(ab_settings, client, experiment, data)
         _banner("drift and alerts")
         with step("waiting for the alert sender to deliver to the local webhook receiver"):
             alerts = asyncio.run(_delivered(redis_server.url, keys.alerts(), receiver_port))
@@ -171,6 +173,42 @@ def _traffic(settings: Settings, client: Any, requests: int) -> None:
         for proc in (api, *groups, receiver):
             processes.stop(proc)
         redis_server.stop()
+
+
+def _aa_check(settings: Settings, client: Any, experiment: Any, data: Any) -> None:
+    """Re-decide the experiment's traffic with one model in both arms (same customers, same arms): the report must
+    find no difference and raise no alert, whatever the customer mix."""
+    import numpy as np
+
+    from analysis.ab_report import Decisions, build_report, render_text
+    from bnpl_cli.ab_report import _alert_crossings, plan_of
+    from decision.engine import DecisionEngine
+    from decision.models import ModelSet
+    from registry.experiments import get_experiment
+    from registry.loader import load_version
+    from registry.store import resolve_alias
+    from schemas import parse_request
+
+    champion = load_version(resolve_alias(client, settings.registry.model_name, "champion"))
+    engine = DecisionEngine(ModelSet((champion,)))
+    decided = [engine.decide(parse_request(data.request(i)))[0] for i in range(len(data))]
+    customers = np.asarray(data.columns["customer_id"], dtype=np.str_)
+    aa = Decisions(
+        arm=np.array([experiment.assign(str(c)) for c in customers], dtype=np.str_),
+        version=np.full(len(decided), champion.version, dtype=np.str_),
+        customer=customers,
+        decision=np.array([d.business_decision for d in decided], dtype=np.str_),
+        score=np.array([d.default_probability for d in decided], dtype=np.float64),
+        latency_ms=np.array([d.processing_time_ms for d in decided], dtype=np.float64),
+    )
+    tags = get_experiment(client, settings.registry.model_name, experiment.name).tags
+    report = build_report(f"{experiment.name} (A/A)", aa, plan_of(tags, dict(experiment.allocation)))
+    print(render_text(report))
+    crossed = [c.treatment.label for c in report.comparisons if c.sequential.crossed is not None]
+    alerts = _alert_crossings(settings, report)
+    print(
+        f"A/A: sequential test crossed for {crossed or 'no arm'}; ab_test_significant alerts published: {len(alerts)}"
+    )
 
 
 async def _delivered(redis_url: str, stream: str, receiver_port: int) -> list[dict[str, Any]]:

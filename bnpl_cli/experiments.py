@@ -21,8 +21,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
     create.add_argument("--arm-models", default="", help="arm=alias pairs when arms are not aliases themselves")
     create.add_argument("--success-metric", default="approval_rate")
-    create.add_argument("--min-samples", type=int, default=1_000, help="minimum sample size per arm")
+    create.add_argument("--min-samples", type=int, default=1_000, help="minimum customers per arm before a verdict")
     create.add_argument("--confidence", type=float, default=0.95)
+    create.add_argument("--min-effect", type=float, default=0.02, help="approval change to plan the sample size for")
+    create.add_argument(
+        "--margins", default="", help="guardrail non-inferiority margins, e.g. deny_rate:0.01,latency_ms:2"
+    )
+    create.add_argument("--cuped", action="store_true", help="adjust with the customers' pre-experiment decisions")
     create.add_argument("--start", default="", help="planned start (ISO-8601)")
     create.add_argument("--end", default="", help="planned end (ISO-8601)")
     for action in ("start", "pause", "stop"):
@@ -66,6 +71,9 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
             args.success_metric,
             args.min_samples,
             args.confidence,
+            args.min_effect,
+            args.margins,
+            args.cuped,
             args.start,
             args.end,
         )

@@ -3,7 +3,9 @@
 Tags (prefix ``bnpl.``): ``model_name``, ``status`` (``draft`` → ``active`` ⇄ ``paused`` → ``stopped``),
 ``traffic_allocation`` (``control:0.7,treatment:0.3``), ``arm_models`` (``control=champion,treatment=challenger``;
 an arm without one is itself a registry alias), ``salt`` (assignment salt; default: the experiment id),
-``success_metric``, ``minimum_sample_size``, ``confidence_level``, ``start_date``, ``end_date``.
+``success_metric``, ``minimum_sample_size`` (customers per arm), ``confidence_level``, ``minimum_effect`` (approval
+change the sample size is planned for), ``guardrail_margins`` (``deny_rate:0.01,latency_ms:2``), ``cuped``
+(``true``: adjust with the customers' pre-experiment decisions), ``start_date``, ``end_date``.
 At most one experiment is active per registered model: starting one pauses the others.
 """
 
@@ -35,6 +37,9 @@ class ExperimentSpec:
     success_metric: str = "approval_rate"
     minimum_sample_size: int = 1_000
     confidence_level: float = 0.95
+    minimum_effect: float = 0.02
+    guardrail_margins: str = ""
+    cuped: bool = False
     start_date: str = ""
     end_date: str = ""
     extra_tags: dict[str, str] = field(default_factory=dict)
@@ -128,6 +133,9 @@ def create_experiment(client: Any, settings: RegistrySettings, spec: ExperimentS
         "bnpl.success_metric": spec.success_metric,
         "bnpl.minimum_sample_size": str(spec.minimum_sample_size),
         "bnpl.confidence_level": str(spec.confidence_level),
+        "bnpl.minimum_effect": str(spec.minimum_effect),
+        "bnpl.guardrail_margins": spec.guardrail_margins,
+        "bnpl.cuped": "true" if spec.cuped else "false",
         "bnpl.start_date": spec.start_date,
         "bnpl.end_date": spec.end_date,
         **spec.extra_tags,

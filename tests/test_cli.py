@@ -30,7 +30,13 @@ def test_train_then_demo_skips_training_and_promote_moves_alias(tmp_path, capsys
     assert "group mlflow: ok; live consumers 1, pending 0, lag 0" in out
     assert "2 arm run(s) (one per arm and model version)" in out
     assert "A/B report — experiment champion-vs-challenger" in out
-    assert "sample-ratio check:" in out
+    assert "sample-ratio check on customers (" in out
+    assert "(mismatch below 0.001)" in out
+    assert "design effect (approval rate, control): " in out
+    assert "segment            version  customers  decisions" in out
+    assert "verdict: " in out
+    assert "== A/A check: the same traffic, the champion deciding in both arms ==" in out
+    assert "ab_test_significant alerts published: 0" in out
 
     from common.settings import Settings
 
