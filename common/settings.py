@@ -284,6 +284,7 @@ class BenchSettings:
         "BENCH_GROUPS", ("warehouse", "drift"), "`make bench-consumers`: groups measured"
     )
     bench_drift_events: int = setting("BENCH_DRIFT_EVENTS", 1_000_000, "`make bench-drift`: events without drift")
+    bench_ab_runs: int = setting("BENCH_AB_RUNS", 1_000, "`make bench-ab`: simulated experiments per regime")
 
 
 #: Section name → section class, in README order.
