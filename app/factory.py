@@ -12,7 +12,7 @@ import msgspec
 from aiohttp import web
 
 from app.auth import key_matches, presented_key
-from app.keys import API, API_KEYS, BATCH, ENGINE, METRICS, OPENAPI, PUBLISHER, REDIS, SETTINGS, WATCHER
+from app.keys import API, API_KEYS, BATCH, ENGINE, KEYS, METRICS, OPENAPI, OUTCOMES, PUBLISHER, REDIS, SETTINGS, WATCHER
 from app.metrics import ApiMetrics
 from app.openapi import openapi_document
 from app.routes import JSON, add_routes
@@ -117,11 +117,13 @@ def create_app(
     app[SETTINGS] = settings
     app[API] = api
     app[BATCH] = BatchDecoder(api.batch_max, api.max_json_depth)
+    app[OUTCOMES] = BatchDecoder.for_outcomes(settings.performance.outcomes_batch_max, api.max_json_depth)
+    app[KEYS] = settings.keys
     app[API_KEYS] = tuple(key.encode() for key in api.api_keys)
     app[ENGINE] = engine or DecisionEngine(instance_id=api.instance_id)
     app[METRICS] = ApiMetrics(lambda: app.get(PUBLISHER))
     app[WATCHER] = RegistryWatcher(settings.registry, app[ENGINE], app[METRICS])
-    app[OPENAPI] = openapi_document(api.batch_max)
+    app[OPENAPI] = openapi_document(api.batch_max, settings.performance.outcomes_batch_max)
     models = app[ENGINE].models
     app[METRICS].set_models([(m.alias, m.version, m.family) for m in models.models] if models else [])
     app.cleanup_ctx.append(_redis_ctx)

@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from app.metrics import ApiMetrics
 from app.validation import BatchDecoder
 from app.watcher import RegistryWatcher
+from common.keys import Keys
 from common.settings import ApiSettings, Settings
 from decision.engine import DecisionEngine
 from producers.publisher import EventPublisher
@@ -19,6 +20,8 @@ SETTINGS = web.AppKey("settings", Settings)
 #: What the handlers read on every request.
 API = web.AppKey("api", ApiSettings)
 BATCH = web.AppKey("batch", BatchDecoder)
+OUTCOMES = web.AppKey("outcomes", BatchDecoder)
+KEYS = web.AppKey("keys", Keys)
 ENGINE = web.AppKey("engine", DecisionEngine)
 PUBLISHER = web.AppKey("publisher", EventPublisher)
 METRICS = web.AppKey("metrics", ApiMetrics)

@@ -6,6 +6,7 @@ from typing import Any
 
 import msgspec
 
+from schemas.outcomes import OutcomeAccepted, batch_outcome_type
 from schemas.request import RiskAssessmentRequest, batch_request_type
 from schemas.response import BatchResponse, ErrorResponse, RiskAssessmentResponse
 
@@ -20,14 +21,23 @@ def _errors(*codes: int) -> dict[str, Any]:
         401: "Missing or invalid API key",
         413: "Body too large",
         422: "Invalid fields (every bad field path is listed)",
+        503: "Not stored (Redis unavailable); send again",
     }
     return {str(c): {"description": text[c], **_json("ErrorResponse")} for c in codes}
 
 
-def openapi_document(batch_max: int) -> dict[str, Any]:
-    """The API description served at ``/openapi.json`` (``batch_max``: the configured batch cap)."""
+def openapi_document(batch_max: int, outcomes_max: int = 10_000) -> dict[str, Any]:
+    """The API description served at ``/openapi.json`` (``batch_max``, ``outcomes_max``: the configured caps)."""
     _, components = msgspec.json.schema_components(
-        [RiskAssessmentRequest, batch_request_type(batch_max), RiskAssessmentResponse, BatchResponse, ErrorResponse],
+        [
+            RiskAssessmentRequest,
+            batch_request_type(batch_max),
+            RiskAssessmentResponse,
+            BatchResponse,
+            ErrorResponse,
+            batch_outcome_type(outcomes_max),
+            OutcomeAccepted,
+        ],
         ref_template="#/components/schemas/{name}",
     )
     security: list[dict[str, list[str]]] = [{"ApiKey": []}, {"Bearer": []}]
@@ -61,6 +71,18 @@ def openapi_document(batch_max: int) -> dict[str, Any]:
                     "responses": {
                         "200": {"description": "Decisions", **_json("BatchResponse")},
                         **_errors(400, 401, 413, 422),
+                    },
+                }
+            },
+            "/v1/bnpl/outcomes": {
+                "post": {
+                    "summary": f"Record up to {outcomes_max:,} loan outcomes (paid, defaulted, charged_off, "
+                    "partially_paid); safe to re-send",
+                    "security": security,
+                    "requestBody": {"required": True, **_json("OutcomeBatch")},
+                    "responses": {
+                        "202": {"description": "Stored in the outcome stream", **_json("OutcomeAccepted")},
+                        **_errors(400, 401, 413, 422, 503),
                     },
                 }
             },

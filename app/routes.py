@@ -9,12 +9,16 @@ from typing import Any
 import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
 
 from app.auth import key_matches, presented_key
-from app.keys import API, API_KEYS, BATCH, ENGINE, METRICS, OPENAPI, PUBLISHER, WATCHER
+from app.keys import API, API_KEYS, BATCH, ENGINE, KEYS, METRICS, OPENAPI, OUTCOMES, PUBLISHER, REDIS, WATCHER
 from app.validation import RequestError, decode_request
 from common.settings import ApiSettings
 from decision.policy import FALLBACK_POLICY, THRESHOLD_POLICY
+from producers.errors import classify
+from producers.outcomes import outcome_events, publish_outcomes
+from schemas.outcomes import OutcomeAccepted
 from schemas.response import BatchResponse
 
 _ENCODER = msgspec.json.Encoder()
@@ -91,6 +95,25 @@ async def assess_batch(request: web.Request) -> web.Response:
     return web.Response(body=_ENCODER.encode(BatchResponse(results=results)), headers=_JSON_HEADERS)
 
 
+async def outcomes(request: web.Request) -> web.Response:
+    """POST /v1/bnpl/outcomes: up to ``outcomes_batch_max`` loan outcomes; 202 once all are in the outcome stream,
+    503 (retry) when Redis cannot take them. Re-sending is safe: the same outcome lands once."""
+    app = request.app
+    items = app[OUTCOMES].decode(await _body(request, app[API]))
+    events = outcome_events(items, "api")
+    try:
+        await publish_outcomes(app[REDIS], app[KEYS], events)
+    except (RedisError, OSError) as exc:
+        raise RequestError(
+            503,
+            "outcomes_unavailable",
+            f"Outcomes could not be stored ({classify(exc)}: {type(exc).__name__}); nothing was kept, send them again",
+            headers={"Retry-After": "5"},
+        ) from None
+    body = OutcomeAccepted(accepted=len(events), outcome_ids=[e.outcome_id for e in events])
+    return web.Response(status=202, body=_ENCODER.encode(body), headers=_JSON_HEADERS)
+
+
 async def healthz(request: web.Request) -> web.Response:
     """Liveness: the event loop answers."""
     return web.json_response({"status": "ok"})
@@ -147,6 +170,7 @@ async def openapi(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/bnpl/risk-assessment", assess)
     app.router.add_post("/v1/bnpl/risk-assessment/batch", assess_batch)
+    app.router.add_post("/v1/bnpl/outcomes", outcomes)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

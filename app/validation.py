@@ -19,12 +19,12 @@ from typing import Any, Final
 import msgspec
 import numpy as np
 
+from schemas.outcomes import Outcome, batch_outcome_type
 from schemas.request import RiskAssessmentRequest, batch_request_type
 from schemas.response import ErrorResponse, FieldError
 
 _REQUEST = msgspec.json.Decoder(RiskAssessmentRequest)
 _ANY = msgspec.json.Decoder()
-_FIELDS = msgspec.structs.fields(RiskAssessmentRequest)
 
 
 #: Default nesting limit (the request is 1 level deep, a batch 3).
@@ -87,27 +87,39 @@ def _message(exc: msgspec.ValidationError) -> str:
     return text.split(" - at `", 1)[0]
 
 
-def request_errors(obj: Any, path: str = "$") -> list[FieldError]:
-    """Every problem of one request object, each with its JSON path."""
+def struct_errors(
+    obj: Any, struct: type[msgspec.Struct], path: str = "$", timestamps: frozenset[str] = frozenset()
+) -> list[FieldError]:
+    """Every problem of one object against ``struct``, each with its JSON path (``timestamps``: ISO-8601 fields
+    whose value must also be a real date)."""
     if not isinstance(obj, dict):
         return [FieldError(path, f"Expected `object`, got `{type(obj).__name__}`")]
     errors: list[FieldError] = []
-    for field in _FIELDS:
+    for field in msgspec.structs.fields(struct):
         where = f"{path}.{field.encode_name}"
         if field.encode_name not in obj:
-            errors.append(FieldError(where, "Object missing required field"))
+            if field.required:
+                errors.append(FieldError(where, "Object missing required field"))
             continue
         try:
             msgspec.convert(obj[field.encode_name], field.type)
         except msgspec.ValidationError as exc:
             errors.append(FieldError(where, _message(exc)))
             continue
-        if field.name == "transaction_timestamp":
+        if field.name in timestamps:
             try:
                 datetime.fromisoformat(obj[field.encode_name])
             except ValueError:
                 errors.append(FieldError(where, "Invalid date or time"))
     return errors
+
+
+_REQUEST_TIMESTAMPS: Final = frozenset({"transaction_timestamp"})
+
+
+def request_errors(obj: Any, path: str = "$") -> list[FieldError]:
+    """Every problem of one request object, each with its JSON path."""
+    return struct_errors(obj, RiskAssessmentRequest, path, _REQUEST_TIMESTAMPS)
 
 
 def _fail(errors: list[FieldError], fallback: msgspec.ValidationError) -> RequestError:
@@ -152,30 +164,57 @@ def decode_request(body: bytes, max_depth: int = MAX_DEPTH) -> RiskAssessmentReq
 
 
 class BatchDecoder:
-    """Decodes batch bodies ``{"requests": [...]}`` of 1 … ``limit`` items (``BNPL_BATCH_MAX``)."""
+    """Decodes batch bodies ``{"<key>": [...]}`` of 1 … ``limit`` items: requests (``BNPL_BATCH_MAX``) by default,
+    outcomes with :meth:`for_outcomes`."""
 
-    def __init__(self, limit: int, max_depth: int = MAX_DEPTH) -> None:
+    def __init__(
+        self,
+        limit: int,
+        max_depth: int = MAX_DEPTH,
+        *,
+        key: str = "requests",
+        item: type[msgspec.Struct] = RiskAssessmentRequest,
+        body_type: type[msgspec.Struct] | None = None,
+        timestamps: frozenset[str] = _REQUEST_TIMESTAMPS,
+    ) -> None:
         self.limit = limit
         self.max_depth = max_depth
-        self.body_type = batch_request_type(limit)
+        self.key = key
+        self.item = item
+        self.timestamps = timestamps
+        self.body_type = body_type or batch_request_type(limit)
         self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(self.body_type)
 
-    def decode(self, body: bytes) -> list[RiskAssessmentRequest]:
-        """The requests of a batch body, or :class:`RequestError` (400 malformed JSON, 422 invalid fields)."""
-        limit = self.limit
+    @classmethod
+    def for_outcomes(cls, limit: int, max_depth: int = MAX_DEPTH) -> BatchDecoder:
+        """Decoder of ``POST /v1/bnpl/outcomes`` bodies (``BNPL_OUTCOMES_BATCH_MAX``)."""
+        return cls(
+            limit,
+            max_depth,
+            key="outcomes",
+            item=Outcome,
+            body_type=batch_outcome_type(limit),
+            timestamps=frozenset({"outcome_date"}),
+        )
+
+    def decode(self, body: bytes) -> list[Any]:
+        """The items of a batch body, or :class:`RequestError` (400 malformed JSON, 422 invalid fields)."""
+        limit, key = self.limit, self.key
         check_depth(body, self.max_depth)
         with _malformed_bytes():
             try:
-                requests: list[RiskAssessmentRequest] = self._decoder.decode(body).requests
+                items: list[Any] = getattr(self._decoder.decode(body), key)
             except msgspec.ValidationError as exc:
                 obj = _untyped(body)
-                if not isinstance(obj, dict) or not isinstance(obj.get("requests"), list):
-                    errors = [FieldError("$.requests", "Expected `array` of requests")]
-                elif not 1 <= len(obj["requests"]) <= limit:
-                    errors = [FieldError("$.requests", f"Expected 1 to {limit} requests, got {len(obj['requests'])}")]
+                if not isinstance(obj, dict) or not isinstance(obj.get(key), list):
+                    errors = [FieldError(f"$.{key}", f"Expected `array` of {key}")]
+                elif not 1 <= len(obj[key]) <= limit:
+                    errors = [FieldError(f"$.{key}", f"Expected 1 to {limit} {key}, got {len(obj[key])}")]
                 else:
                     errors = [
-                        e for i, item in enumerate(obj["requests"]) for e in request_errors(item, f"$.requests[{i}]")
+                        e
+                        for i, item in enumerate(obj[key])
+                        for e in struct_errors(item, self.item, f"$.{key}[{i}]", self.timestamps)
                     ]
                 raise _fail(errors, exc) from None
-        return requests
+        return items

@@ -2,8 +2,9 @@
 
 Commands: ``serve`` (the decision API), ``consume`` (a consumer group), ``status``, ``train`` (fit + register
 candidates), ``promote`` (move an alias), ``models`` (list the registry), ``experiment``, ``ab-report``,
-``warehouse migrate``, ``config`` (the effective settings), ``generate`` (synthetic requests as JSON lines),
-``webhook-receiver`` and ``demo`` (the whole system on embedded defaults).
+``warehouse migrate``, ``outcomes load|simulate``, ``performance``, ``config`` (the effective settings),
+``generate`` (synthetic requests as JSON lines), ``webhook-receiver`` and ``demo`` (the whole system on embedded
+defaults).
 """
 
 from __future__ import annotations
@@ -193,6 +194,18 @@ def _cmd_warehouse(args: argparse.Namespace) -> int:
         warehouse.close()
 
 
+def _cmd_outcomes(args: argparse.Namespace) -> int:
+    from bnpl_cli.outcomes import run_outcomes
+
+    return run_outcomes(_settings(args), args)
+
+
+def _cmd_performance(args: argparse.Namespace) -> int:
+    from bnpl_cli.outcomes import run_performance
+
+    return run_performance(_settings(args), args)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from bnpl_cli.demo import run_demo
 
@@ -263,6 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = warehouse_actions.add_parser("migrate", help="upgrade warehouse tables to the current layout")
     migrate.add_argument("--dry-run", action="store_true", help="print what would run (BigQuery: the SQL)")
     warehouse.set_defaults(func=_cmd_warehouse)
+
+    from bnpl_cli.outcomes import add_parsers
+
+    add_parsers(sub)
+    sub.choices["outcomes"].set_defaults(func=_cmd_outcomes)
+    sub.choices["performance"].set_defaults(func=_cmd_performance)
 
     receiver = sub.add_parser("webhook-receiver", help="local webhook receiver: verifies signatures, prints alerts")
     receiver.add_argument("--host", default="127.0.0.1")

@@ -11,12 +11,13 @@ Streams that are not sharded (alerts) carry their own name as tag, so their dead
     bnpl:mlflow:{0}:agg:<exp>|<arm>|<version>|<window>    per-window counts of shard 0 (MLflow group)
     bnpl:mlflow:{0}:open / :late / :closed:<window>       windows waiting to be logged, late events, logged windows
     bnpl:{alerts}, bnpl:{alerts}:dead                     the alert stream and its dead letters
+    bnpl:{outcomes}, bnpl:{outcomes}:dead                 loan outcomes (ground truth) and their dead letters
 
 Keys used alone (no slot constraint): ``bnpl:health:<group>:<consumer>`` (worker liveness, with a TTL),
 ``bnpl:supervisor:<group>:<host>-<pid>`` (what a ``--workers N`` supervisor runs),
 ``bnpl:rates:<group>:<stream>`` (progress samples for ``bnpl status``), ``bnpl:drift:state:<slot>`` (detector
 checkpoints), ``bnpl:alerted:<cause>`` (alert dedup with a cooldown), ``bnpl:delivered:<alert id>:<url hash>``
-(webhook delivery markers).
+(webhook delivery markers), ``bnpl:performance:done:<analysis date>`` (analyses the outcomes group's schedule ran).
 
 **Entries.** Every stream entry has the fields ``v`` (schema version of the payload), ``id`` (the record's own
 id: prediction id, alert id), ``e`` (the payload) and, when the payload is encoded, ``c`` (its codec, e.g.
@@ -163,6 +164,14 @@ class Keys:
     def alerts(self) -> str:
         """The alert stream: every alert, for audit and for the alert sender."""
         return f"{self.prefix}:{{alerts}}"
+
+    def outcomes(self) -> str:
+        """The outcome stream: loan outcomes (paid, defaulted …) from the API and the loader."""
+        return f"{self.prefix}:{{outcomes}}"
+
+    def performance_done(self, analysis_date: str) -> str:
+        """Marker: the scheduled performance analysis of ``analysis_date`` ran."""
+        return f"{self.prefix}:performance:done:{analysis_date}"
 
     @staticmethod
     def publish_state(stream: str) -> str:

@@ -162,7 +162,7 @@ class ConsumerSettings:
         "acked prediction events leave Redis this long after publishing (never before every group acked them)",
     )
     alert_retention_days: float = setting(
-        "BNPL_ALERT_RETENTION_DAYS", 30.0, "alerts stay in their stream this long (their audit trail)"
+        "BNPL_ALERT_RETENTION_DAYS", 30.0, "alerts and outcomes stay in their streams this long (their audit trail)"
     )
     drain_timeout_s: float = setting("BNPL_DRAIN_TIMEOUT_S", 30.0, "first stop signal: finish the batch within this")
     max_backoff_s: float = setting("BNPL_MAX_BACKOFF_S", 30.0, "ceiling of the retry backoff of a failing sink")
@@ -240,6 +240,40 @@ class AlertSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class PerformanceSettings:
+    """Outcomes and the performance job (`bnpl performance`, the outcomes group's schedule)."""
+
+    outcomes_batch_max: int = setting("BNPL_OUTCOMES_BATCH_MAX", 10_000, "most outcomes in one POST (422 above)")
+    maturity_days: int = setting(
+        "BNPL_OUTCOME_MATURITY_DAYS", 42, "a loan's outcome is known this many days after the decision (cohorts mature)"
+    )
+    cadence: str = setting("BNPL_PERFORMANCE_CADENCE", "weekly", "`weekly` or `daily`: analysis period and cohort size")
+    review_approval_rate: float = setting(
+        "BNPL_REVIEW_APPROVAL_RATE", 0.5, "share of manual reviews a reviewer funds (simulated outcomes, estimates)"
+    )
+    auc_drop: float = setting(
+        "BNPL_PERFORMANCE_AUC_DROP", 0.05, "realized AUC this much (relative) below the holdout AUC alerts"
+    )
+    default_limit: float = setting(
+        "BNPL_PERFORMANCE_DEFAULT_LIMIT", 0.05, "default rate among approved above this (CI lower bound) alerts"
+    )
+    alpha: float = setting(
+        "BNPL_PERFORMANCE_ALPHA", 0.001, "false-alarm rate of the calibration check per version and analysis"
+    )
+    min_loans: int = setting("BNPL_PERFORMANCE_MIN_LOANS", 500, "fewer matured loans than this: metrics, no alerts")
+    time_column: str = setting(
+        "BNPL_PERFORMANCE_TIME",
+        "assessment",
+        "cohorts by `assessment` time, or by the request's `transaction` time (replayed or back-filled traffic)",
+    )
+    schedule_s: float = setting(
+        "BNPL_PERFORMANCE_SCHEDULE_S",
+        3_600.0,
+        "how often the outcomes group checks whether an analysis is due; 0: never",
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class RegistrySettings:
     """The MLflow tracking server and model registry."""
 
@@ -296,6 +330,7 @@ SECTIONS: Final[dict[str, type]] = {
     "warehouse": WarehouseSettings,
     "drift": DriftSettings,
     "alerts": AlertSettings,
+    "performance": PerformanceSettings,
     "registry": RegistrySettings,
     "training": TrainingSettings,
     "bench": BenchSettings,
@@ -377,6 +412,7 @@ class Settings:
     warehouse: WarehouseSettings
     drift: DriftSettings
     alerts: AlertSettings
+    performance: PerformanceSettings
     registry: RegistrySettings
     training: TrainingSettings
     bench: BenchSettings

@@ -36,10 +36,17 @@ def _alert_sender(settings: Settings, redis: Any) -> BatchHandler:
     return AlertSender(settings.alerts, redis, settings.keys)
 
 
+def _outcomes_group(settings: Settings, redis: Any) -> BatchHandler:
+    from consumers.outcomes import OutcomesHandler
+
+    return OutcomesHandler(make_warehouse(settings.warehouse), settings, redis)
+
+
 #: Group name → factory(settings, the worker's Redis client).
 GROUPS: dict[str, Callable[[Settings, Any], BatchHandler]] = {
     "warehouse": _warehouse_group,
     "mlflow": _mlflow_group,
     "drift": _drift_group,
     "alert-sender": _alert_sender,
+    "outcomes": _outcomes_group,
 }

@@ -290,9 +290,9 @@ class ConsumerWorker:
         if now - self._last_trim >= self.config.trim_every_s:
             self._last_trim = now
             for stream in self.streams:  # every group trims what it reads; XTRIM MINID is idempotent
-                alerts = stream == self.keys.alerts()
+                audit = stream in (self.keys.alerts(), self.keys.outcomes())  # alerts and outcomes: a trail
                 await trim_stream(
-                    self.redis, stream, self.config.alert_retention_ms if alerts else self.config.retention_ms
+                    self.redis, stream, self.config.alert_retention_ms if audit else self.config.retention_ms
                 )
         try:  # time-driven work of a group (e.g. closing windows while no events arrive)
             await self.handler.tick()

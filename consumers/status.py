@@ -92,11 +92,12 @@ def _rate(samples: list[dict[str, float]], field_name: str, window_s: float = 60
 
 
 async def collect(redis: Any, keys: Keys, settings: ConsumerSettings | None = None) -> list[StreamStatus]:
-    """Status of every stream (predictions, alerts) and its groups."""
+    """Status of every stream (predictions, alerts, outcomes) and its groups."""
     settings = settings or ConsumerSettings()
     out = []
-    for stream in [*keys.prediction_streams(), keys.alerts()]:
-        retention = (settings.alert_retention_ms if stream == keys.alerts() else settings.retention_ms) / 1000
+    audit = (keys.alerts(), keys.outcomes())
+    for stream in [*keys.prediction_streams(), *audit]:
+        retention = (settings.alert_retention_ms if stream in audit else settings.retention_ms) / 1000
         if not await redis.exists(stream):
             dead = int(await redis.xlen(keys.dead_letter(stream)))
             out.append(StreamStatus(stream, 0, None, dead, None, retention_s=retention))

@@ -6,7 +6,8 @@ event JSON, so loaders read it from there. Two decision fields are not columns o
 (the request's column holds it) and ``schema_version`` (the response version follows from the event's); the
 decision's ``risk_level`` (LOW/MEDIUM/HIGH) is ``decision_risk_level``, because ``risk_level`` is the request's.
 Maps (scores, versions, thresholds) and reason codes are JSON; lists of strings/floats are arrays.
-``experiments`` and ``model_metrics`` are defined here for the experiment and performance jobs.
+``experiments`` and ``model_metrics`` are defined here for the experiment and performance jobs; ``outcomes`` holds
+the current outcome of every loan (the outcomes group writes it).
 
 Version 1 of ``prediction_logs`` had the event's version 1 names; :data:`V1_RENAMES` maps them (upgrade:
 ``bnpl warehouse migrate``).
@@ -158,7 +159,35 @@ MODEL_METRICS: list[Column] = [
     Column("window_start", "TIMESTAMP", False),
     Column("window_end", "TIMESTAMP", False),
     Column("computed_at", "TIMESTAMP", False),
+    #: The analysis date (BigQuery partitions on it), what the figure is measured on, and its interval if any.
+    Column("analysis_date", "TIMESTAMP", True),
+    Column("population", "STRING", True),
+    Column("ci_low", "FLOAT", True),
+    Column("ci_high", "FLOAT", True),
+    Column("sample_size", "INTEGER", True),
 ]
+#: The timestamp ``model_metrics`` is partitioned on (BigQuery).
+MODEL_METRICS_PARTITION_COLUMN: Final = "analysis_date"
+
+#: One row per loan: its current outcome (a later one supersedes, see ``schemas.outcomes``). Outcomes for
+#: transactions the warehouse has no decision for are kept (they may arrive before their decision).
+OUTCOMES: list[Column] = [
+    Column("transaction_id", "STRING", False),
+    Column("customer_id", "STRING", False),
+    Column("outcome", "STRING", False),
+    Column("bad", "BOOLEAN", False),
+    Column("amount_recovered", "FLOAT", False),
+    Column("outcome_date", "TIMESTAMP", False),
+    Column("source", "STRING", False),
+    Column("outcome_id", "STRING", False),
+    Column("received_at", "TIMESTAMP", False),
+    Column("received_via", "STRING", False),
+    #: How many earlier outcomes of this loan this one replaced.
+    Column("superseded", "INTEGER", False),
+    Column("ingested_at", "TIMESTAMP", False),
+]
+#: The timestamp ``outcomes`` is partitioned on (BigQuery), and its clustering.
+OUTCOMES_PARTITION_COLUMN: Final = "outcome_date"
 
 SCHEMA_VERSIONS: list[Column] = [
     Column("table_name", "STRING", False),
@@ -170,5 +199,6 @@ TABLES: dict[str, tuple[list[Column], str]] = {
     "prediction_logs": (PREDICTION_LOGS, "prediction_id"),
     "experiments": (EXPERIMENTS, "experiment_id"),
     "model_metrics": (MODEL_METRICS, "metric_id"),
+    "outcomes": (OUTCOMES, "transaction_id"),
     "schema_versions": (SCHEMA_VERSIONS, "table_name"),
 }

@@ -121,3 +121,29 @@ async def test_rows_that_can_never_load_are_dead_lettered(fake, bq, redis_server
     )
     assert all(b"Missing required field: model_version" in f[b"error"] for _, f in dead)
     assert len(fake.rows[(DATASET, "prediction_logs")]) == 298
+
+
+def test_outcomes_table_is_partitioned_by_outcome_date_and_outcomes_carry_their_id(fake, bq):
+    from datagen import generate
+    from datagen.outcomes import funded_outcomes
+    from producers.outcomes import outcome_events
+    from schemas.outcomes import parse_outcome
+
+    table = fake.tables[(DATASET, "outcomes")]
+    assert table["timePartitioning"] == {"type": "DAY", "field": "outcome_date"}
+    assert table["clustering"] == {"fields": ["customer_id"]}
+    assert fake.tables[(DATASET, "model_metrics")]["timePartitioning"] == {"type": "DAY", "field": "analysis_date"}
+    view = fake.tables[(DATASET, "outcomes_current")]["view"]["query"]
+    assert "PARTITION BY transaction_id" in view
+    assert "ORDER BY outcome_date DESC" in view
+
+    data = generate(300, seed=13)
+    records = funded_outcomes(data, dict.fromkeys(data.columns["transaction_id"].tolist(), "approve"), 0.5, 13)
+    events = outcome_events([parse_outcome(r) for r in records], "api")
+    assert bq.insert_outcomes(events).inserted == len(records)
+    assert bq.insert_outcomes(events + events[:10]).unchanged == 10  # resent: the same ids, collapsed
+    stored = fake.rows[(DATASET, "outcomes")]
+    assert sorted(stored) == sorted(e.outcome_id for e in events)  # insertId = outcome_id: one row each
+    row = stored[events[0].outcome_id]
+    assert row["transaction_id"] == records[0]["transaction_id"]
+    assert row["outcome_date"].startswith(records[0]["outcome_date"][:10])

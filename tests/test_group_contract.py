@@ -25,9 +25,12 @@ from consumers.base import BatchHandler, Entry
 from consumers.groups import GROUPS
 from consumers.runtime import ConsumerWorker
 from datagen import NewCategory, generate
+from datagen.outcomes import funded_outcomes
 from decision.engine import DecisionEngine
+from producers.outcomes import outcome_events
 from schemas import parse_request
 from schemas.alerts import ALERT_VERSION, Alert
+from schemas.outcomes import OUTCOME_VERSION, parse_outcome
 from traffic.events import as_v1
 from warehouse.duckdb_store import DuckDBWarehouse
 
@@ -124,7 +127,15 @@ def _probe(name: str, settings: Settings, redis: Any, webhook: _CountingWebhook)
     async def alert_sender() -> Any:
         return webhook.deliveries
 
-    return {"warehouse": warehouse, "mlflow": mlflow, "drift": drift, "alert-sender": alert_sender}[name]
+    async def outcomes() -> Any:
+        assert settings.warehouse.duckdb_path is not None
+        db = DuckDBWarehouse(settings.warehouse.duckdb_path)
+        return db.query(
+            "SELECT count(*), sum(superseded), string_agg(outcome_id, ',' ORDER BY outcome_id) FROM outcomes"
+        )
+
+    probes = {"warehouse": warehouse, "mlflow": mlflow, "drift": drift, "alert-sender": alert_sender}
+    return {**probes, "outcomes": outcomes}[name]
 
 
 @pytest.mark.parametrize("name", sorted(GROUPS))
@@ -139,6 +150,7 @@ async def test_every_group_handler_keeps_the_contract(
         webhook_urls=(f"http://127.0.0.1:{webhook.port}/hook",),
         webhook_secret=SECRET,
         window=200,
+        schedule_s=0,
     )
     keys = settings.keys
     redis = aioredis.from_url(redis_server.url)
@@ -148,23 +160,29 @@ async def test_every_group_handler_keeps_the_contract(
     try:
         assert handler.group == name
         assert handler.streams
-        assert set(handler.streams) <= {*keys.prediction_streams(), keys.alerts()}
+        assert set(handler.streams) <= {*keys.prediction_streams(), keys.alerts(), keys.outcomes()}
         (stream,) = handler.streams
         await worker.ensure_groups()
         await handler.start()
         assert (await handler.handle([])).failed == {}
         await handler.tick()
 
+        v1_records: list[tuple[str, bytes]] = []
         if stream == keys.alerts():
             records = _alerts(5)
-            v1_records: list[tuple[str, bytes]] = []
             version = ALERT_VERSION
+        elif stream == keys.outcomes():  # loans, some defaulted then charged off (a superseding outcome)
+            data = generate(400, seed=72)
+            decisions = dict.fromkeys(data.columns["transaction_id"].tolist(), "approve")
+            found = [parse_outcome(r) for r in funded_outcomes(data, decisions, 0.5, 72)]
+            records = [(e.outcome_id, msgspec.json.encode(e)) for e in outcome_events(found, "api")]
+            version = OUTCOME_VERSION
         else:  # half of the second half use a payment provider the models never saw: the drift group alerts
             data = generate(600, seed=71, drifts=[NewCategory(start_index=300, share=0.5)])
             engine = DecisionEngine(loaded_models)
             events = [engine.decide(parse_request(data.request(i)))[1] for i in range(len(data))]
             records = [(e.prediction_id, msgspec.json.encode(e)) for e in events[:500]]
-            v1_records = [(e.prediction_id, msgspec.json.encode(as_v1(e))) for e in events[500:]]
+            v1_records += [(e.prediction_id, msgspec.json.encode(as_v1(e))) for e in events[500:]]
             version = 2
         for record_id, payload in records:
             await redis.xadd(stream, encode_entry(record_id, payload, version))

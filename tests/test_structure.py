@@ -24,6 +24,7 @@ PACKAGES = (
     "decision",
     "drift",
     "features",
+    "performance",
     "producers",
     "registry",
     "schemas",

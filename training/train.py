@@ -112,6 +112,10 @@ def _fit_and_log(
     metrics["train_auc"] = holdout_metrics(train.labels, _score(model, train.matrix))["auc"]
     metrics.update({f"holdout_{k}_rate": v for k, v in asdict(rates).items() if k != "approved_default_rate"})
     metrics["holdout_approved_default_rate"] = rates.approved_default_rate
+    # The AUC among the loans this version would approve: what performance monitoring can measure once outcomes
+    # arrive (denied applicants never get one), so the reference of its AUC-drop rule.
+    approved = hold_scores < thresholds.review
+    metrics["holdout_auc_approved"] = holdout_metrics(holdout.labels[approved], hold_scores[approved])["auc"]
 
     reference_rows = np.vstack([train.matrix, validation.matrix])
     reference_columns = {
@@ -171,6 +175,7 @@ def _fit_and_log(
         "decision_policy": POLICY_NAME,
         "feature_spec_version": str(FEATURE_SPEC_VERSION),
         "holdout_auc": f"{metrics['holdout_auc']:.6f}",
+        "holdout_auc_approved": f"{metrics['holdout_auc_approved']:.6f}",
         "training_run_id": run.info.run_id,
     }.items():
         client.set_model_version_tag(settings.registry.model_name, version, key, value)

@@ -2,16 +2,19 @@
 
 Tables are created when missing: ``prediction_logs`` partitioned by DAY on ``assessment_timestamp`` with a 2-year
 partition expiration and clustered by ``customer_id`` and ``selected_model``; ``experiments``, ``model_metrics`` and
-``schema_versions`` beside it. A version 1 ``prediction_logs`` is never written to: starting fails with the command
-that migrates it (``bnpl warehouse migrate``, see ``warehouse.migrations``).
+``schema_versions`` beside it; ``outcomes`` (every distinct loan outcome, partitioned by outcome date, clustered by
+customer; the view ``outcomes_current`` holds each loan's current one) and ``model_metrics`` (partitioned by
+analysis date; the view ``model_metrics_current`` holds the latest value of each metric id). A version 1
+``prediction_logs`` is never written to: starting fails with the command that migrates it (``bnpl warehouse
+migrate``, see ``warehouse.migrations``).
 
-Loading uses the streaming API (``tabledata.insertAll``) with ``insertId = prediction_id`` and
-``skipInvalidRows``. Guarantee: a batch redelivered by Redis (worker crash, retry after a timeout) is deduplicated
-by BigQuery on insertId — best effort, within its de-duplication window (about a minute) — so the common retry
-cases land once; for strict exactly-once *reads* whatever the timing, query the view ``prediction_logs_dedup``
-(one row per prediction_id), created beside the table. Rows BigQuery rejects as invalid are reported per row and
-go to the dead-letter stream; any other failure raises so the runtime retries the batch. Transient HTTP errors
-(429, 5xx, connection errors) are retried by the client with exponential backoff and jitter up to a deadline.
+Loading uses the streaming API (``tabledata.insertAll``) with ``insertId = prediction_id`` and ``skipInvalidRows``.
+Guarantee: a batch redelivered by Redis (worker crash, retry after a timeout) is deduplicated by BigQuery on
+insertId — best effort, within its de-duplication window (about a minute) — so the common retry cases land once; for
+strict exactly-once *reads* whatever the timing, query the view ``prediction_logs_dedup`` (one row per
+prediction_id), created beside the table. Rows BigQuery rejects as invalid are reported per row and go to the
+dead-letter stream; any other failure raises so the runtime retries the batch. Transient HTTP errors (429, 5xx,
+connection errors) are retried by the client with exponential backoff and jitter up to a deadline.
 """
 
 from __future__ import annotations
@@ -26,9 +29,26 @@ from google.api_core.retry import Retry, if_transient_error
 from google.cloud import bigquery
 
 from schemas.events import PredictionEvent
+from schemas.outcomes import OutcomeEvent
 from schemas.reasons import FIELD_REASON_CODES, POLICY_REASON_CODES
-from schemas.warehouse import PARTITION_COLUMN, TABLES, WAREHOUSE_SCHEMA_VERSION, Column
-from warehouse.base import Columns, InsertResult, event_columns, rows_of
+from schemas.warehouse import (
+    MODEL_METRICS_PARTITION_COLUMN,
+    OUTCOMES_PARTITION_COLUMN,
+    PARTITION_COLUMN,
+    TABLES,
+    WAREHOUSE_SCHEMA_VERSION,
+    Column,
+)
+from warehouse.base import (
+    OUTCOME_COUNTS_SQL,
+    Columns,
+    InsertResult,
+    OutcomeResult,
+    event_columns,
+    outcome_row,
+    performance_sql,
+    rows_of,
+)
 from warehouse.migrations import V1_MARKER, v1_select
 
 log = logging.getLogger(__name__)
@@ -46,6 +66,16 @@ BQ_TYPES = {
 PARTITION_EXPIRATION_MS = 2 * 365 * 24 * 3600 * 1000
 ROWS_PER_REQUEST = 500
 _EVENTS = msgspec.json.Decoder(PredictionEvent)
+#: The current outcome of each loan (see ``warehouse.base.plan_outcomes`` for the precedence).
+OUTCOMES_CURRENT_SQL = """
+SELECT * FROM `{dataset}.outcomes` WHERE TRUE
+QUALIFY ROW_NUMBER() OVER (
+  PARTITION BY transaction_id
+  ORDER BY outcome_date DESC,
+    CASE outcome WHEN 'charged_off' THEN 3 WHEN 'defaulted' THEN 2 WHEN 'partially_paid' THEN 1 ELSE 0 END DESC,
+    received_at DESC, outcome_id
+) = 1
+"""
 
 
 class MigrationRequiredError(RuntimeError):
@@ -93,6 +123,18 @@ class BigQueryWarehouse:
                 f"One row per decision (layout version {WAREHOUSE_SCHEMA_VERSION}, see schemas/warehouse.py); "
                 "partitions expire after 2 years."
             )
+        elif name == "outcomes":
+            table.time_partitioning = bigquery.TimePartitioning(
+                type_=bigquery.TimePartitioningType.DAY, field=OUTCOMES_PARTITION_COLUMN
+            )
+            table.clustering_fields = ["customer_id"]
+            table.description = "Every distinct loan outcome; the current one per loan: view outcomes_current."
+        elif name == "model_metrics":
+            table.time_partitioning = bigquery.TimePartitioning(
+                type_=bigquery.TimePartitioningType.DAY, field=MODEL_METRICS_PARTITION_COLUMN
+            )
+            table.clustering_fields = ["model_version", "metric"]
+            table.description = "Performance metrics per model version, arm and analysis date (performance job)."
         return table
 
     def layout_version(self) -> int | None:
@@ -121,6 +163,15 @@ class BigQueryWarehouse:
             "WHERE TRUE QUALIFY ROW_NUMBER() OVER (PARTITION BY prediction_id ORDER BY ingested_at) = 1"
         )
         self.client.create_table(view, exists_ok=True, retry=self.retry)
+        current = bigquery.Table(f"{self.dataset}.outcomes_current")
+        current.view_query = OUTCOMES_CURRENT_SQL.format(dataset=self.dataset)
+        self.client.create_table(current, exists_ok=True, retry=self.retry)
+        metrics = bigquery.Table(f"{self.dataset}.model_metrics_current")
+        metrics.view_query = (
+            f"SELECT * FROM `{self.dataset}.model_metrics` "  # noqa: S608 - our own dataset name
+            "WHERE TRUE QUALIFY ROW_NUMBER() OVER (PARTITION BY metric_id ORDER BY computed_at DESC) = 1"
+        )
+        self.client.create_table(metrics, exists_ok=True, retry=self.retry)
 
     def migration_sql(self) -> list[str]:
         """The statements that rebuild a version 1 ``prediction_logs`` in the version 2 layout (the old table is
@@ -216,6 +267,66 @@ class BigQueryWarehouse:
         )
         if errors:
             raise RuntimeError(f"BigQuery rejected the experiment row: {errors}")
+
+    def insert_outcomes(self, events: list[OutcomeEvent]) -> OutcomeResult:
+        """Append each distinct outcome (``insertId = outcome_id``: a re-delivered one is dropped by BigQuery within
+        its de-duplication window, and collapsed by ``outcomes_current`` after it). Precedence is the view's: the
+        latest outcome date, then the graver outcome, then the later received, per loan."""
+        if not events:
+            return OutcomeResult()
+        distinct = {e.outcome_id: e for e in events}
+        now = datetime.now(UTC)
+        every = [outcome_row(e, 0, now) for e in distinct.values()]
+        json_rows = [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()} for r in every]
+        errors = self.client.insert_rows_json(
+            f"{self.dataset}.outcomes", json_rows, row_ids=[r["outcome_id"] for r in every], retry=self.retry
+        )
+        if errors:
+            raise RuntimeError(f"BigQuery rejected outcome rows: {errors[:3]}")
+        return OutcomeResult(inserted=len(every), unchanged=len(events) - len(every))
+
+    def write_metrics(self, rows: list[dict[str, Any]]) -> None:
+        """Append ``model_metrics`` rows (``insertId = metric_id``; ``model_metrics_current`` holds the latest)."""
+        if not rows:
+            return
+        json_rows = [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()} for r in rows]
+        errors = self.client.insert_rows_json(
+            f"{self.dataset}.model_metrics",
+            json_rows,
+            row_ids=[f"{r['metric_id']}@{r['computed_at']}" for r in json_rows],
+            retry=self.retry,
+        )
+        if errors:
+            raise RuntimeError(f"BigQuery rejected model_metrics rows: {errors[:3]}")
+
+    def performance_rows(self, start: datetime, end: datetime, time_column: str) -> Columns:
+        """The performance job's rows (latest decision per transaction, current outcome) via a query job."""
+        sql = performance_sql("bigquery", time_column, self.dataset).replace(
+            f"`{self.dataset}`.outcomes", f"`{self.dataset}`.outcomes_current"
+        )
+        config = bigquery.QueryJobConfig(
+            query_parameters=[
+                bigquery.ScalarQueryParameter("start", "TIMESTAMP", start),
+                bigquery.ScalarQueryParameter("end", "TIMESTAMP", end),
+            ]
+        )
+        result = self.client.query(sql, job_config=config, location=self.location, retry=self.retry).result()
+        names = [f.name for f in result.schema]
+        columns: Columns = {n: [] for n in names}
+        for row in result:
+            for n in names:
+                columns[n].append(row[n])
+        return columns
+
+    def outcome_counts(self) -> dict[str, int]:
+        sql = OUTCOME_COUNTS_SQL.format(dataset=f"`{self.dataset}`").replace(
+            f"`{self.dataset}`.outcomes o", f"`{self.dataset}`.outcomes_current o"
+        )
+        rows = list(self.client.query(sql, location=self.location, retry=self.retry).result())
+        if not rows:
+            return {"outcomes": 0, "without_decision": 0, "bad": 0}
+        row = rows[0]
+        return {"outcomes": int(row[0] or 0), "without_decision": int(row[1] or 0), "bad": int(row[2] or 0)}
 
     def close(self) -> None:
         self.client.close()  # type: ignore[no-untyped-call]

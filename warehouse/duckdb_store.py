@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,19 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
+from schemas.outcomes import OutcomeEvent
 from schemas.reasons import FIELD_REASON_CODES, POLICY_REASON_CODES
 from schemas.warehouse import TABLES, WAREHOUSE_SCHEMA_VERSION, Column
-from warehouse.base import InsertResult
+from warehouse.base import (
+    OUTCOME_COUNTS_SQL,
+    Columns,
+    CurrentOutcome,
+    InsertResult,
+    OutcomeResult,
+    outcome_columns,
+    performance_sql,
+    plan_outcomes,
+)
 from warehouse.migrations import V1_MARKER, v1_select
 
 log = logging.getLogger(__name__)
@@ -81,6 +92,10 @@ def _counted_insert(conn: duckdb.DuckDBPyConnection, sql: str) -> int:
     assert before is not None
     assert after is not None
     return int(after[0]) - int(before[0])
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def create_table_sql(table: str, columns: list[Column], key: str) -> str:
@@ -144,6 +159,10 @@ class DuckDBWarehouse:
                 self._migrate_v1(conn)
             for table, (columns, key) in TABLES.items():
                 conn.execute(create_table_sql(table, columns, key))
+                present = set(_columns_of(conn, table))
+                for c in columns:  # nullable columns added by a later layout (e.g. model_metrics.analysis_date)
+                    if c.name not in present and c.nullable:
+                        conn.execute(f'ALTER TABLE {table} ADD COLUMN "{c.name}" {DUCKDB_TYPES[c.kind]}')
             conn.execute(
                 "INSERT OR REPLACE INTO schema_versions VALUES ('prediction_logs', ?, now())",
                 [WAREHOUSE_SCHEMA_VERSION],
@@ -187,6 +206,54 @@ class DuckDBWarehouse:
                 f"INSERT OR REPLACE INTO experiments ({names}) VALUES ({marks})",  # noqa: S608 - constants
                 [row.get(c.name) for c in columns],
             )
+
+    def insert_outcomes(self, events: list[OutcomeEvent]) -> OutcomeResult:
+        """Land outcomes: new loans are inserted, a later outcome supersedes the current one, the same outcome again
+        changes nothing (see :func:`warehouse.base.plan_outcomes`). One transaction."""
+        if not events:
+            return OutcomeResult()
+        ids = sorted({e.outcome.transaction_id for e in events})
+        columns, _ = TABLES["outcomes"]
+        names = ", ".join(f'"{c.name}"' for c in columns)
+        with self.connect() as conn:
+            conn.execute("BEGIN")
+            wanted = pa.table({"transaction_id": pa.array(ids, pa.string())})  # noqa: F841 - read by DuckDB
+            current = {
+                str(row[0]): CurrentOutcome(str(row[1]), _utc(row[2]), _utc(row[3]), str(row[4]), int(row[5]))
+                for row in conn.execute(
+                    "SELECT o.transaction_id, o.outcome_id, o.outcome_date, o.received_at, o.outcome, o.superseded "
+                    "FROM outcomes o JOIN wanted w USING (transaction_id)"
+                ).fetchall()
+            }
+            rows, result = plan_outcomes(events, current)
+            if rows:
+                staged = pa.table(outcome_columns(rows))  # noqa: F841 - read by DuckDB
+                conn.execute(f"INSERT OR REPLACE INTO outcomes ({names}) SELECT {names} FROM staged")  # noqa: S608
+            conn.execute("COMMIT")
+        return result
+
+    def write_metrics(self, rows: list[dict[str, Any]]) -> None:
+        """Insert or replace ``model_metrics`` rows (ids are deterministic: re-running an analysis replaces)."""
+        if not rows:
+            return
+        columns, _ = TABLES["model_metrics"]
+        names = ", ".join(f'"{c.name}"' for c in columns)
+        staged = pa.table({c.name: [r.get(c.name) for r in rows] for c in columns})  # noqa: F841
+        with self.connect() as conn:
+            conn.execute(f"INSERT OR REPLACE INTO model_metrics ({names}) SELECT {names} FROM staged")  # noqa: S608
+
+    def performance_rows(self, start: datetime, end: datetime, time_column: str) -> Columns:
+        """Decisions made in [start, end) with their current outcome (NULL when none is known)."""
+        with self.connect(read_only=True) as conn:
+            table = conn.sql(performance_sql("duckdb", time_column), params=[start, end]).to_arrow_table()
+        return {name: table.column(name).to_pylist() for name in table.column_names}
+
+    def outcome_counts(self) -> dict[str, int]:
+        """Outcomes landed, and how many have no decision in the warehouse (yet)."""
+        with self.connect(read_only=True) as conn:
+            row = conn.execute(OUTCOME_COUNTS_SQL.format(dataset="main")).fetchone()
+        assert row is not None
+        return {"outcomes": int(row[0]), "without_decision": int(row[1] or 0), "bad": int(row[2] or 0)}
 
     def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         """Run a read-only query (reports, tests)."""

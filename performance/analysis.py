@@ -1,0 +1,424 @@
+"""One performance analysis: which decisions it looks at, and every figure it reports per model version and arm.
+
+**Windows.** An analysis on date ``D`` with period ``P`` (7 days weekly, 1 day daily) and maturity ``M`` (the days
+after a decision by which its outcome is known, ``BNPL_OUTCOME_MATURITY_DAYS``) looks at:
+
+* the **matured cohort**: decisions made in ``[D − M − P, D − M)`` — their outcomes are in; realized figures;
+* the **fresh window**: decisions made in ``[D − P, D)`` — no outcomes yet; estimated figures only;
+* the **vintage window**: the last 12 periods of funded loans, for vintage curves.
+
+**Population.** Only funded credit has an outcome: approved decisions, and manual reviews a reviewer approved (they
+are recognised by having an outcome). Every realized figure is measured on **funded loans**, never on applicants:
+denied applicants' outcomes are unknown, so the AUC here is the AUC within the approved range, lower than a holdout
+AUC over all applicants. The AUC-drop rule therefore compares like with like: the AUC among a version's own approved
+loans against the same figure on its holdout (``holdout_auc_approved``, recorded at training).
+
+**Versions.** Every version that scored a loan is measured on it: the deciding one and every shadow-scored one, on
+the same loans, so versions are compared paired (DeLong) against the champion.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from analysis.clustered import customer_sums, ratio_estimate
+from analysis.performance import (
+    Band,
+    Calibration,
+    Estimate,
+    Vintage,
+    band,
+    brier,
+    calibration,
+    delong,
+    estimate,
+    ks_statistic,
+    paired_test,
+    vintages,
+)
+
+PERIOD_DAYS: Final = {"weekly": 7, "daily": 1}
+VINTAGE_PERIODS: Final = 12
+BANDS: Final = 10
+CONFIDENCE: Final = 0.95
+
+
+@dataclass(frozen=True, slots=True)
+class Windows:
+    """The time ranges of one analysis (UTC, half-open)."""
+
+    analysis_date: date
+    cadence: str
+    cohort_start: datetime
+    cohort_end: datetime
+    fresh_start: datetime
+    fresh_end: datetime
+    vintage_start: datetime
+
+    @property
+    def read_start(self) -> datetime:
+        return min(self.cohort_start, self.vintage_start)
+
+
+def windows(analysis_date: date, cadence: str, maturity_days: int) -> Windows:
+    """The windows of the analysis on ``analysis_date`` (see the module docstring).
+
+    >>> w = windows(date(2026, 3, 2), "weekly", 42)
+    >>> w.cohort_start.date(), w.cohort_end.date(), w.fresh_start.date()
+    (datetime.date(2026, 1, 12), datetime.date(2026, 1, 19), datetime.date(2026, 2, 23))
+    """
+    if cadence not in PERIOD_DAYS:
+        raise ValueError(f"cadence must be one of {sorted(PERIOD_DAYS)}, not {cadence!r}")
+    period = timedelta(days=PERIOD_DAYS[cadence])
+    end = datetime(analysis_date.year, analysis_date.month, analysis_date.day, tzinfo=UTC)
+    cohort_end = end - timedelta(days=maturity_days)
+    return Windows(
+        analysis_date,
+        cadence,
+        cohort_end - period,
+        cohort_end,
+        end - period,
+        end,
+        end - VINTAGE_PERIODS * period,
+    )
+
+
+def due_date(now: datetime, cadence: str) -> date:
+    """The latest analysis date at or before ``now``: a Monday (weekly) or today (daily)."""
+    today = now.astimezone(UTC).date()
+    return today - timedelta(days=today.weekday()) if cadence == "weekly" else today
+
+
+@dataclass(slots=True)
+class Loans:
+    """Decisions with their outcome, as arrays (one row per transaction)."""
+
+    customer: npt.NDArray[np.int64]
+    decided_at: npt.NDArray[np.datetime64]
+    decision: npt.NDArray[np.str_]
+    arm: npt.NDArray[np.str_]
+    version: npt.NDArray[np.str_]  # deciding version ("" for the rule-based fallback)
+    has_outcome: npt.NDArray[np.bool_]
+    bad: npt.NDArray[np.bool_]
+    bad_at: npt.NDArray[np.datetime64]
+    income: npt.NDArray[np.str_]
+    #: version → score of every row (NaN where the version did not score it).
+    scores: dict[str, npt.NDArray[np.float64]]
+    #: version → alias it was scored under (the latest seen), and the champion version.
+    aliases: dict[str, str]
+    model_name: str | None
+
+    def __len__(self) -> int:
+        return int(self.customer.size)
+
+    def where(self, mask: npt.NDArray[np.bool_]) -> Loans:
+        return Loans(
+            self.customer[mask],
+            self.decided_at[mask],
+            self.decision[mask],
+            self.arm[mask],
+            self.version[mask],
+            self.has_outcome[mask],
+            self.bad[mask],
+            self.bad_at[mask],
+            self.income[mask],
+            {v: s[mask] for v, s in self.scores.items()},
+            self.aliases,
+            self.model_name,
+        )
+
+    def between(self, start: datetime, end: datetime) -> Loans:
+        lo, hi = np.datetime64(start.replace(tzinfo=None), "us"), np.datetime64(end.replace(tzinfo=None), "us")
+        return self.where((self.decided_at >= lo) & (self.decided_at < hi))
+
+    @property
+    def approved(self) -> npt.NDArray[np.bool_]:
+        return np.asarray(self.decision == "approve")
+
+    @property
+    def funded(self) -> npt.NDArray[np.bool_]:
+        """Approved, or reviewed and funded (a manual review with an outcome)."""
+        funded: npt.NDArray[np.bool_] = self.approved | ((self.decision == "manual_review") & self.has_outcome)
+        return funded
+
+    @property
+    def champion(self) -> str | None:
+        found = [v for v, a in self.aliases.items() if a == "champion"]
+        return found[0] if found else None
+
+
+def _utc64(values: list[Any]) -> npt.NDArray[np.datetime64]:
+    out = np.full(len(values), np.datetime64("NaT"), dtype="datetime64[us]")
+    for i, v in enumerate(values):
+        if v is not None:
+            out[i] = np.datetime64(v.astimezone(UTC).replace(tzinfo=None), "us")
+    return out
+
+
+def loans_of(columns: dict[str, list[Any]]) -> Loans:
+    """The warehouse's performance rows (``Warehouse.performance_rows``) as :class:`Loans`."""
+    n = len(columns.get("transaction_id", []))
+    _, codes = np.unique(np.asarray(columns.get("customer_id", []), dtype=object).astype(str), return_inverse=True)
+    scores: dict[str, npt.NDArray[np.float64]] = {}
+    aliases: dict[str, str] = {}
+    for i, (preds, versions) in enumerate(
+        zip(columns.get("all_predictions", []), columns.get("model_versions", []), strict=True)
+    ):
+        p = orjson.loads(preds) if preds else {}
+        vs = orjson.loads(versions) if versions else {}
+        for alias, score in p.items():
+            version = vs.get(alias)
+            if version is None:
+                continue
+            column = scores.get(version)
+            if column is None:
+                column = scores[version] = np.full(n, np.nan)
+            column[i] = score
+            aliases[version] = alias
+    outcome = columns.get("outcome", [])
+    bad = np.array([bool(b) for b in columns.get("bad", [])], dtype=bool) if n else np.zeros(0, dtype=bool)
+    bad_at = _utc64(columns.get("outcome_date", []))
+    bad_at[~bad] = np.datetime64("NaT")
+    names = [m for m in columns.get("model_name", []) if m]
+    return Loans(
+        codes.astype(np.int64),
+        _utc64(columns.get("decided_at", [])),
+        np.asarray(columns.get("business_decision", []), dtype=str),
+        np.asarray(columns.get("traffic_segment", []), dtype=str),
+        np.asarray([v or "" for v in columns.get("model_version", [])], dtype=str),
+        np.array([o is not None for o in outcome], dtype=bool),
+        bad,
+        bad_at,
+        np.asarray([x or "" for x in columns.get("customer_income_bracket", [])], dtype=str),
+        scores,
+        aliases,
+        names[-1] if names else None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    value: float
+    low: float = math.nan
+    high: float = math.nan
+    n: int = 0
+
+
+@dataclass(slots=True)
+class VersionReport:
+    """Realized (matured cohort) and estimated (fresh window) performance of one model version."""
+
+    version: str
+    alias: str
+    deciding_loans: int  # matured funded loans this version decided
+    loans: int  # matured funded loans with an outcome this version scored
+    bads: int
+    auc: Interval
+    gini: float
+    ks: float
+    brier: float
+    calibration: Calibration | None
+    #: The same checks at the alerting confidence (Bonferroni over bands, segments and overall).
+    calibration_alert: Calibration | None
+    #: Observed vs expected per income bracket, at the alerting confidence (a concept shift in a segment shows
+    #: here first: its scores do not move, its defaults do).
+    segment_bands: list[Band]
+    #: Paired DeLong against the champion on the same loans (None for the champion itself).
+    vs_champion: Any
+    #: AUC among the version's own approved loans, and its reference from training.
+    auc_approved: Interval
+    holdout_auc_approved: float | None
+    holdout_auc: float | None
+    #: Default rate among the version's approved loans: realized, and estimated from the same loans' scores.
+    default_approved: Interval
+    estimated_matured: Estimate
+    #: Estimated figures of the fresh window's approved decisions (no outcomes yet).
+    estimated_fresh: Estimate
+    design_effect: float
+    vintages: list[Vintage] = field(default_factory=list)
+    #: ROC curve points (false-positive rate, true-positive rate), at most ~200.
+    roc: tuple[list[float], list[float]] = ([], [])
+
+    @property
+    def gap(self) -> float:
+        """Realized minus estimated default rate among approved (matured cohort)."""
+        return self.default_approved.value - self.estimated_matured.default_rate
+
+
+@dataclass(slots=True)
+class ArmReport:
+    arm: str
+    versions: list[str]
+    decisions: int
+    approval_rate: Interval
+    default_approved: Interval
+
+
+@dataclass(slots=True)
+class PerformanceReport:
+    windows: Windows
+    model_name: str | None
+    decisions: int  # matured cohort, all decisions
+    funded: int
+    labelled: int
+    approved_without_outcome: int
+    reviews_funded: int
+    champion: str | None
+    versions: list[VersionReport]
+    arms: list[ArmReport]
+    #: Income bracket → (loans, observed, expected by the deciding scores) on the matured cohort: where a
+    #: calibration failure sits.
+    segments: dict[str, tuple[int, float, float]]
+    alpha: float
+
+    @property
+    def population(self) -> str:
+        return "funded loans (approved + manual reviews a reviewer funded); denied applicants have no outcome"
+
+
+def _clustered_rate(customer: npt.NDArray[np.int64], hits: npt.NDArray[np.bool_], z: float) -> Interval:
+    if customer.size == 0:
+        return Interval(math.nan)
+    r = ratio_estimate(customer_sums(customer, hits.astype(np.float64), np.ones(customer.size)))
+    half = z * math.sqrt(r.variance) if r.variance == r.variance else math.nan
+    return Interval(r.estimate, r.estimate - half, r.estimate + half, int(customer.size))
+
+
+def _z(confidence: float) -> float:
+    from scipy import stats
+
+    return float(stats.norm.ppf(0.5 + confidence / 2))
+
+
+def analyse(
+    loans: Loans,
+    win: Windows,
+    references: dict[str, dict[str, float]],
+    alpha: float,
+) -> PerformanceReport:
+    """Every figure of one analysis. ``references``: version → training metrics (``holdout_auc``,
+    ``holdout_auc_approved``)."""
+    cohort = loans.between(win.cohort_start, win.cohort_end)
+    fresh = loans.between(win.fresh_start, win.fresh_end)
+    vintage_rows = loans.between(win.vintage_start, win.fresh_end)
+    funded = cohort.funded
+    labelled = funded & cohort.has_outcome
+    z95 = _z(CONFIDENCE)
+    brackets = sorted(set(cohort.income[labelled].tolist()) - {""})
+    alert_conf = 1 - alpha / (BANDS + 1 + len(brackets))
+    champion = loans.champion
+    versions = []
+    for version in sorted(loans.scores, key=lambda v: (v != champion, v)):
+        s = cohort.scores[version]
+        mask = labelled & ~np.isnan(s)
+        y, p, cust = cohort.bad[mask], s[mask], cohort.customer[mask]
+        result = delong(y, p)
+        lo, hi = result.ci(0, CONFIDENCE)
+        vs = None
+        if champion is not None and version != champion:
+            both = mask & ~np.isnan(cohort.scores[champion])
+            if both.any():
+                vs = paired_test(
+                    delong(cohort.bad[both], np.vstack([s[both], cohort.scores[champion][both]])), 0, 1, CONFIDENCE
+                )
+        own = labelled & cohort.approved & (cohort.version == version)
+        own_result = delong(cohort.bad[own], s[own]) if own.any() else delong([], [])
+        a_lo, a_hi = own_result.ci(0, 1 - alpha) if own.any() else (math.nan, math.nan)
+        default_approved = _clustered_rate(cohort.customer[own], cohort.bad[own], z95)
+        ratio = ratio_estimate(
+            customer_sums(cohort.customer[own], cohort.bad[own].astype(np.float64), np.ones(int(own.sum())))
+        )
+        design = ratio.design_effect if own.sum() > 1 and ratio.design_effect == ratio.design_effect else 1.0
+        fresh_own = fresh.approved & (fresh.version == version)
+        ref = references.get(version, {})
+        decided = funded & (cohort.version == version)
+        bads = int(y.sum())
+        versions.append(
+            VersionReport(
+                version=version,
+                alias=loans.aliases.get(version, ""),
+                deciding_loans=int(decided.sum()),
+                loans=int(mask.sum()),
+                bads=bads,
+                auc=Interval(float(result.aucs[0]), lo, hi, int(mask.sum())),
+                gini=2 * float(result.aucs[0]) - 1,
+                ks=ks_statistic(y, p),
+                brier=brier(y, p),
+                calibration=calibration(y, p, cust, BANDS, CONFIDENCE) if y.size else None,
+                calibration_alert=calibration(y, p, cust, BANDS, alert_conf) if y.size else None,
+                segment_bands=[
+                    band(f"income {b}", y[seg], p[seg], cust[seg], alert_conf)
+                    for b in brackets
+                    if (seg := cohort.income[mask] == b).any()
+                ],
+                vs_champion=vs,
+                auc_approved=Interval(float(own_result.aucs[0]), a_lo, a_hi, int(own.sum())),
+                holdout_auc_approved=ref.get("holdout_auc_approved"),
+                holdout_auc=ref.get("holdout_auc"),
+                default_approved=default_approved,
+                estimated_matured=estimate(s[own], CONFIDENCE, design),
+                estimated_fresh=estimate(fresh.scores[version][fresh_own], CONFIDENCE, design),
+                design_effect=design,
+                vintages=_vintages(vintage_rows, version, win),
+                roc=_roc(y, p),
+            )
+        )
+    arms = []
+    for arm in sorted(set(cohort.arm.tolist())):
+        rows = cohort.arm == arm
+        appr = rows & labelled & cohort.approved
+        arms.append(
+            ArmReport(
+                arm,
+                sorted(set(cohort.version[rows].tolist()) - {""}),
+                int(rows.sum()),
+                _clustered_rate(cohort.customer[rows], cohort.approved[rows], z95),
+                _clustered_rate(cohort.customer[appr], cohort.bad[appr], z95),
+            )
+        )
+    segments: dict[str, tuple[int, float, float]] = {}
+    if champion is not None:
+        deciding = np.full(len(cohort), np.nan)
+        for version, column in cohort.scores.items():
+            mine = cohort.version == version
+            deciding[mine] = column[mine]
+        for bracket in sorted(set(cohort.income[labelled].tolist())):
+            rows = labelled & (cohort.income == bracket) & ~np.isnan(deciding)
+            segments[bracket] = (int(rows.sum()), float(cohort.bad[rows].sum()), float(deciding[rows].sum()))
+    return PerformanceReport(
+        windows=win,
+        model_name=loans.model_name,
+        decisions=len(cohort),
+        funded=int(funded.sum()),
+        labelled=int(labelled.sum()),
+        approved_without_outcome=int((cohort.approved & ~cohort.has_outcome).sum()),
+        reviews_funded=int(((cohort.decision == "manual_review") & cohort.has_outcome).sum()),
+        champion=champion,
+        versions=versions,
+        arms=arms,
+        segments=segments,
+        alpha=alpha,
+    )
+
+
+def _roc(y: npt.NDArray[np.bool_], p: npt.NDArray[np.float64]) -> tuple[list[float], list[float]]:
+    if y.all() or not y.any():
+        return [], []
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, _ = roc_curve(y, p)
+    keep = np.unique(np.linspace(0, fpr.size - 1, min(fpr.size, 200)).astype(int))
+    return fpr[keep].tolist(), tpr[keep].tolist()
+
+
+def _vintages(rows: Loans, version: str, win: Windows) -> list[Vintage]:
+    funded = rows.funded & (rows.version == version)
+    as_of = np.datetime64(win.fresh_end.replace(tzinfo=None), "us")
+    return vintages(rows.decided_at[funded], rows.bad_at[funded], as_of, weeks=8)
