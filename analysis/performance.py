@@ -229,33 +229,61 @@ def calibration(
 
 @dataclass(frozen=True, slots=True)
 class Estimate:
-    """Expected performance of a set of loans from calibrated scores alone (no outcomes)."""
+    """Expected performance of a set of loans from their scores alone (no outcomes)."""
 
     loans: int
-    default_rate: float  # mean p
-    #: Where the realized default rate falls with the given confidence if the scores are calibrated.
+    default_rate: float  # mean p × calibration factor
+    #: Where the realized default rate falls with the given confidence if the (recalibrated) scores hold.
     default_rate_low: float
     default_rate_high: float
     auc: float
+    #: Observed/expected of the reference loans the estimate was recalibrated with (1: none).
+    factor: float = 1.0
 
 
-def estimate(p: npt.ArrayLike, confidence: float = 0.95, design_effect: float = 1.0) -> Estimate:
+def estimate(
+    p: npt.ArrayLike,
+    confidence: float = 0.95,
+    design_effect: float = 1.0,
+    factor: float = 1.0,
+    factor_variance: float = 0.0,
+) -> Estimate:
     """Confidence-based performance estimation: expected default rate (with its interval) and expected AUC.
 
     ``design_effect`` widens the interval for loans of repeat customers (the ratio of the clustered to the
-    independent variance, measured on matured loans); 1 treats loans as independent.
+    independent variance, measured on matured loans); 1 treats loans as independent. ``factor`` recalibrates the
+    scores with the observed/expected ratio of recent matured loans (CBPE calibrates on labelled reference data the
+    same way); its uncertainty (``factor_variance``) widens the interval.
 
     >>> e = estimate([0.01, 0.02, 0.5, 0.9])
     >>> round(e.default_rate, 4), round(e.auc, 3)
-    (0.3575, 0.878)
+    (0.3575, 0.976)
     """
     pp = np.asarray(p, dtype=np.float64)
     n = pp.size
     if n == 0:
-        return Estimate(0, math.nan, math.nan, math.nan, math.nan)
-    rate = float(pp.mean())
-    half = _z(confidence) * math.sqrt(float((pp * (1 - pp)).sum()) * max(design_effect, 1.0)) / n
-    return Estimate(n, rate, max(0.0, rate - half), min(1.0, rate + half), expected_auc(pp))
+        return Estimate(0, math.nan, math.nan, math.nan, math.nan, factor)
+    mean = float(pp.mean())
+    rate = mean * factor
+    sampling = float((pp * (1 - pp)).sum()) * max(design_effect, 1.0) * max(factor, 0.0) / n**2
+    half = _z(confidence) * math.sqrt(sampling + mean**2 * factor_variance)
+    return Estimate(n, rate, max(0.0, rate - half), min(1.0, rate + half), expected_auc(pp), factor)
+
+
+def calibration_factor(y: npt.ArrayLike, p: npt.ArrayLike, customer: Codes) -> tuple[float, float]:
+    """Observed/expected defaults of labelled reference loans and the variance of that ratio (clustered by
+    customer); (1, 0) without reference loans.
+
+    >>> calibration_factor(np.array([1.0, 0.0, 0.0, 1.0]), np.array([0.5, 0.5, 0.5, 0.5]), np.arange(4))
+    (1.0, 0.25)
+    """
+    yy = np.asarray(y, dtype=np.float64)
+    pp = np.asarray(p, dtype=np.float64)
+    expected = float(pp.sum())
+    if yy.size == 0 or expected <= 0:
+        return 1.0, 0.0
+    variance = max(float((pp * (1 - pp)).sum()), clustered_residual_variance(yy - pp, customer))
+    return float(yy.sum()) / expected, variance / expected**2
 
 
 def expected_auc(p: Array) -> float:

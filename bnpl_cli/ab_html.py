@@ -4,40 +4,22 @@ distribution of each segment. Charts are inline PNGs (matplotlib), so the file s
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import math
-from typing import Any
 
 import numpy as np
 
 from analysis.ab_report import LABELS, AbReport, format_delta, format_value
+from common.charts import BASE_STYLE, png, pyplot
 
-STYLE = (
-    "body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;color:#222}"
-    "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-    "th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}"
+STYLE = BASE_STYLE + (
     ".verdict{font-size:1.4em;padding:.5em;border-radius:6px;background:#eef}"
     ".breach,.worse{color:#b00}.better,.ok{color:#070}.inconclusive,.undefined{color:#a60}"
 )
 
 
-def _png(fig: Any) -> str:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    return f"<img src='data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}'>"
-
-
 def _charts(report: AbReport) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     out = []
     for c in report.comparisons:
@@ -60,7 +42,7 @@ def _charts(report: AbReport) -> list[str]:
         ax.set_xlabel("decisions in both arms (time order)")
         ax.set_title(f"{c.treatment.label} vs {c.control.label}: approval difference over time")
         ax.legend(fontsize=8)
-        out.append(_png(fig))
+        out.append(png(fig))
     fig, (mix_ax, score_ax) = plt.subplots(1, 2, figsize=(10, 3.2))
     labels = [s.label for s in report.segments]
     bottom = np.zeros(len(labels))
@@ -76,7 +58,7 @@ def _charts(report: AbReport) -> list[str]:
             score_ax.hist(scores, bins=40, range=(0, 0.5), histtype="step", density=True, label=seg.label)
     score_ax.set_title("score distribution per segment")
     score_ax.legend(fontsize=8)
-    out.append(_png(fig))
+    out.append(png(fig))
     return out
 
 

@@ -5,7 +5,9 @@ after a decision by which its outcome is known, ``BNPL_OUTCOME_MATURITY_DAYS``) 
 
 * the **matured cohort**: decisions made in ``[D − M − P, D − M)`` — their outcomes are in; realized figures;
 * the **fresh window**: decisions made in ``[D − P, D)`` — no outcomes yet; estimated figures only;
-* the **vintage window**: the last 12 periods of funded loans, for vintage curves.
+* the **vintage window**: the last 12 periods of funded loans, for vintage curves;
+* the **reference periods**: the 4 matured periods before a window, whose observed/expected recalibrates the scores
+  for that window's estimates (as CBPE calibrates on labelled reference data).
 
 **Population.** Only funded credit has an outcome: approved decisions, and manual reviews a reviewer approved (they
 are recognised by having an outcome). Every realized figure is measured on **funded loans**, never on applicants:
@@ -37,6 +39,7 @@ from analysis.performance import (
     band,
     brier,
     calibration,
+    calibration_factor,
     delong,
     estimate,
     ks_statistic,
@@ -46,6 +49,8 @@ from analysis.performance import (
 
 PERIOD_DAYS: Final = {"weekly": 7, "daily": 1}
 VINTAGE_PERIODS: Final = 12
+#: Matured periods before a cohort whose observed/expected recalibrates the estimates (CBPE's reference data).
+REFERENCE_PERIODS: Final = 4
 BANDS: Final = 10
 CONFIDENCE: Final = 0.95
 
@@ -63,8 +68,13 @@ class Windows:
     vintage_start: datetime
 
     @property
+    def period(self) -> timedelta:
+        return timedelta(days=PERIOD_DAYS[self.cadence])
+
+    @property
     def read_start(self) -> datetime:
-        return min(self.cohort_start, self.vintage_start)
+        """Where the decisions an analysis reads begin: the vintage window, or the estimates' reference periods."""
+        return min(self.cohort_start - REFERENCE_PERIODS * self.period, self.vintage_start)
 
 
 def windows(analysis_date: date, cadence: str, maturity_days: int) -> Windows:
@@ -154,7 +164,11 @@ class Loans:
         return found[0] if found else None
 
 
-def _utc64(values: list[Any]) -> npt.NDArray[np.datetime64]:
+def _utc64(values: Any) -> npt.NDArray[np.datetime64]:
+    """UTC timestamps as ``datetime64[us]``: from a numpy array as the DuckDB warehouse returns them, or from
+    aware datetimes (None → NaT)."""
+    if isinstance(values, np.ndarray) and values.dtype.kind == "M":
+        return values.astype("datetime64[us]")
     out = np.full(len(values), np.datetime64("NaT"), dtype="datetime64[us]")
     for i, v in enumerate(values):
         if v is not None:
@@ -337,6 +351,8 @@ def analyse(
         )
         design = ratio.design_effect if own.sum() > 1 and ratio.design_effect == ratio.design_effect else 1.0
         fresh_own = fresh.approved & (fresh.version == version)
+        for_cohort = _reference_factor(loans, version, win.cohort_start, win.period)
+        for_fresh = _reference_factor(loans, version, win.cohort_end, win.period)
         ref = references.get(version, {})
         decided = funded & (cohort.version == version)
         bads = int(y.sum())
@@ -363,8 +379,8 @@ def analyse(
                 holdout_auc_approved=ref.get("holdout_auc_approved"),
                 holdout_auc=ref.get("holdout_auc"),
                 default_approved=default_approved,
-                estimated_matured=estimate(s[own], CONFIDENCE, design),
-                estimated_fresh=estimate(fresh.scores[version][fresh_own], CONFIDENCE, design),
+                estimated_matured=estimate(s[own], CONFIDENCE, design, *for_cohort),
+                estimated_fresh=estimate(fresh.scores[version][fresh_own], CONFIDENCE, design, *for_fresh),
                 design_effect=design,
                 vintages=_vintages(vintage_rows, version, win),
                 roc=_roc(y, p),
@@ -406,6 +422,16 @@ def analyse(
         segments=segments,
         alpha=alpha,
     )
+
+
+def _reference_factor(loans: Loans, version: str, before: datetime, period: timedelta) -> tuple[float, float]:
+    """Observed/expected (and its variance) of the version's approved, labelled loans decided in the
+    ``REFERENCE_PERIODS`` periods before ``before``: what recalibrates its estimates (1, 0 without any)."""
+    rows = loans.between(before - REFERENCE_PERIODS * period, before)
+    own = rows.approved & rows.has_outcome & (rows.version == version) & ~np.isnan(rows.scores[version])
+    if own.sum() < 100:
+        return 1.0, 0.0
+    return calibration_factor(rows.bad[own], rows.scores[version][own], rows.customer[own])
 
 
 def _roc(y: npt.NDArray[np.bool_], p: npt.NDArray[np.float64]) -> tuple[list[float], list[float]]:

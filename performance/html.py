@@ -4,37 +4,19 @@ artifact)."""
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import math
 from typing import Any
 
+from common.charts import BASE_STYLE, png, pyplot
 from performance.analysis import PerformanceReport
 from schemas.alerts import Alert
 
-STYLE = (
-    "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-    "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-    "th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}.alert{color:#b00}.note{color:#555}"
-)
-
-
-def _png(fig: Any) -> str:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    return f"<img src='data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}'>"
+STYLE = BASE_STYLE + (".alert{color:#b00}.note{color:#555}")
 
 
 def _charts(report: PerformanceReport) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     out = []
     fig, (roc, cal) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -56,7 +38,7 @@ def _charts(report: PerformanceReport) -> list[str]:
     cal.set_ylabel("observed default rate")
     cal.set_title("calibration by score decile")
     cal.legend(fontsize=8)
-    out.append(_png(fig))
+    out.append(png(fig))
     deciding = [v for v in report.versions if v.vintages]
     if deciding:
         fig, axes = plt.subplots(1, len(deciding), figsize=(5.5 * len(deciding), 3.8), squeeze=False)
@@ -69,7 +51,7 @@ def _charts(report: PerformanceReport) -> list[str]:
             ax.set_ylabel("cumulative default rate")
             ax.set_title(f"vintages, loans v{v.version} decided")
             ax.legend(fontsize=7)
-        out.append(_png(fig))
+        out.append(png(fig))
     return out
 
 

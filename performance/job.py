@@ -16,7 +16,10 @@ replaces it), alert keys carry the analysis date (a re-run alerts nothing twice)
 * ``retraining_recommended`` (critical): a version has a performance alert now and drift alerts in the last 30 days;
   the alert lists both.
 
-No alert below ``BNPL_PERFORMANCE_MIN_LOANS`` matured loans with an outcome.
+No alert below ``BNPL_PERFORMANCE_MIN_LOANS`` matured loans with an outcome, and none for a version that decided fewer
+loans than that: a shadow-scored version is measured and reported (MLflow, ``model_metrics``, the HTML report, its
+paired comparison with the champion) — it decides nothing, so nothing about it needs an operator now; promotion
+review reads its figures.
 """
 
 from __future__ import annotations
@@ -193,8 +196,8 @@ def findings(report: PerformanceReport, settings: Settings) -> list[Alert]:
     perf = settings.performance
     out: list[Alert] = []
     for v in report.versions:
-        if v.loans < perf.min_loans:
-            continue
+        if v.loans < perf.min_loans or v.deciding_loans < perf.min_loans:
+            continue  # too few loans, or a shadow version: measured and reported, not alerted on
         ref = v.holdout_auc_approved
         a = v.auc_approved
         if ref and a.n and math.isfinite(a.value) and a.value < (1 - perf.auc_drop) * ref and a.high < ref:
@@ -340,7 +343,7 @@ async def _raise(settings: Settings, report: PerformanceReport, alerts: list[Ale
         for alert in alerts:
             if await raise_alert(redis, settings.keys, alert, ttl):
                 raised.append(alert.alert_key)
-                log.warning("ALERT %s", alert.message)
+                log.info("ALERT %s", alert.message)
     finally:
         await redis.aclose()
     return alerts, raised
@@ -411,8 +414,10 @@ def run_analysis(
     send_alerts: bool = True,
     html_dir: Path | None = None,
     warehouse: Any = None,
+    write_html: bool = True,
 ) -> JobResult:
-    """One analysis end to end (see the module docstring)."""
+    """One analysis end to end (see the module docstring); ``write_html=False`` skips the report page (and so the
+    MLflow runs, whose artifact it is)."""
     from performance.html import render_html
     from warehouse.base import make_warehouse
 
@@ -427,6 +432,8 @@ def run_analysis(
     result.alerts = findings(report, settings)
     if send_alerts and settings.streams.redis_url:
         result.alerts, result.raised = asyncio.run(_raise(settings, report, result.alerts))
+    if not write_html:
+        return result
     directory = html_dir or Path(tempfile.mkdtemp(prefix="bnpl-performance-"))
     directory.mkdir(parents=True, exist_ok=True)
     html = directory / f"{run_name(win.cadence, analysis_date)}.html"

@@ -1,6 +1,62 @@
-"""Consumer-test helpers: the load tools' events on a stream, and waiting for a group to drain."""
+"""Consumer-test helpers: the load tools' events on a stream, waiting for a group to drain, and worker processes
+killed with SIGKILL while they hold a batch."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+from typing import Any
+
+import redis.asyncio as aioredis
 
 from consumers.status import wait_drained as wait_group_drained
 from traffic.events import add_events, make_events
 
-__all__ = ["add_events", "make_events", "wait_group_drained"]
+__all__ = ["add_events", "kill_workers_mid_batch", "make_events", "spawn_worker", "wait_group_drained"]
+
+
+def spawn_worker(group: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``bnpl consume <group>`` as a child process with ``env`` added."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "bnpl_cli.main", "consume", group],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def kill_workers_mid_batch(
+    redis: Any, stream: str, group: str, env: dict[str, str], *, kills: int, workers: int = 2, seed: int = 5
+) -> None:
+    """Run ``workers`` worker processes of ``group``; ``kills`` times, SIGKILL one that holds pending entries (a
+    batch in flight) and start a replacement; then wait until the group has drained ``stream`` and stop them."""
+    running = [spawn_worker(group, env) for _ in range(workers)]
+    rng = random.Random(seed)
+    killed = 0
+    try:
+        while killed < kills:
+            await asyncio.sleep(rng.uniform(0.05, 0.3))
+            victim = running[rng.randrange(len(running))]
+            name = f"{socket.gethostname()}-{victim.pid}"
+            try:
+                consumers = {c["name"].decode(): c for c in await redis.xinfo_consumers(stream, group)}
+            except aioredis.ResponseError:  # the group is not created yet
+                continue
+            if int(consumers.get(name, {}).get("pending", 0)) == 0:
+                continue  # not holding a batch right now: wait for one
+            victim.send_signal(signal.SIGKILL)
+            victim.wait()
+            killed += 1
+            running.remove(victim)
+            running.append(spawn_worker(group, env))
+        await wait_group_drained(redis, stream, group, seconds=180)
+    finally:
+        for w in running:
+            w.send_signal(signal.SIGTERM)
+        for w in running:
+            w.wait(timeout=60)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -23,7 +22,7 @@ from consumers.runtime import ConsumerWorker
 from consumers.status import collect, healthy
 from consumers.trim import trim_stream
 from consumers.warehouse import WarehouseHandler
-from tests.streams import add_events, make_events, wait_group_drained
+from tests.streams import add_events, kill_workers_mid_batch, make_events, wait_group_drained
 from warehouse.duckdb_store import DuckDBWarehouse
 
 FAST = ConsumerSettings(
@@ -133,15 +132,6 @@ async def test_poison_event_is_dead_lettered_while_the_rest_flow(tmp_path, redis
     assert worker.stats.dead_lettered == 1
 
 
-def _spawn_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "bnpl_cli.main", "consume", "warehouse"],
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
 async def test_sigkill_workers_mid_batch_five_times_every_event_once(tmp_path, redis_server, redis, key_prefix):
     keys = Keys(key_prefix)
     stream = keys.predictions()
@@ -157,31 +147,7 @@ async def test_sigkill_workers_mid_batch_five_times_every_event_once(tmp_path, r
         "BNPL_CLAIM_IDLE_MS": "1000",
         "BNPL_DATA_DIR": str(tmp_path / "data"),
     }
-    workers = [_spawn_worker(env) for _ in range(2)]
-    rng = random.Random(5)
-    kills_mid_batch = 0
-    try:
-        while kills_mid_batch < 5:
-            await asyncio.sleep(rng.uniform(0.05, 0.3))
-            victim = workers[rng.randrange(len(workers))]
-            name = f"{socket.gethostname()}-{victim.pid}"
-            try:
-                consumers = {c["name"].decode(): c for c in await redis.xinfo_consumers(stream, "warehouse")}
-            except aioredis.ResponseError:  # the group is not created yet
-                continue
-            if int(consumers.get(name, {}).get("pending", 0)) == 0:
-                continue  # not holding a batch right now: wait for one
-            victim.send_signal(signal.SIGKILL)
-            victim.wait()
-            kills_mid_batch += 1
-            workers.remove(victim)
-            workers.append(_spawn_worker(env))
-        await wait_group_drained(redis, stream, "warehouse", seconds=180)
-    finally:
-        for w in workers:
-            w.send_signal(signal.SIGTERM)
-        for w in workers:
-            w.wait(timeout=60)
+    await kill_workers_mid_batch(redis, stream, "warehouse", env, kills=5)
     ids = _ids_in_warehouse(path)
     assert len(ids) == len(set(ids)) == 20_000
     assert set(ids) == {e.prediction_id for e in events}

@@ -5,12 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
-import random
-import signal
-import socket
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,7 +22,7 @@ from datagen.outcomes import funded, funded_outcomes, write_outcomes
 from producers.outcomes import outcome_events
 from schemas.outcomes import OUTCOME_RANK, Outcome, parse_outcome
 from tests.conftest import api_settings, make_settings, start_api
-from tests.streams import wait_group_drained
+from tests.streams import kill_workers_mid_batch, wait_group_drained
 from tests.test_consumers import FAST
 from warehouse.base import CurrentOutcome, plan_outcomes
 from warehouse.duckdb_store import DuckDBWarehouse
@@ -124,15 +118,6 @@ def test_duckdb_keeps_unknown_transactions_and_counts_them(tmp_path):
 
 
 # --- the group, killed mid-batch ---------------------------------------------------------------------------------
-def _spawn(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "bnpl_cli.main", "consume", "outcomes"],
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
 async def test_sigkill_outcome_workers_three_times_every_outcome_lands_once(tmp_path, redis_server, redis, key_prefix):
     records = _records(20_000)
     path = tmp_path / "outcomes.jsonl"
@@ -153,31 +138,7 @@ async def test_sigkill_outcome_workers_three_times_every_outcome_lands_once(tmp_
         "BNPL_PERFORMANCE_SCHEDULE_S": "0",
         "BNPL_DATA_DIR": str(tmp_path / "data"),
     }
-    workers = [_spawn(env) for _ in range(2)]
-    rng = random.Random(7)
-    kills = 0
-    try:
-        while kills < 3:
-            await asyncio.sleep(rng.uniform(0.05, 0.3))
-            victim = workers[rng.randrange(len(workers))]
-            name = f"{socket.gethostname()}-{victim.pid}"
-            try:
-                consumers = {c["name"].decode(): c for c in await redis.xinfo_consumers(stream, "outcomes")}
-            except aioredis.ResponseError:
-                continue
-            if int(consumers.get(name, {}).get("pending", 0)) == 0:
-                continue  # kill only a worker holding a batch
-            victim.send_signal(signal.SIGKILL)
-            victim.wait()
-            kills += 1
-            workers.remove(victim)
-            workers.append(_spawn(env))
-        await wait_group_drained(redis, stream, "outcomes", seconds=180)
-    finally:
-        for w in workers:
-            w.send_signal(signal.SIGTERM)
-        for w in workers:
-            w.wait(timeout=60)
+    await kill_workers_mid_batch(redis, stream, "outcomes", env, kills=3, seed=7)
     expected = _expected(records)
     assert _table(db) == expected  # every loan once, with its winning outcome
     superseded = DuckDBWarehouse(db).query("SELECT sum(superseded) FROM outcomes")[0][0]

@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 from sklearn.metrics import roc_auc_score
 
-from common.keys import decode_entry
+from common.keys import decode_entry, encode_entry
 from datagen import ConceptShift, generate
 from datagen.outcomes import funded_outcomes
 from decision.engine import DecisionEngine
@@ -104,9 +104,34 @@ async def test_one_mlflow_run_per_version_and_date_idempotent_metrics_and_alerts
     after = before + timedelta(days=7 * 9)  # cohort of Apr 6–13: shifted
     quiet = await asyncio.to_thread(run_analysis, settings, before, html_dir=tmp_path)
     assert quiet.alerts == []
+    champion = quiet.report.champion
+    drift = Alert(
+        alert_id="drift-1",
+        alert_key=f"drift:{champion}:categorical_psi:customer_income_bracket",
+        kind="categorical_psi",
+        severity="warning",
+        model_version=champion,
+        feature="customer_income_bracket",
+        statistic="psi",
+        value=0.2,
+        threshold=0.1,
+        window="5000 events",
+        first_seen=datetime.now(UTC).isoformat(),
+        message="income mix moved",
+    )
+    redis = aioredis.from_url(redis_server.url)
+    try:
+        await redis.xadd(settings.keys.alerts(), encode_entry(drift.alert_id, msgspec.json.encode(drift), 1))
+    finally:
+        await redis.aclose()
     first = await asyncio.to_thread(run_analysis, settings, after, html_dir=tmp_path)
     kinds = {a.kind for a in first.alerts}
     assert "performance_calibration" in kinds
+    assert {a.model_version for a in first.alerts} == {champion}  # the shadow version is measured, not alerted on
+    advice = [a for a in first.alerts if a.kind == "retraining_recommended"]
+    assert len(advice) == 1
+    assert "income mix" not in advice[0].message
+    assert "categorical_psi on customer_income_bracket" in advice[0].message
     assert any("income <25k" in (a.feature or "") or a.feature == "overall" for a in first.alerts)
     assert first.raised
     assert set(first.raised) == {a.alert_key for a in first.alerts}
@@ -139,5 +164,5 @@ async def test_one_mlflow_run_per_version_and_date_idempotent_metrics_and_alerts
     finally:
         await redis.aclose()
     alerts = [msgspec.json.decode(decode_entry(f).payload, type=Alert) for _, f in entries]
-    assert sorted(a.alert_key for a in alerts) == sorted(first.raised)
-    assert all(a.runbook and a.window.startswith("loans decided") for a in alerts)
+    assert sorted(a.alert_key for a in alerts if a.alert_id != "drift-1") == sorted(first.raised)
+    assert all(a.runbook and a.window.startswith("loans decided") for a in alerts if a.alert_id != "drift-1")

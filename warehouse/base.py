@@ -13,7 +13,8 @@ from schemas.events import PredictionEvent
 from schemas.outcomes import OUTCOME_RANK, OutcomeEvent
 from schemas.warehouse import PREDICTION_LOGS, Column
 
-Columns = dict[str, list[Any]]
+#: Column name → values (a list, or a numpy array: timestamps may come as ``datetime64`` in UTC).
+Columns = dict[str, Any]
 
 
 @dataclass(slots=True)

@@ -94,6 +94,18 @@ def _counted_insert(conn: duckdb.DuckDBPyConnection, sql: str) -> int:
     return int(after[0]) - int(before[0])
 
 
+def arrow_columns(table: pa.Table) -> Columns:
+    """An Arrow table as columns: timestamps as numpy ``datetime64[us]`` in UTC (NaT for NULL), the rest as lists."""
+    out: Columns = {}
+    for name in table.column_names:
+        column = table.column(name)
+        if pa.types.is_timestamp(column.type):
+            out[name] = column.cast(pa.timestamp("us")).to_numpy()
+        else:
+            out[name] = column.to_pylist()
+    return out
+
+
 def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
@@ -246,7 +258,7 @@ class DuckDBWarehouse:
         """Decisions made in [start, end) with their current outcome (NULL when none is known)."""
         with self.connect(read_only=True) as conn:
             table = conn.sql(performance_sql("duckdb", time_column), params=[start, end]).to_arrow_table()
-        return {name: table.column(name).to_pylist() for name in table.column_names}
+        return arrow_columns(table)
 
     def outcome_counts(self) -> dict[str, int]:
         """Outcomes landed, and how many have no decision in the warehouse (yet)."""
