@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: venv lint typecheck test demo bench bench-api bench-consumers bench-ab bench-drift bench-memory clean
+.PHONY: venv lint typecheck test demo bench bench-api bench-consumers bench-ab bench-drift bench-memory bench-performance clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
@@ -45,7 +45,10 @@ bench-drift: venv
 bench-memory: venv
 	$(BIN)/python -m bench.memory_bench
 
-bench: bench-api bench-consumers bench-ab bench-drift bench-memory
+bench-performance: venv
+	$(BIN)/python -m bench.performance_bench
+
+bench: bench-api bench-consumers bench-ab bench-drift bench-memory bench-performance
 
 clean:
 	rm -rf $(VENV) .bnpl .pytest_cache .mypy_cache .ruff_cache

@@ -319,6 +319,9 @@ class BenchSettings:
     )
     bench_drift_events: int = setting("BENCH_DRIFT_EVENTS", 1_000_000, "`make bench-drift`: events without drift")
     bench_ab_runs: int = setting("BENCH_AB_RUNS", 1_000, "`make bench-ab`: simulated experiments per regime")
+    bench_performance_decisions: int = setting(
+        "BENCH_PERFORMANCE_DECISIONS", 1_000_000, "`make bench-performance`: decisions without drift"
+    )
 
 
 #: Section name → section class, in README order.
