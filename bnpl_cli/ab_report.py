@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 
 from analysis.ab_report import DEFAULT_MARGINS, SUCCESS, AbReport, Decisions, Plan, build_report, render_text
@@ -40,11 +41,20 @@ def _warehouse(settings: Settings) -> Any:
 
 
 def _load(settings: Settings, experiment_id: str) -> list[tuple[Any, ...]]:
-    query = (
-        f"SELECT {COLUMNS} FROM prediction_logs WHERE experiment_id = ? "  # noqa: S608 - our own column names
-        "ORDER BY assessment_timestamp, prediction_id"
+    """The experiment's decisions in time order, each with its loan's outcome when one is known (``bad``: NULL when
+    unknown or not funded; always NULL without an ``outcomes`` table)."""
+    warehouse = _warehouse(settings)
+    has_outcomes = bool(
+        warehouse.query("SELECT count(*) FROM information_schema.tables WHERE table_name = 'outcomes'")[0][0]
     )
-    rows: list[tuple[Any, ...]] = _warehouse(settings).query(query, [experiment_id])
+    outcome = "o.bad" if has_outcomes else "CAST(NULL AS BOOLEAN)"
+    join = "LEFT JOIN outcomes o USING (transaction_id) " if has_outcomes else ""
+    columns = ", ".join(f"p.{c.strip()}" for c in COLUMNS.split(","))
+    query = (
+        f"SELECT {columns}, {outcome} FROM prediction_logs p {join}WHERE p.experiment_id = ? "  # noqa: S608 - ours
+        "ORDER BY p.assessment_timestamp, p.prediction_id"
+    )
+    rows: list[tuple[Any, ...]] = warehouse.query(query, [experiment_id])
     return rows
 
 
@@ -57,7 +67,15 @@ def decisions_of(rows: list[tuple[Any, ...]]) -> Decisions:
         decision=np.array([r[3] for r in rows], dtype=np.str_),
         score=np.array([math.nan if r[4] is None else r[4] for r in rows], dtype=np.float64),
         latency_ms=np.array([r[5] for r in rows], dtype=np.float64),
+        defaulted=_defaulted(rows),
     )
+
+
+def _defaulted(rows: list[tuple[Any, ...]]) -> npt.NDArray[np.float64] | None:
+    """1 defaulted, 0 repaid, NaN unknown — or None when no decision of the experiment has an outcome yet."""
+    if not rows or len(rows[0]) < 9 or all(r[8] is None for r in rows):
+        return None
+    return np.array([math.nan if r[8] is None else float(r[8]) for r in rows], dtype=np.float64)
 
 
 def plan_of(tags: dict[str, str], allocation: dict[str, float]) -> Plan:

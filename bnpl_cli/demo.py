@@ -1,7 +1,9 @@
 """``bnpl demo``: the whole system on embedded defaults, ending with a readable report.
 
 Trains (unless the registry already has champion + challenger), starts a private redis-server, starts a
-champion/challenger experiment, runs ``bnpl serve`` and sends simulated traffic through it, then reports.
+champion/challenger experiment, runs ``bnpl serve`` and sends simulated traffic through it, then reports; then lets
+weeks pass: decides more traffic (with a concept shift halfway), sends the funded loans' outcomes, and runs the
+weekly performance analyses.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from common.keys import Keys
@@ -24,6 +26,11 @@ DEMO_EXPERIMENT = "champion-vs-challenger"
 DEMO_ALLOCATION = "champion:0.7,challenger:0.3"
 #: Share of requests using a never-seen payment provider in the second half of the demo traffic (drift injection).
 DEMO_DRIFT_SHARE = 0.15
+#: The performance loop's traffic: weeks of decisions, a concept shift from a Monday in the middle.
+PERF_DECISIONS = 100_000
+PERF_WEEKS = 16
+PERF_START = datetime(2026, 4, 6, tzinfo=UTC)
+PERF_SHIFT = datetime(2026, 5, 4, tzinfo=UTC)
 
 
 def _banner(title: str) -> None:
@@ -61,7 +68,7 @@ def _features() -> None:
     print(f"first features: {shown} …")
 
 
-def _traffic(settings: Settings, client: Any, requests: int) -> None:
+def _traffic(settings: Settings, client: Any, requests: int, performance_requests: int = PERF_DECISIONS) -> None:
     from common import processes
     from common.keys import decode_entry
     from common.redis_client import connect_sync
@@ -92,6 +99,7 @@ def _traffic(settings: Settings, client: Any, requests: int) -> None:
         "BNPL_DRIFT_WINDOW": str(max(500, min(5_000, requests // 8))),
         "BNPL_WEBHOOK_URLS": f"http://127.0.0.1:{receiver_port}/webhook",
         "BNPL_WEBHOOK_SECRET": webhook_secret,
+        "BNPL_PERFORMANCE_SCHEDULE_S": "0",  # the demo runs its analyses itself, for past dates
     }
     logs = settings.data_dir / "logs"
     bnpl = str(processes.BIN / "bnpl")
@@ -99,12 +107,12 @@ def _traffic(settings: Settings, client: Any, requests: int) -> None:
     api = processes.start([bnpl, "serve"], env, logs / "api.log")
     groups = [
         processes.start([bnpl, "consume", g], env, logs / f"{g}.log")
-        for g in ("warehouse", "mlflow", "drift", "alert-sender")
+        for g in ("warehouse", "mlflow", "drift", "alert-sender", "outcomes")
     ]
     keys = settings.replace(key_prefix=prefix).keys
     try:
         with step(
-            f"starting bnpl serve on 127.0.0.1:{port}, the warehouse, mlflow, drift and alert-sender groups "
+            f"starting bnpl serve on 127.0.0.1:{port}, the warehouse, mlflow, drift, alert-sender and outcomes groups "
             f"and a webhook receiver on :{receiver_port} (redis {redis_server.url})"
         ):
             processes.wait_http(f"http://127.0.0.1:{port}/readyz?strict=1", api)
@@ -122,7 +130,6 @@ def _traffic(settings: Settings, client: Any, requests: int) -> None:
             result = asyncio.run(
                 simulate(f"http://127.0.0.1:{port}", data.iter_requests(), api_key=key, connections=DEMO_CONNECTIONS)
             )
-        code = processes.stop(api)
         with step("waiting for the consumer groups to catch up (and the mlflow group to log its windows)"):
             asyncio.run(_drained(redis_server.url, keys))
         status_text = asyncio.run(_status(redis_server.url, keys, settings.consumers))
@@ -150,7 +157,7 @@ def _traffic(settings: Settings, client: Any, requests: int) -> None:
         once = sum(1 for pid in result.prediction_ids if in_stream.get(pid) == 1)
         print(
             f"events in stream {keys.predictions()}: {sum(in_stream.values()):,}; decided requests found exactly "
-            f"once: {once:,}/{len(result.prediction_ids):,} (API exit code {code})"
+            f"once: {once:,}/{len(result.prediction_ids):,}"
         )
         _banner("consumer groups")
         print(status_text)
@@ -169,6 +176,15 @@ def _traffic(settings: Settings, client: Any, requests: int) -> None:
         print(f"alerts on {keys.alerts()} delivered (HMAC-signed) to the receiver: {len(alerts)}")
         for alert in alerts:
             print(f"  [{alert['severity']}] {alert['kind']} {alert.get('feature') or ''}: {alert['message']}")
+        _banner("ground truth: outcomes in, model performance out")
+        raised = _performance_loop(ab_settings, f"http://127.0.0.1:{port}", key, performance_requests)
+        _outcome_guardrail(ab_settings, experiment.name)
+        with step("waiting for the alert sender to deliver the performance alerts"):
+            later = asyncio.run(_delivered(redis_server.url, keys.alerts(), receiver_port))
+        delivered = [a for a in later if a["kind"].startswith("performance") or a["kind"] == "retraining_recommended"]
+        print(f"performance alerts raised: {raised}; delivered (HMAC-signed) to the webhook receiver: {len(delivered)}")
+        code = processes.stop(api)
+        print(f"API exit code {code}")
     finally:
         for proc in (api, *groups, receiver):
             processes.stop(proc)
@@ -233,6 +249,126 @@ async def _delivered(redis_url: str, stream: str, receiver_port: int) -> list[di
     return received
 
 
+def _performance_loop(settings: Settings, base_url: str, key: str, n: int = PERF_DECISIONS) -> int:
+    """Weeks of traffic decided through the API, a concept shift halfway, the funded loans' outcomes sent through
+    the outcomes endpoint, then the weekly performance analyses; returns how many alerts they raised."""
+    from bnpl_cli.outcomes import performance_text
+    from datagen import ConceptShift
+    from datagen.outcomes import funded_outcomes
+    from performance.analysis import windows
+    from performance.job import run_analysis
+    from traffic.http import post_batches
+
+    perf = settings.replace(time_column="transaction", schedule_s=0)
+    maturity = perf.performance.maturity_days
+    shift = ConceptShift(start_time=PERF_SHIFT, factor=2.0, segment={"customer_income_bracket": "<25k"})
+    data = generate(n, seed=2027, start=PERF_START, days=7 * PERF_WEEKS, drifts=[shift])
+    with step(
+        f"deciding {n:,} requests of {PERF_WEEKS} weeks from {PERF_START:%Y-%m-%d} through the batch "
+        f"endpoint; from {PERF_SHIFT:%Y-%m-%d} loans of the <25k income bracket default twice as often (features "
+        "unchanged: no drift detector can see it)"
+    ):
+        answers = asyncio.run(
+            post_batches(
+                base_url, "/v1/bnpl/risk-assessment/batch", "requests", list(data.iter_requests()), api_key=key
+            )
+        )
+    decisions = {r["transaction_id"]: r["business_decision"] for status, body in answers for r in body["results"]}
+    print(f"decided {len(decisions):,} ({Counter(s for s, _ in answers)} batch statuses)")
+    records = funded_outcomes(data, decisions, perf.performance.review_approval_rate, seed=2027)
+    with step(
+        f"sending the {len(records):,} outcomes of funded loans (approved, and manual reviews a reviewer funded at "
+        f"{perf.performance.review_approval_rate:.0%}) through POST /v1/bnpl/outcomes, the first 5,000 twice"
+    ):
+        sent = asyncio.run(
+            post_batches(base_url, "/v1/bnpl/outcomes", "outcomes", records + records[:5_000], api_key=key, batch=2_500)
+        )
+    print(f"outcome calls: {Counter(s for s, _ in sent)} (202 = stored in the outcome stream)")
+    with step("waiting for the warehouse and outcomes groups to land them"):
+        asyncio.run(_groups_drained(settings))
+    from warehouse.duckdb_store import DuckDBWarehouse
+
+    assert perf.warehouse.duckdb_path is not None
+    wh = DuckDBWarehouse(perf.warehouse.duckdb_path)
+    loans, distinct, superseded = wh.query(
+        "SELECT count(*), count(DISTINCT transaction_id), sum(superseded) FROM outcomes"
+    )[0]
+    expected = len({r["transaction_id"] for r in records})
+    print(
+        f"outcomes table: {loans:,} loans ({distinct:,} distinct; {expected:,} expected), {superseded or 0:,} "
+        f"outcomes superseded by a later one (defaults charged off); the 5,000 re-sent changed nothing"
+    )
+    first = (PERF_START + timedelta(days=7 + maturity)).date()
+    dates = [first + timedelta(days=7 * k) for k in range(PERF_WEEKS)]
+    shifted_from = next(d for d in dates if windows(d, "weekly", maturity).cohort_end > PERF_SHIFT)
+    print(
+        f"\nweekly analyses ({len(dates)}; cohorts mature {maturity} days after the decision; the first shifted "
+        f"cohort is analysed on {shifted_from}):"
+    )
+    print("  analysis    cohort        loans  per version: AUC / observed÷expected defaults   alerts")
+    results = []
+    with step(f"running the performance job for {len(dates)} analysis dates (MLflow runs, model_metrics, alerts)"):
+        for d in dates:
+            results.append(run_analysis(perf, d, html_dir=settings.data_dir / "performance"))
+    for d, r in zip(dates, results, strict=True):
+        w = r.report.windows
+        cells = "  ".join(
+            f"v{v.version} {v.auc.value:.3f}/{v.calibration.overall.ratio:.2f}" if v.calibration else f"v{v.version} —"
+            for v in r.report.versions
+        )
+        kinds = ", ".join(sorted({f"{a.kind}({a.feature or a.model_version})" for a in r.alerts})) or "—"
+        print(
+            f"  {d}  {w.cohort_start:%m-%d}–{(w.cohort_end - timedelta(days=1)):%m-%d}  {r.report.labelled:>6,}  "
+            f"{cells}  {kinds}"
+        )
+    flagged = next((r for d, r in zip(dates, results, strict=True) if d >= shifted_from and r.alerts), None)
+    shown = flagged or results[-1]
+    if flagged is not None:
+        periods = (flagged.report.windows.analysis_date - shifted_from).days // 7
+        print(f"\nthe concept shift is flagged {periods} analysis period(s) after its first cohort matured:")
+    print(performance_text(shown))
+    runs = sum(len(r.runs) for r in results)
+    print(
+        f"MLflow experiment 'bnpl-performance': {runs} runs (one per version and analysis date, each with its "
+        "HTML report: ROC, calibration, vintages)"
+    )
+    return sum(len(r.raised) for r in results)
+
+
+def _outcome_guardrail(settings: Settings, experiment: str) -> None:
+    """The experiment's report again, now that outcomes have landed: the default-rate guardrail joins."""
+    from analysis.ab_report import format_delta, format_value
+    from bnpl_cli.ab_report import report_for
+
+    report, _, _ = report_for(settings, experiment)
+    for c in report.comparisons:
+        r = c.result("default_rate_approved")
+        if r is None:
+            print(f"A/B guardrail 'default rate among approved': no matured outcomes in {experiment!r} yet")
+            continue
+        d = r.difference
+        print(
+            f"A/B guardrail with outcomes, {c.treatment.label} vs {c.control.label}: default rate among approved "
+            f"{format_value(r.metric, d.control)} vs {format_value(r.metric, d.treatment)} "
+            f"(Δ {format_delta(r.metric, d.delta)}, margin {format_delta(r.metric, r.margin or 0.0)}) → {r.status}; "
+            f"verdict now {report.verdict}"
+        )
+
+
+async def _groups_drained(settings: Settings) -> None:
+    from common.redis_client import connect
+    from consumers.status import wait_drained
+
+    keys = settings.keys
+    client = connect(settings.streams.redis_url)
+    try:
+        for stream in keys.prediction_streams():
+            await wait_drained(client, stream, "warehouse", seconds=180)
+        await wait_drained(client, keys.outcomes(), "outcomes", seconds=180)
+    finally:
+        await client.aclose()
+
+
 def _mlflow_report(client: Any, experiment_id: str) -> None:
     runs = client.search_runs([experiment_id], filter_string="tags.`bnpl.kind` = 'arm-metrics'")
     print(f"MLflow experiment {experiment_id}: {len(runs)} arm run(s) (one per arm and model version)")
@@ -294,10 +430,12 @@ def _warehouse_report(path: Any, prediction_ids: list[str]) -> None:
         print(f"  {day}  {arm:<11s} {n:>5,}   {approve:6.1%}  {deny:6.1%}")
 
 
-def run_demo(settings: Settings, retrain: bool = False, requests: int = DEMO_REQUESTS) -> int:
+def run_demo(
+    settings: Settings, retrain: bool = False, requests: int = DEMO_REQUESTS, performance_requests: int = PERF_DECISIONS
+) -> int:
     """Run every part that exists and print the report."""
     print(f"BNPL risk demo — data dir {settings.data_dir.resolve()}, MLflow {settings.registry.tracking_uri}")
     client = _models(settings, retrain)
     _features()
-    _traffic(settings, client, requests)
+    _traffic(settings, client, requests, performance_requests)
     return 0

@@ -209,7 +209,9 @@ def _cmd_performance(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from bnpl_cli.demo import run_demo
 
-    return run_demo(_settings(args), retrain=args.retrain, requests=args.requests)
+    return run_demo(
+        _settings(args), retrain=args.retrain, requests=args.requests, performance_requests=args.performance_requests
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -292,6 +294,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the whole system on embedded defaults and print a report")
     demo.add_argument("--retrain", action="store_true", help="train even when the registry already has models")
     demo.add_argument("--requests", type=int, default=20_000, help="simulated requests sent through the API")
+    demo.add_argument(
+        "--performance-requests",
+        type=int,
+        default=100_000,
+        help="requests of the weeks decided for the performance loop (outcomes, concept shift)",
+    )
     demo.set_defaults(func=_cmd_demo)
     return parser
 

@@ -219,3 +219,65 @@ def test_first_crossing_alerts_once_with_the_p_and_difference_of_that_look(tmp_p
     assert alert["value"] == look.p_value
     assert f"{look.delta:+.2%}" in alert["message"]
     assert f"{look.customers:,} customers" in alert["message"]
+
+
+def test_outcomes_join_the_guardrails_as_the_default_rate_among_approved():
+    import dataclasses
+
+    data = traffic(8_000, {"champion": 0.8, "challenger": 0.8}, seed=12)
+    plan = Plan(ALLOCATION, minimum_customers=100)
+    without = build_report("exp", data, plan)
+    assert any("no outcomes yet" in n for n in without.notes)
+    rng = np.random.default_rng(3)
+    approved = data.decision == "approve"
+    worse = np.where(data.arm == "challenger", 0.08, 0.02)  # the challenger approves loans that default 4× as often
+    defaulted = np.where(
+        approved & (rng.random(len(data)) < 0.9), (rng.random(len(data)) < worse).astype(float), np.nan
+    )
+    report = build_report("exp", dataclasses.replace(data, defaulted=defaulted), plan)
+    assert not any("no outcomes yet" in n for n in report.notes)
+    (comparison,) = report.comparisons
+    guard = next(r for r in comparison.results if r.metric == "default_rate_approved")
+    assert guard.kind == "guardrail"
+    assert guard.status == "breach"
+    assert report.verdict == "GUARDRAIL BREACH"
+
+
+def test_the_report_reads_outcomes_from_the_warehouse(tmp_path):
+    from bnpl_cli.ab_report import _load, decisions_of
+    from producers.outcomes import outcome_events
+    from schemas.outcomes import Outcome
+    from traffic.events import make_events
+    from warehouse.duckdb_store import DuckDBWarehouse
+
+    settings = make_settings(tmp_path, duckdb_path=tmp_path / "wh.duckdb")
+    events = make_events(50, seed=3)
+    wh = DuckDBWarehouse(tmp_path / "wh.duckdb")
+    wh.ensure_tables()
+    wh.insert_events([orjson.dumps(msgspec_to_builtins(e)) for e in events])
+    with wh.connect() as conn:  # the fallback decided these: put them in an experiment
+        conn.execute("UPDATE prediction_logs SET experiment_id = 'exp'")
+    assert len(_load(settings, "exp")) == 50
+    assert decisions_of(_load(settings, "exp")).defaulted is None
+    first = events[0].decision
+    wh.insert_outcomes(
+        outcome_events(
+            [
+                Outcome(
+                    transaction_id=first.transaction_id, customer_id="c", outcome="defaulted", outcome_date="2026-02-01"
+                )
+            ],
+            "api",
+        )
+    )
+    rows = _load(settings, "exp")
+    defaulted = decisions_of(rows).defaulted
+    assert defaulted is not None
+    assert np.nansum(defaulted) == 1.0
+    assert np.isnan(defaulted).sum() == len(rows) - 1
+
+
+def msgspec_to_builtins(event):
+    import msgspec
+
+    return msgspec.to_builtins(event)

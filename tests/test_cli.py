@@ -18,12 +18,13 @@ def test_train_then_demo_skips_training_and_promote_moves_alias(tmp_path, capsys
     assert "challenger" in out
     assert "champion AUC − " in out
 
-    assert main(["--data-dir", data_dir, "demo", "--requests", "1500"]) == 0
+    assert main(["--data-dir", data_dir, "demo", "--requests", "1500", "--performance-requests", "20000"]) == 0
     out = capsys.readouterr().out
     assert "skipping training" in out
     assert "payment_provider='zip': 36 features, unknown fields: payment_provider" in out
     assert "statuses: {200: 1500}" in out
-    assert "decided requests found exactly once: 1,500/1,500 (API exit code 0)" in out
+    assert "decided requests found exactly once: 1,500/1,500" in out
+    assert "API exit code 0" in out
     assert "challenger  n=" in out
     assert "rows in prediction_logs: 1,500 (1,500 distinct prediction ids; 1,500 decided)" in out
     assert "group warehouse: ok; live consumers 1, pending 0, lag 0" in out
@@ -37,6 +38,13 @@ def test_train_then_demo_skips_training_and_promote_moves_alias(tmp_path, capsys
     assert "verdict: " in out
     assert "== A/A check: the same traffic, the champion deciding in both arms ==" in out
     assert "ab_test_significant alerts published: 0" in out
+    assert "== ground truth: outcomes in, model performance out ==" in out
+    assert "decided 20,000 (Counter({200: 40}) batch statuses)" in out
+    assert "outcome calls: Counter({202: " in out
+    assert "the 5,000 re-sent changed nothing" in out
+    assert "measured on funded loans (approved + manual reviews a reviewer funded)" in out
+    assert "MLflow experiment 'bnpl-performance': 32 runs (one per version and analysis date" in out
+    assert "A/B guardrail with outcomes, challenger vs champion: default rate among approved " in out
 
     from common.settings import Settings
 

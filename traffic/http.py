@@ -77,3 +77,33 @@ async def simulate(
         await asyncio.gather(*(worker(session) for _ in range(connections)))
     result.elapsed_s = time.perf_counter() - started
     return result
+
+
+async def post_batches(
+    base_url: str,
+    path: str,
+    key: str,
+    items: list[dict[str, Any]],
+    *,
+    api_key: str | None = None,
+    batch: int = 500,
+    connections: int = 4,
+    timeout_s: float = 60.0,
+) -> list[tuple[int, Any]]:
+    """POST ``items`` in bodies of ``{key: [... up to batch items]}`` to ``path`` over ``connections`` connections;
+    returns (status, decoded body) per call, in item order."""
+    url = base_url.rstrip("/") + path
+    headers = {"Content-Type": "application/json", **({"X-API-Key": api_key} if api_key else {})}
+    chunks = [items[i : i + batch] for i in range(0, len(items), batch)]
+    answers: list[tuple[int, Any]] = [(0, None)] * len(chunks)
+    queue = iter(range(len(chunks)))
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        for i in queue:
+            async with session.post(url, data=orjson.dumps({key: chunks[i]}), headers=headers) as resp:
+                answers[i] = (resp.status, orjson.loads(await resp.read()))
+
+    connector = aiohttp.TCPConnector(limit=connections)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
+        await asyncio.gather(*(worker(session) for _ in range(connections)))
+    return answers
