@@ -302,3 +302,30 @@ async def test_the_group_runs_the_due_analysis_once_per_date(
     handler._next_check = 0.0
     await handler.tick()  # due again, but already analysed: nothing runs
     assert wh.query("SELECT count(*), max(computed_at) FROM model_metrics")[0] == stored
+
+
+def test_simulate_writes_outcomes_of_the_decided_funded_loans_only(tmp_path, loaded_models, capsys):
+    import msgspec
+
+    from bnpl_cli.main import main
+    from decision.engine import DecisionEngine
+    from schemas import parse_request
+
+    data = generate(600, seed=4)
+    engine = DecisionEngine(loaded_models)
+    decided = [engine.decide(parse_request(data.request(i))) for i in range(400)]  # the last 200 never decided
+    db = tmp_path / "data" / "warehouse.duckdb"
+    wh = DuckDBWarehouse(db)
+    wh.ensure_tables()
+    wh.insert_events([msgspec.json.encode(event) for _, event in decided])
+    out = tmp_path / "o.csv"
+    args = ["--data-dir", str(tmp_path / "data"), "outcomes", "simulate", "--rows", "600", "--seed", "4"]
+    assert main([*args, "--out", str(out)]) == 0
+    assert "decided transactions" in capsys.readouterr().out
+    outcomes, errors = validate_file(out, None)
+    assert not errors
+    decision = {r.transaction_id: r.business_decision for r, _ in decided}
+    kinds = {decision.get(o.transaction_id) for o in outcomes}
+    assert kinds <= {"approve", "manual_review"}
+    approved = {t for t, d in decision.items() if d == "approve"}
+    assert approved <= {o.transaction_id for o in outcomes}
