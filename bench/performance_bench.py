@@ -145,10 +145,18 @@ def main() -> int:
         f"{loans:,} matured loans analysed; landing {landed_s:.0f} s, {analysis_s:.1f} s per analysis)"
     )
     print("| performance alert | alerts without drift |\n|---|---|")
-    for kind in ("performance_auc_drop", "performance_calibration", "performance_default_rate"):
+    for kind in (
+        "performance_auc_drop",
+        "performance_calibration",
+        "performance_default_rate",
+        "fairness_adverse_impact",
+    ):
         print(f"| {kind} | {alerts[kind]} |")
     mean_gap = sum(gaps) / len(gaps) if gaps else float("nan")
     mean_abs = sum(abs(g) for g in gaps) / len(gaps) if gaps else float("nan")
+    ratios = [b.impact_ratio for r in results for f in r.report.fairness for b in f.brackets]
+    if ratios:
+        print(f"lowest adverse impact ratio by age bracket over the analyses: {min(ratios):.3f}")
     print(
         f"\nestimated vs realized default rate among approved (deciding version, matured cohorts): realized inside "
         f"the estimated 95 % interval in {covered}/{checked} analyses; mean gap (realized − estimated) "

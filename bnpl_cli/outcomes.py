@@ -168,6 +168,12 @@ def performance_text(result: Any) -> str:
             f"({_pct(f.default_rate_low).strip()}–{_pct(f.default_rate_high).strip()}), expected AUC "
             f"{f.auc:.3f}"
         )
+    for f in r.fairness:
+        cells = ", ".join(
+            f"{b.bracket} {b.approval.value:.1%} (AIR {b.impact_ratio:.2f})"
+            for b in sorted(f.brackets, key=lambda b: b.bracket)
+        )
+        lines.append(f"  fairness, v{f.version}, approvals by age bracket (last period): {cells or '—'}")
     lines.append(f"  alerts: {len(result.alerts)}")
     for a in result.alerts:
         lines.append(f"    [{a.severity}] {a.kind}: {a.message}")

@@ -304,6 +304,15 @@ class TrainingSettings:
     training_experiment: str = setting("BNPL_TRAINING_EXPERIMENT", "bnpl-training", "MLflow experiment of training")
     train_seed: int = setting("BNPL_TRAIN_SEED", 7, "seed of the synthetic training data")
     train_rows: int = setting("BNPL_TRAIN_ROWS", 200_000, "synthetic transactions for training + holdout")
+    protected_fields: tuple[str, ...] = setting(
+        "BNPL_PROTECTED_FIELDS",
+        ("customer_age_bracket",),
+        "request fields no model learns from (they stay in events for fairness monitoring); empty: models may use "
+        "them, and a version that scores an elderly bracket worse than another is not registered",
+    )
+    elderly_brackets: tuple[str, ...] = setting(
+        "BNPL_ELDERLY_BRACKETS", ("55+",), "age brackets a model that uses age must never score worse than any other"
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -138,3 +138,21 @@ def time_of_day_index(hour: Any) -> Any:
     ['night', 'morning', 'afternoon', 'evening']
     """
     return (hour > 6) * 1 + (hour > 12) + (hour > 18)
+
+
+def feature_columns(field: str) -> list[int]:
+    """Indices in :data:`FEATURE_NAMES` of the features derived from request ``field`` (an ordinal's one column,
+    a one-hot group's columns; none for fields that are not features).
+
+    >>> feature_columns("customer_age_bracket"), feature_columns("device_type")
+    ([14], [19, 20])
+    """
+    for request_field, feature, _ in ORDINAL_FIELDS:
+        if request_field == field:
+            return [FEATURE_NAMES.index(feature)]
+    for request_field, categories in ONE_HOT_FIELDS:
+        if request_field == field:
+            return [FEATURE_NAMES.index(name) for name in _one_hot_names(request_field, categories)]
+    if field in FEATURE_NAMES:
+        return [FEATURE_NAMES.index(field)]
+    return []

@@ -119,6 +119,7 @@ class Loans:
     bad: npt.NDArray[np.bool_]
     bad_at: npt.NDArray[np.datetime64]
     income: npt.NDArray[np.str_]
+    age: npt.NDArray[np.str_]
     #: version → score of every row (NaN where the version did not score it).
     scores: dict[str, npt.NDArray[np.float64]]
     #: version → alias it was scored under (the latest seen), and the champion version.
@@ -139,6 +140,7 @@ class Loans:
             self.bad[mask],
             self.bad_at[mask],
             self.income[mask],
+            self.age[mask],
             {v: s[mask] for v, s in self.scores.items()},
             self.aliases,
             self.model_name,
@@ -211,6 +213,7 @@ def loans_of(columns: dict[str, list[Any]]) -> Loans:
         bad,
         bad_at,
         np.asarray([x or "" for x in columns.get("customer_income_bracket", [])], dtype=str),
+        np.asarray([x or "" for x in columns.get("customer_age_bracket", [])], dtype=str),
         scores,
         aliases,
         names[-1] if names else None,
@@ -267,6 +270,34 @@ class VersionReport:
 
 
 @dataclass(slots=True)
+class BracketFigures:
+    """One age bracket of one deciding version: its approval rate on the fresh decisions, the adverse impact ratio
+    (its rate over the most-approved bracket's), and the default rate among its approved, matured loans."""
+
+    bracket: str
+    decisions: int
+    approval: Interval
+    impact_ratio: float
+    #: z of (rate − 0.8 × best rate) with the clustered variances of both: negative beyond the four-fifths line.
+    four_fifths_z: float
+    default_approved: Interval
+
+
+@dataclass(slots=True)
+class FairnessReport:
+    """Adverse impact by age bracket of the decisions one version made (the four-fifths rule)."""
+
+    version: str
+    reference: str  # the most-approved bracket
+    brackets: list[BracketFigures]
+
+    @property
+    def lowest(self) -> BracketFigures | None:
+        shown = [b for b in self.brackets if math.isfinite(b.impact_ratio)]
+        return min(shown, key=lambda b: b.impact_ratio) if shown else None
+
+
+@dataclass(slots=True)
 class ArmReport:
     arm: str
     versions: list[str]
@@ -291,6 +322,7 @@ class PerformanceReport:
     #: calibration failure sits.
     segments: dict[str, tuple[int, float, float]]
     alpha: float
+    fairness: list[FairnessReport] = field(default_factory=list)
 
     @property
     def population(self) -> str:
@@ -421,7 +453,48 @@ def analyse(
         arms=arms,
         segments=segments,
         alpha=alpha,
+        fairness=[
+            _fairness(fresh, cohort, labelled, version, z95) for version in sorted(set(fresh.version.tolist()) - {""})
+        ],
     )
+
+
+#: Age brackets need this many fresh decisions of a version to be compared.
+MIN_BRACKET_DECISIONS: Final = 200
+
+
+def _fairness(fresh: Loans, cohort: Loans, labelled: npt.NDArray[np.bool_], version: str, z: float) -> FairnessReport:
+    """Approval rate per age bracket of the fresh decisions ``version`` made, each against the most-approved
+    bracket, and the default rate among approved per bracket on the matured cohort."""
+    mine = fresh.version == version
+    rates: dict[str, tuple[int, Interval, float]] = {}
+    for bracket in sorted(set(fresh.age[mine].tolist()) - {""}):
+        rows = mine & (fresh.age == bracket)
+        n = int(rows.sum())
+        if n < MIN_BRACKET_DECISIONS:
+            continue
+        r = ratio_estimate(customer_sums(fresh.customer[rows], fresh.approved[rows].astype(np.float64), np.ones(n)))
+        half = z * math.sqrt(r.variance) if r.variance == r.variance else math.nan
+        rates[bracket] = (n, Interval(r.estimate, r.estimate - half, r.estimate + half, n), r.variance)
+    if not rates:
+        return FairnessReport(version, "", [])
+    reference = max(rates, key=lambda b: rates[b][1].value)
+    best, best_var = rates[reference][1].value, rates[reference][2]
+    out = []
+    for bracket, (n, approval, variance) in rates.items():
+        sd = math.sqrt(max(variance + 0.64 * best_var, 1e-18))
+        appr = labelled & cohort.approved & (cohort.version == version) & (cohort.age == bracket)
+        out.append(
+            BracketFigures(
+                bracket,
+                n,
+                approval,
+                approval.value / best if best > 0 else math.nan,
+                (approval.value - 0.8 * best) / sd,
+                _clustered_rate(cohort.customer[appr], cohort.bad[appr], z),
+            )
+        )
+    return FairnessReport(version, reference, out)
 
 
 def _reference_factor(loans: Loans, version: str, before: datetime, period: timedelta) -> tuple[float, float]:

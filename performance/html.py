@@ -129,6 +129,18 @@ def render_html(report: PerformanceReport, alerts: list[Alert], charts: bool = T
             f"<td>{_num(ratio, 2)}</td></tr>"
         )
     parts.append(
+        "</table><h2>Fairness: approvals by age bracket (last period) and defaults among approved (matured)</h2>"
+        "<table><tr><th>version</th><th>age bracket</th><th>decisions</th><th>approval rate</th>"
+        "<th>adverse impact ratio</th><th>default among approved</th></tr>"
+    )
+    for fair in report.fairness:
+        for b in sorted(fair.brackets, key=lambda b: b.bracket):
+            parts.append(
+                f"<tr><td>v{e(fair.version)}</td><td>{e(b.bracket)}</td><td>{b.decisions:,}</td>"
+                f"<td>{_pct(b.approval.value)}</td><td>{_num(b.impact_ratio, 2)}</td>"
+                f"<td>{_pct(b.default_approved.value)}</td></tr>"
+            )
+    parts.append(
         "</table><h2>Estimated, fresh decisions (no outcomes yet)</h2><table><tr><th>version</th>"
         "<th>approved</th><th>expected default rate</th><th>expected AUC</th></tr>"
     )

@@ -14,7 +14,10 @@ replaces it), alert keys carry the analysis date (a re-run alerts nothing twice)
 * ``performance_default_rate`` (critical): an arm's default rate among approved is above
   ``BNPL_PERFORMANCE_DEFAULT_LIMIT`` with the lower end of its ``1 − α`` clustered interval;
 * ``retraining_recommended`` (critical): a version has a performance alert now and drift alerts in the last 30 days;
-  the alert lists both.
+  the alert lists both;
+* ``fairness_adverse_impact`` (critical): a deciding version approves an age bracket at less than four fifths of the
+  rate of its most-approved bracket (the adverse impact ratio, on the last period's decisions), with ``1 − α``
+  confidence (clustered variances).
 
 No alert below ``BNPL_PERFORMANCE_MIN_LOANS`` matured loans with an outcome, and none for a version that decided fewer
 loans than that: a shadow-scored version is measured and reported (MLflow, ``model_metrics``, the HTML report, its
@@ -53,6 +56,9 @@ RUNBOOKS: Final = {
     "safer policy or model), then the performance report.",
     "retraining_recommended": "Inputs drifted and performance dropped: retrain on recent data, register, "
     "compare with `bnpl ab-report` before promoting.",
+    "fairness_adverse_impact": "A protected group is approved far less often: take the version out of its arm "
+    "(`bnpl promote`), review its features for proxies of the protected field, document the business necessity "
+    "or retrain with the field protected.",
 }
 
 
@@ -162,6 +168,16 @@ def metric_rows(report: PerformanceReport, computed_at: datetime) -> list[dict[s
             if metric.endswith("_approved") and not metric.startswith("fresh_"):
                 population = "approved loans"
             add(v.version, None, metric, value, population)
+    for f in report.fairness:
+        for b in f.brackets:
+            key = b.bracket.replace("+", "_plus").replace("-", "_to_")
+            a = b.approval
+            add(f.version, None, f"approval_rate_age_{key}", (a.value, a.low, a.high, a.n), "fresh decisions")
+            add(
+                f.version, None, f"adverse_impact_ratio_age_{key}", (b.impact_ratio, None, None, a.n), "fresh decisions"
+            )
+            d = b.default_approved
+            add(f.version, None, f"default_rate_approved_age_{key}", (d.value, d.low, d.high, d.n), "approved loans")
     for arm in report.arms:
         version = ",".join(arm.versions)
         r = arm.approval_rate
@@ -246,6 +262,28 @@ def findings(report: PerformanceReport, settings: Settings) -> list[Alert]:
                 )
     from scipy import stats
 
+    one_sided = float(stats.norm.ppf(1 - report.alpha))
+    for f in report.fairness:
+        worst = f.lowest
+        if worst is None or worst.four_fifths_z >= -one_sided:
+            continue
+        out.append(
+            _alert(
+                report,
+                f.version,
+                "fairness_adverse_impact",
+                "critical",
+                key_part=worst.bracket,
+                statistic="adverse_impact_ratio",
+                feature=f"customer_age_bracket={worst.bracket}",
+                value=worst.impact_ratio,
+                threshold=0.8,
+                message=f"v{f.version} approves age {worst.bracket} at {worst.approval.value:.1%} vs "
+                f"{f.reference} at {worst.approval.value / worst.impact_ratio:.1%}: adverse impact ratio "
+                f"{worst.impact_ratio:.2f}, below the four-fifths line (z {worst.four_fifths_z:.1f}; "
+                f"{worst.decisions:,} decisions in the last period)",
+            )
+        )
     z = float(stats.norm.ppf(1 - report.alpha / 2))
     for arm in report.arms:
         d = arm.default_approved

@@ -2,6 +2,12 @@
 
 Split by time (rows are in time order): the first 70 % fits the models, the next 15 % (validation) sets the
 decision thresholds and the score reference, the last 15 % (holdout) is only used for the reported metrics.
+
+Fair lending: the request fields in ``BNPL_PROTECTED_FIELDS`` (age bracket by default) are neutralized before
+fitting (their columns set to a constant), so no model can learn from them; they stay in the events for fairness
+monitoring. Every version records what it does with age (``age_log_odds_<bracket>``: mean log-odds change when only
+the bracket changes, exactly 0 when protected). A family allowed to use age is not registered if it scores an
+elderly bracket (``BNPL_ELDERLY_BRACKETS``) worse than any other bracket.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from common.progress import step
 from common.settings import Settings
 from datagen import Dataset, generate
 from features import FEATURE_NAMES, featurize_columns
-from features.spec import FEATURE_SPEC_VERSION
+from features.spec import AGE_BRACKETS, FEATURE_SPEC_VERSION, feature_columns
 from registry import POLICY_FILE, PROFILE_FILE, ensure_experiment, mlflow_client
 from training.metrics import holdout_metrics, paired_auc_difference
 from training.models import FAMILIES, Family
@@ -58,6 +64,8 @@ class TrainingReport:
     #: Champion AUC minus each other model's AUC on the holdout, with a 95 % paired-bootstrap interval.
     auc_margins: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     seconds: float = 0.0
+    #: Families that were not registered, and why (the fair-lending check).
+    rejected: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +93,52 @@ def _score(model: Any, matrix: npt.NDArray[np.float64]) -> npt.NDArray[np.float6
     return np.asarray(model.predict_proba(matrix)[:, 1], dtype=np.float64)
 
 
+class FairLendingError(ValueError):
+    """A candidate that scores an elderly age bracket worse than another: it is not registered."""
+
+
+def neutralized(matrix: npt.NDArray[np.float64], columns: list[int]) -> npt.NDArray[np.float64]:
+    """``matrix`` with ``columns`` replaced by their mean: a model fitted on it cannot learn from them (a constant
+    column gets no split in a tree and a zero weight in a linear model), so at scoring time the real value moves
+    nothing."""
+    if not columns:
+        return matrix
+    out = matrix.copy()
+    out[:, columns] = matrix[:, columns].mean(axis=0)
+    return out
+
+
+def bracket_effects(model: Any, matrix: npt.NDArray[np.float64]) -> dict[str, float]:
+    """Mean log-odds change of ``model`` on ``matrix`` when only the age bracket is set to each bracket, relative to
+    the middle bracket (35-44): what the model does with age, all else equal."""
+    (column,) = feature_columns("customer_age_bracket")
+    rows = matrix[: min(len(matrix), 20_000)].copy()
+    means = {}
+    for ordinal, bracket in enumerate(AGE_BRACKETS):
+        rows[:, column] = ordinal
+        p = np.clip(_score(model, rows), 1e-12, 1 - 1e-12)
+        means[bracket] = float(np.mean(np.log(p / (1 - p))))
+    reference = means[AGE_BRACKETS[2]]
+    return {b: m - reference for b, m in means.items()}
+
+
+def check_elderly(family: str, effects: dict[str, float], elderly: tuple[str, ...], tolerance: float = 0.01) -> None:
+    """Raise :class:`FairLendingError` when an elderly bracket scores worse (higher log-odds) than any other bracket
+    (Regulation B §1002.6(b)(2): an empirically derived system may not assign an elderly applicant's age a negative
+    value)."""
+    others = [v for b, v in effects.items() if b not in elderly]
+    for bracket in elderly:
+        if bracket in effects and others and effects[bracket] > min(others) + tolerance:
+            raise FairLendingError(
+                f"{family} scores age {bracket} {effects[bracket] - min(others):+.3f} log-odds worse than the "
+                f"best-treated bracket: not registered (protect the field with BNPL_PROTECTED_FIELDS)"
+            )
+
+
+def _metric_name(bracket: str) -> str:
+    return bracket.replace("+", "_plus").replace("-", "_to_")
+
+
 def _pip_requirements() -> list[str]:
     from importlib.metadata import version
 
@@ -104,7 +158,11 @@ def _fit_and_log(
 
     train, validation, holdout = splits
     model = family.build(settings.training.train_seed)
-    model.fit(train.matrix, train.labels)
+    protected = [c for name in settings.training.protected_fields for c in feature_columns(name)]
+    model.fit(neutralized(train.matrix, protected), train.labels)
+    age_effects = bracket_effects(model, holdout.matrix)
+    if "customer_age_bracket" not in settings.training.protected_fields:
+        check_elderly(family.name, age_effects, settings.training.elderly_brackets)
     val_scores, hold_scores = _score(model, validation.matrix), _score(model, holdout.matrix)
     thresholds = choose_thresholds(val_scores)
     rates = decision_rates(hold_scores, holdout.labels, thresholds)
@@ -116,6 +174,7 @@ def _fit_and_log(
     # arrive (denied applicants never get one), so the reference of its AUC-drop rule.
     approved = hold_scores < thresholds.review
     metrics["holdout_auc_approved"] = holdout_metrics(holdout.labels[approved], hold_scores[approved])["auc"]
+    metrics.update({f"age_log_odds_{_metric_name(b)}": v for b, v in age_effects.items()})
 
     reference_rows = np.vstack([train.matrix, validation.matrix])
     reference_columns = {
@@ -176,6 +235,7 @@ def _fit_and_log(
         "feature_spec_version": str(FEATURE_SPEC_VERSION),
         "holdout_auc": f"{metrics['holdout_auc']:.6f}",
         "holdout_auc_approved": f"{metrics['holdout_auc_approved']:.6f}",
+        "protected_fields": ",".join(settings.training.protected_fields),
         "training_run_id": run.info.run_id,
     }.items():
         client.set_model_version_tag(settings.registry.model_name, version, key, value)
@@ -187,6 +247,7 @@ def train_and_register(
     families: Sequence[str] = tuple(FAMILIES),
     rows: int | None = None,
     aliases: Sequence[str] = ("champion", "challenger"),
+    data: Dataset | None = None,
 ) -> TrainingReport:
     """Train every family, register each as a version, point ``aliases`` at the best ones by holdout AUC."""
     import mlflow
@@ -196,9 +257,11 @@ def train_and_register(
     client = mlflow_client(settings.registry)
     experiment_id = ensure_experiment(client, settings.registry, settings.training.training_experiment)
     with step(f"generating {rows:,} synthetic transactions (seed {settings.training.train_seed}) and features"):
-        data = generate(rows, seed=settings.training.train_seed)
+        data = data if data is not None else generate(rows, seed=settings.training.train_seed)
+        rows = len(data)
         splits = _split(data)
     trained: list[TrainedModel] = []
+    rejected: dict[str, str] = {}
     holdout_scores: dict[str, npt.NDArray[np.float64]] = {}
     with mlflow.start_run(
         experiment_id=experiment_id, run_name="training", tags={**settings.run_tags, "kind": "training"}
@@ -216,9 +279,16 @@ def train_and_register(
         )
         for name in families:
             with step(f"training {name} and registering it in {settings.registry.model_name}"):
-                model, scores = _fit_and_log(FAMILIES[name], splits, settings, experiment_id, parent.info.run_id)
+                try:
+                    model, scores = _fit_and_log(FAMILIES[name], splits, settings, experiment_id, parent.info.run_id)
+                except FairLendingError as exc:
+                    rejected[name] = str(exc)
+                    print(f"    {exc}", flush=True)
+                    continue
             trained.append(model)
             holdout_scores[model.family] = scores
+        if not trained:
+            raise FairLendingError("no candidate passed the fair-lending check: " + "; ".join(rejected.values()))
         ranked = sorted(trained, key=lambda m: m.metrics["holdout_auc"], reverse=True)
         for alias, model in zip(aliases, ranked, strict=False):
             client.set_registered_model_alias(settings.registry.model_name, alias, model.version)
@@ -256,5 +326,6 @@ def train_and_register(
         holdout_start=str(splits[2].data.columns["transaction_timestamp"][0]),
         models=trained,
         auc_margins=margins,
+        rejected=rejected,
         seconds=time.perf_counter() - started,
     )

@@ -126,7 +126,8 @@ _PERFORMANCE_SQL = """
 SELECT p.prediction_id, p.transaction_id, p.customer_id, {time} AS decided_at, p.business_decision,
        p.traffic_segment, p.model_version, p.model_alias, p.experiment_name, p.model_name,
        {preds} AS all_predictions, {versions} AS model_versions,
-       p.default_probability, p.customer_income_bracket, p.amount, o.outcome, o.bad, o.outcome_date
+       p.default_probability, p.customer_income_bracket, p.customer_age_bracket, p.amount, o.outcome, o.bad,
+       o.outcome_date
 FROM {t}prediction_logs p LEFT JOIN {t}outcomes o ON o.transaction_id = p.transaction_id
 WHERE {time} >= {start} AND {time} < {end}
 QUALIFY ROW_NUMBER() OVER (PARTITION BY p.transaction_id ORDER BY p.assessment_timestamp DESC) = 1
