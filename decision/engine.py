@@ -20,7 +20,7 @@ from schemas.events import PredictionEvent
 from schemas.request import RiskAssessmentRequest
 from schemas.response import DeploymentMode, ReasonCode, RiskAssessmentResponse
 
-MAX_REASONS = 3
+MAX_REASONS = 4
 
 
 class _UtcClock:
@@ -97,7 +97,7 @@ class DecisionEngine:
             if outcome.decision != "approve" and len(reasons) < MAX_REASONS:
                 contributions = deciding.scorer.contributions(x)
                 if contributions is not None:
-                    reasons += top_reasons(contributions, MAX_REASONS - len(reasons))
+                    reasons += top_reasons(contributions, MAX_REASONS - len(reasons), at_least_one=not reasons)
             family, alias, version = deciding.family, deciding.alias, deciding.version
             thresholds, policy = deciding.thresholds, THRESHOLD_POLICY
             champion_family = champion.family

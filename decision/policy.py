@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from features.spec import normalize_category
-from schemas.reasons import POLICY_REASON_CODES
+from schemas.reasons import POLICY_REASON_CODES, statement_of
 from schemas.request import RiskAssessmentRequest
 from schemas.response import Decision, ReasonCode, RiskLevel
 
@@ -34,7 +34,7 @@ RISK_LEVEL_OF: Final[dict[Decision, RiskLevel]] = {"approve": "LOW", "manual_rev
 
 
 def _rule(code: str) -> ReasonCode:
-    return ReasonCode(code, POLICY_REASON_CODES[code])
+    return ReasonCode(code, POLICY_REASON_CODES[code], None, statement_of(code))
 
 
 _OVER_LIMIT = _rule("AMOUNT_EXCEEDS_CREDIT_LIMIT")

@@ -26,6 +26,8 @@ class ReasonCode(msgspec.Struct, frozen=True):
     field: str
     #: Log-odds pushed up by this field for the deciding model (None for policy rules).
     contribution: float | None = None
+    #: What the applicant reads (``schemas.reasons.REASON_STATEMENTS``); empty in events of older versions.
+    statement: str = ""
 
 
 class RiskAssessmentResponse(msgspec.Struct, kw_only=True):

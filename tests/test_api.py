@@ -98,7 +98,8 @@ async def test_denials_and_reviews_carry_reason_codes(api):
         if body["business_decision"] == "approve":
             assert body["reason_codes"] == []
         else:
-            assert 1 <= len(body["reason_codes"]) <= 3
+            assert 1 <= len(body["reason_codes"]) <= 4
+            assert all(r["statement"] for r in body["reason_codes"])
             contributions = [r["contribution"] for r in body["reason_codes"] if r["contribution"] is not None]
             assert contributions == sorted(contributions, reverse=True)
             assert all(c > 0 for c in contributions)

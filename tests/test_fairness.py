@@ -40,16 +40,30 @@ def test_swapping_only_the_age_bracket_moves_no_registered_model(loaded_models):
             assert float(np.max(np.abs(odds - base))) < 0.01
 
 
-def test_no_decision_gives_age_as_a_reason(loaded_models):
+def test_reasons_are_specific_statements_never_age_time_or_calendar(loaded_models):
+    import re
+
+    from schemas.reasons import NEVER_REASON_FIELDS, REASON_STATEMENTS
+
     data = generate(100_000, seed=42)
     engine = DecisionEngine(loaded_models)
+    words = re.compile(r"\b(age|old|young|time|night|day|weekend|month|holiday|season|hour)\b", re.I)
     adverse = 0
     for i in range(len(data)):
-        response, _ = engine.decide(parse_request(data.request(i)))
-        assert all(r.field != "customer_age_bracket" for r in response.reason_codes)
+        request = parse_request(data.request(i))
+        response, _ = engine.decide(request)
+        reasons = response.reason_codes
+        assert all(r.field not in NEVER_REASON_FIELDS for r in reasons)
+        assert all(r.statement == REASON_STATEMENTS[r.code][0] and not words.search(r.statement) for r in reasons)
         if response.business_decision != "approve":
             adverse += 1
-            assert response.reason_codes  # every deny and review says why
+            assert 1 <= len(reasons) <= 4  # every deny and review says why, at most four principal reasons
+            model = [r.contribution for r in reasons if r.contribution is not None]
+            assert model == sorted(model, reverse=True)  # ordered by contribution
+            if i % 1_000 == 0:  # deterministic for a request and a model version
+                assert engine.decide(request)[0].reason_codes == reasons
+        else:
+            assert reasons == []
     assert adverse > 10_000
 
 
