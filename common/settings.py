@@ -206,7 +206,18 @@ class DriftSettings:
     """The drift group's detectors (defaults measured by `make bench-drift`)."""
 
     window: int = setting("BNPL_DRIFT_WINDOW", 5_000, "events per drift window (PSI, KS, unknown rate, approval)")
-    psi: float = setting("BNPL_DRIFT_PSI", 0.1, "PSI above which a score, feature or category mix alerts")
+    psi: float = setting("BNPL_DRIFT_PSI", 0.1, "PSI above which the score distribution alerts")
+    false_alarm: float = setting(
+        "BNPL_DRIFT_FALSE_ALARM",
+        1e-6,
+        "false-alarm rate per window and detector: feature, category and time PSI alert above its χ² critical value",
+    )
+    psi_floor: float = setting(
+        "BNPL_DRIFT_PSI_FLOOR", 0.005, "feature, category and time-pattern PSI never alert below this (tiny shifts)"
+    )
+    new_category_count: int = setting(
+        "BNPL_DRIFT_NEW_CATEGORY_COUNT", 25, "a value the models never saw, this often in one window, alerts"
+    )
     unknown_rate: float = setting("BNPL_DRIFT_UNKNOWN_RATE", 0.05, "unknown-category share above which a field alerts")
     approval_z: float = setting(
         "BNPL_DRIFT_APPROVAL_Z", 5.0, "|z| of a window's approval rate vs the reference above which an arm alerts"

@@ -23,7 +23,7 @@ from common.keys import Keys
 from common.settings import AlertSettings, DriftSettings, RegistrySettings
 from consumers.base import BatchResult, Entry, decode_entries
 from drift.monitor import DriftMonitor, Finding
-from features.spec import CATEGORICAL_FIELDS, NUMERIC_FIELDS, normalize_category
+from features.spec import CATEGORICAL_FIELDS, NUMERIC_FIELDS, normalize_category, time_categories
 from schemas.alerts import Alert
 from schemas.events import EventDecoder, projection
 
@@ -36,6 +36,8 @@ RUNBOOKS = {
     "categorical_psi": "Category mix moved: check marketing/traffic changes; retrain if it persists.",
     "unknown_category_rate": "A value the models never saw is frequent: add it to training data and retrain.",
     "approval_rate": "Approval rate moved: check the policy thresholds and the score alerts before acting.",
+    "new_category": "A value the models never saw keeps arriving: check the upstream source; add it to training data.",
+    "time_pattern_psi": "Traffic arrives at unusual times: check for bots, a campaign or a clock/time-zone change.",
 }
 
 
@@ -52,7 +54,7 @@ _DECODER = EventDecoder(
             "traffic_segment",
             "business_decision",
         ],
-        request=[*NUMERIC_FIELDS, *CATEGORICAL_FIELDS],
+        request=[*NUMERIC_FIELDS, *CATEGORICAL_FIELDS, "transaction_timestamp"],
         event=["model_name"],
     )
 )
@@ -155,7 +157,13 @@ class DriftHandler:
                     (version, f)
                     for f in monitor.observe_requests(
                         [[float(getattr(e.request, n)) for n in NUMERIC_FIELDS] for e in decided],
-                        [{n: _normalized(getattr(e.request, n)) for n in CATEGORICAL_FIELDS} for e in decided],
+                        [
+                            {
+                                **{n: _normalized(getattr(e.request, n)) for n in CATEGORICAL_FIELDS},
+                                **time_categories(e.request.transaction_timestamp),
+                            }
+                            for e in decided
+                        ],
                         [e.decision.unknown_fields for e in decided],
                         [e.decision.traffic_segment for e in decided],
                         [e.decision.business_decision == "approve" for e in decided],

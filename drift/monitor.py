@@ -3,18 +3,25 @@
 Per version, against the training reference profile stored with it:
 
 * **score**: river ADWIN on every score (change in mean) and PSI of the score over tumbling windows;
-* **numeric features** (the request's own numbers; calendar features drift by design and are not watched): PSI per
-  feature per window, with the KS distance reported alongside;
-* **categorical fields**: PSI of category shares per window, and the **unknown-category rate** (alert above 5 %);
+* **numeric features** (the request's own numbers): PSI per feature per window, with the KS distance alongside;
+* **categorical fields**: PSI of category shares per window, the **unknown-category rate** (alert above 5 %), and
+  **new categories by count** (one never-seen value at least ``BNPL_DRIFT_NEW_CATEGORY_COUNT`` times in a window);
+* **time pattern**: PSI of the time of day of the request timestamps over whole days only (a few hours of traffic
+  are not comparable with a daily mix; the month and the holiday season change by design and are not watched), so
+  an alert names the time field that moved;
 * **decision mix**: per arm, the window's approval rate against the reference approval rate (z-test).
 
-Default thresholds were chosen from the false-alarm rates measured by ``make bench-drift`` (≤ 1 per 1,000,000
-events without drift).
+Feature, category and time-pattern PSI thresholds come from their null distribution: with the reference shares
+fixed, ``n · PSI`` of a window of ``n`` events over ``k`` bins is ≈ χ² with ``k − 1`` degrees of freedom (PSI is a
+symmetric χ² distance to first order), so each detector alerts above ``χ²⁻¹(1 − BNPL_DRIFT_FALSE_ALARM) / n`` (never
+below ``BNPL_DRIFT_PSI_FLOOR``): about one false alarm per million windows per detector, at any window size. The
+score PSI keeps a fixed threshold (ADWIN watches the score's mean). ``make bench-drift`` measures the false alarms.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +31,11 @@ from river import drift as river_drift
 from common.settings import DriftSettings
 from drift.stats import categorical_psi, ks_from_quantiles, numeric_psi
 from features.spec import CATEGORICAL_FIELDS, NUMERIC_FIELDS
+
+#: The watched time field (``features.spec.time_categories``); weekday/weekend shares are profiled but need whole
+#: weeks of traffic to compare, so they are not watched.
+TIME_FIELD = "time_of_day"
+TIME_CHECK_EVERY = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +138,7 @@ class DriftMonitor:
             for name in unk:
                 w.unknown[name] = w.unknown.get(name, 0) + 1
             w.n += 1
+            found += self._observe_time(cats)
             counts = self._approvals.setdefault(arm, [0, 0])
             counts[0] += int(ok)
             counts[1] += 1
@@ -136,6 +149,34 @@ class DriftMonitor:
                 found += self._window_checks(w)
                 w = self._window = _Window()
         return found
+
+    def _observe_time(self, cats: dict[str, str]) -> list[Finding]:
+        """Accumulate time-of-day counts per date; once the dates strictly inside the accumulation (the first and the
+        newest may be partial days) hold ``window`` requests, compare their mix with the reference."""
+        date = cats.get("date")
+        frequencies = self.profile.get("time", {}).get(TIME_FIELD, {}).get("frequencies")
+        if date is None or not frequencies:
+            return []  # no timestamp, or a profile from before time patterns were watched
+        per_date: dict[str, Counter[str]] = self.__dict__.setdefault("_time_by_date", {})
+        per_date.setdefault(date, Counter())[cats.get(TIME_FIELD, "")] += 1
+        if self.requests_seen % TIME_CHECK_EVERY or len(per_date) < 3:
+            return []  # the window is looked at every TIME_CHECK_EVERY requests, not per request
+        first, last = min(per_date), max(per_date)
+        inside = Counter[str]()
+        for day, counts in per_date.items():
+            if first < day < last:
+                inside.update(counts)
+        n = sum(inside.values())
+        if n < self.config.window:
+            return []
+        self.__dict__["_time_by_date"] = {last: per_date[last]}  # the newest (partial) day starts the next window
+        value = categorical_psi(list(inside.elements()), frequencies)
+        threshold = self.psi_threshold(sum(1 for f in frequencies.values() if f > 0), n, TIME_FIELD)
+        if value <= threshold:
+            return []
+        top = ", ".join(f"{v} {c / n:.0%} (reference {frequencies.get(v, 0.0):.0%})" for v, c in inside.most_common(2))
+        where = f"{n} requests of whole days up to {self.requests_seen}"
+        return [Finding("time_pattern_psi", TIME_FIELD, "psi", value, threshold, where, self.requests_seen, top)]
 
     def _approval_check(self, arm: str, counts: list[int]) -> list[Finding]:
         p_ref = self.reference_approval
@@ -158,6 +199,18 @@ class DriftMonitor:
             )
         ]
 
+    def psi_threshold(self, bins: int, n: int, field: str | None = None) -> float:
+        """The PSI a window of ``n`` events over ``bins`` reference bins exceeds with probability
+        ``false_alarm`` when nothing changed (χ² null), times the field's design effect measured at training on
+        time-ordered held-out traffic (``profile["null"]``: repeat customers make windows noisier), never below the
+        floor."""
+        from scipy import stats
+
+        config = self.config
+        critical = float(stats.chi2.isf(config.false_alarm, max(bins - 1, 1))) / max(n, 1)
+        effect = float(self.profile.get("null", {}).get("design_effect", {}).get(field, 1.0)) if field else 1.0
+        return max(config.psi_floor, critical * max(effect, 1.0))
+
     def _window_checks(self, w: _Window) -> list[Finding]:
         found: list[Finding] = []
         where = f"{w.n} requests up to {self.requests_seen}"
@@ -165,14 +218,15 @@ class DriftMonitor:
         for j, name in enumerate(NUMERIC_FIELDS):
             summary = self.profile["features"][name]
             value = numeric_psi(matrix[:, j], summary)
-            if value > self.config.psi:
+            threshold = self.psi_threshold(sum(1 for f in summary["bin_fractions"] if f > 0), w.n, name)
+            if value > threshold:
                 found.append(
                     Finding(
                         "feature_psi",
                         name,
                         "psi",
                         value,
-                        self.config.psi,
+                        threshold,
                         where,
                         self.requests_seen,
                         f"KS {ks_from_quantiles(matrix[:, j], summary):.3f}",
@@ -182,8 +236,25 @@ class DriftMonitor:
             values = w.categories.get(name, [])
             reference = self.profile["categorical"][name]["frequencies"]
             value = categorical_psi(values, reference)
-            if value > self.config.psi:
-                found.append(Finding("categorical_psi", name, "psi", value, self.config.psi, where, self.requests_seen))
+            threshold = self.psi_threshold(sum(1 for f in reference.values() if f > 0), len(values), name)
+            if value > threshold:
+                found.append(Finding("categorical_psi", name, "psi", value, threshold, where, self.requests_seen))
+            new = Counter(v for v in values if v not in reference)
+            if new:
+                value_seen, count = new.most_common(1)[0]
+                if count >= self.config.new_category_count:
+                    found.append(
+                        Finding(
+                            "new_category",
+                            name,
+                            "count",
+                            float(count),
+                            float(self.config.new_category_count),
+                            where,
+                            self.requests_seen,
+                            f"{value_seen!r} {count} times ({count / max(len(values), 1):.1%})",
+                        )
+                    )
             rate = w.unknown.get(name, 0) / w.n
             if rate > self.config.unknown_rate:
                 found.append(

@@ -10,7 +10,7 @@ import numpy.typing as npt
 from datagen import Dataset
 from decision.scorers import Scorer
 from features import featurize_columns
-from features.spec import CATEGORICAL_FIELDS, FEATURE_NAMES, NUMERIC_FIELDS
+from features.spec import CATEGORICAL_FIELDS, FEATURE_NAMES, NUMERIC_FIELDS, time_categories
 
 
 @dataclass(slots=True)
@@ -43,7 +43,11 @@ def observations(data: Dataset, scorer: Scorer, review_threshold: float, chunk: 
         else np.zeros(0)
     )
     columns = {name: [str(v).strip().lower() for v in data.columns[name]] for name in CATEGORICAL_FIELDS}
-    categories = [{name: columns[name][i] for name in CATEGORICAL_FIELDS} for i in range(len(data))]
+    stamps = data.columns["transaction_timestamp"]
+    categories = [
+        {**{name: columns[name][i] for name in CATEGORICAL_FIELDS}, **time_categories(str(stamps[i]))}
+        for i in range(len(data))
+    ]
     unknown = [list(batch.unknown_fields(i)) for i in range(len(data))]
     amounts = np.asarray(data.columns["amount"], dtype=float)
     limits = np.asarray(data.columns["payment_credit_limit"], dtype=float)

@@ -156,3 +156,28 @@ def feature_columns(field: str) -> list[int]:
     if field in FEATURE_NAMES:
         return [FEATURE_NAMES.index(field)]
     return []
+
+
+#: Watched time fields derived from ``transaction_timestamp`` (time of day and the kind of day; the month and the
+#: holiday season change by design and are not watched).
+TIME_FIELDS: Final[dict[str, tuple[str, ...]]] = {"time_of_day": TIMES_OF_DAY, "day_type": ("weekday", "weekend")}
+
+
+def time_categories(timestamp: str) -> dict[str, str]:
+    """The watched time fields of a request timestamp as written (wall-clock time; ``{}`` when unreadable).
+
+    >>> time_categories("2025-11-29T23:10:00Z")
+    {'time_of_day': 'evening', 'day_type': 'weekend', 'date': '2025-11-29'}
+    """
+    import datetime as _dt
+
+    try:
+        day = _dt.date(int(timestamp[0:4]), int(timestamp[5:7]), int(timestamp[8:10]))
+        hour = int(timestamp[11:13]) if len(timestamp) >= 13 else 0
+    except ValueError:
+        return {}
+    return {
+        "time_of_day": TIMES_OF_DAY[time_of_day_index(hour)],
+        "day_type": "weekend" if day.weekday() >= 5 else "weekday",
+        "date": timestamp[0:10],
+    }

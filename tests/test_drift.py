@@ -65,6 +65,43 @@ def test_detector_state_survives_pickling(champion, loaded_models):
     assert ("unknown_category_rate", "payment_provider", 3_500) in straight
 
 
+def test_thresholds_follow_the_chi_square_null_and_rare_new_values_and_odd_hours_alert(champion, loaded_models):
+    from scipy import stats
+
+    version, profile = champion
+    monitor = DriftMonitor(version.version, profile, DriftSettings(window=2_000))
+    assert monitor.psi_threshold(10, 2_000) == pytest.approx(stats.chi2.isf(1e-6, 9) / 2_000)
+    assert monitor.psi_threshold(2, 1_000_000) == DriftSettings().psi_floor  # never below the floor
+    assert set(profile["time"]) == {"time_of_day", "day_type"}
+
+    scorer, review = loaded_models.champion.scorer, loaded_models.champion.review
+    # Time-ordered traffic at the training data's scale with its returning customers, away from the generator's start
+    # (where every customer is new) and from the holiday season (which is real drift): nothing alerts.
+    steady = generate(200_000, seed=5)
+    quiet = observations(steady.slice(90_000, 98_000), scorer, review)
+    assert _feed(DriftMonitor(version.version, profile, DriftSettings(window=2_000)), quiet) == []
+    assert profile["null"]["cluster_factor"] >= 1.0
+    assert profile["null"]["design_effect"]["customer_income_bracket"] >= profile["null"]["design_effect"]["amount"]
+
+    rare = generate(
+        4_000, seed=6, drifts=[NewCategory(start_index=0, field="product_category", value="toys", share=0.02)]
+    )
+    found = _feed(
+        DriftMonitor(version.version, profile, DriftSettings(window=2_000)), observations(rare, scorer, review)
+    )
+    assert ("new_category", "product_category", 2_000) in found  # 2 % — far below the 5 % unknown-rate line
+
+    night = steady.slice(100_000, 106_000)
+    night.columns = {**night.columns}
+    night.columns["transaction_timestamp"] = np.array(
+        [f"{s[:11]}03{s[13:]}" for s in night.columns["transaction_timestamp"].tolist()], dtype=object
+    )
+    found = _feed(
+        DriftMonitor(version.version, profile, DriftSettings(window=2_000)), observations(night, scorer, review)
+    )
+    assert {(kind, feature) for kind, feature, _ in found} == {("time_pattern_psi", "time_of_day")}
+
+
 async def _events(loaded_models, n: int, seed: int):
     engine = DecisionEngine(loaded_models)
     data = generate(n, seed=seed, drifts=[NewCategory(start_index=n // 2, share=0.3)])

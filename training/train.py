@@ -180,7 +180,9 @@ def _fit_and_log(
     reference_columns = {
         k: np.concatenate([train.data.columns[k], validation.data.columns[k]]) for k in train.data.columns
     }
-    profile = build_profile(reference_rows, reference_columns, val_scores, asdict(rates))
+    profile = build_profile(
+        reference_rows, reference_columns, val_scores, asdict(rates), held_out=(holdout.matrix, holdout.data.columns)
+    )
     policy = {
         "policy": POLICY_NAME,
         "thresholds": thresholds.as_dict(),
