@@ -158,7 +158,7 @@ async def test_sigkill_outcome_workers_three_times_every_outcome_lands_once(tmp_
     assert _table(db) == expected
     assert handler.totals.inserted == 0
     assert handler.totals.superseded == 0
-    assert handler.totals.unchanged == 20_000
+    assert handler.totals.unchanged >= 20_000  # every entry seen (a slow batch may be claimed and seen twice)
 
 
 def test_the_loader_validates_every_line_and_loads_nothing_on_errors(tmp_path, redis_server, key_prefix):
