@@ -17,7 +17,8 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def registry_table(versions: Sequence[RegisteredVersion]) -> str:
-    """Registered versions with their aliases, family, holdout AUC and thresholds."""
+    """Registered versions with their aliases, family, holdout AUC, thresholds and protected inputs (``?``: trained
+    before protected inputs were recorded)."""
     rows = [
         [
             v.version,
@@ -26,10 +27,11 @@ def registry_table(versions: Sequence[RegisteredVersion]) -> str:
             v.tags.get("holdout_auc", "?"),
             f"{v.threshold_review:.4f}",
             f"{v.threshold_deny:.4f}",
+            v.tags.get("protected_fields", "?") or "none",
         ]
         for v in versions
     ]
-    return _table(["version", "alias", "family", "holdout AUC", "review ≥", "deny ≥"], rows)
+    return _table(["version", "alias", "family", "holdout AUC", "review ≥", "deny ≥", "protected inputs"], rows)
 
 
 def training_summary(report: TrainingReport) -> str:
@@ -45,6 +47,7 @@ def training_summary(report: TrainingReport) -> str:
             f"{m.metrics['holdout_approve_rate']:.1%}/{m.metrics['holdout_review_rate']:.1%}/"
             f"{m.metrics['holdout_deny_rate']:.1%}",
             f"{m.metrics['holdout_approved_default_rate']:.2%}",
+            _age_effect(m.metrics),
         ]
         for m in sorted(report.models, key=lambda m: -m.metrics["holdout_auc"])
     ]
@@ -61,10 +64,19 @@ def training_summary(report: TrainingReport) -> str:
                 "Brier",
                 "approve/review/deny",
                 "approved def.",
+                "age log-odds 18-24 / 55+",
             ],
             rows,
         ),
     ]
     for family, (diff, low, high) in report.auc_margins.items():
         lines.append(f"champion AUC − {family}: {diff:+.4f} (95% paired bootstrap {low:+.4f} … {high:+.4f})")
+    for family, why in report.rejected.items():
+        lines.append(f"not registered: {family}: {why}")
     return "\n".join(lines)
+
+
+def _age_effect(metrics: dict[str, float]) -> str:
+    """What a version does with age, all else equal (0 / 0 when the field is protected)."""
+    young, old = metrics.get("age_log_odds_18_to_24"), metrics.get("age_log_odds_55_plus")
+    return "?" if young is None or old is None else f"{young:+.3f} / {old:+.3f}"
