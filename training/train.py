@@ -180,8 +180,15 @@ def _fit_and_log(
     reference_columns = {
         k: np.concatenate([train.data.columns[k], validation.data.columns[k]]) for k in train.data.columns
     }
+    # One reference period for every drift reference: the score distribution and the decision mix both come from
+    # the validation period the thresholds were set on (the holdout only reports metrics).
+    reference_rates = decision_rates(val_scores, validation.labels, thresholds)
     profile = build_profile(
-        reference_rows, reference_columns, val_scores, asdict(rates), held_out=(holdout.matrix, holdout.data.columns)
+        reference_rows,
+        reference_columns,
+        val_scores,
+        asdict(reference_rates),
+        held_out=(holdout.matrix, holdout.data.columns),
     )
     policy = {
         "policy": POLICY_NAME,
