@@ -54,7 +54,7 @@ _DECODER = EventDecoder(
             "traffic_segment",
             "business_decision",
         ],
-        request=[*NUMERIC_FIELDS, *CATEGORICAL_FIELDS, "transaction_timestamp"],
+        request=[*NUMERIC_FIELDS, *CATEGORICAL_FIELDS, "transaction_timestamp", "customer_id"],
         event=["model_name"],
     )
 )
@@ -161,6 +161,7 @@ class DriftHandler:
                             {
                                 **{n: _normalized(getattr(e.request, n)) for n in CATEGORICAL_FIELDS},
                                 **time_categories(e.request.transaction_timestamp),
+                                "customer_id": e.request.customer_id,
                             }
                             for e in decided
                         ],

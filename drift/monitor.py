@@ -35,6 +35,8 @@ from features.spec import CATEGORICAL_FIELDS, NUMERIC_FIELDS
 #: The watched time field (``features.spec.time_categories``); weekday/weekend shares are profiled but need whole
 #: weeks of traffic to compare, so they are not watched.
 TIME_FIELD = "time_of_day"
+#: Key of the customer id in the categories a request is observed with (the window's own clustering).
+CUSTOMER_KEY = "customer_id"
 TIME_CHECK_EVERY = 500
 
 
@@ -199,26 +201,38 @@ class DriftMonitor:
             )
         ]
 
-    def psi_threshold(self, bins: int, n: int, field: str | None = None) -> float:
+    def psi_threshold(self, bins: int, n: int, field: str | None = None, cluster: float | None = None) -> float:
         """The PSI a window of ``n`` events over ``bins`` reference bins exceeds with probability
-        ``false_alarm`` when nothing changed (χ² null), times the field's design effect measured at training on
-        time-ordered held-out traffic (``profile["null"]``: repeat customers make windows noisier), never below the
-        floor."""
+        ``false_alarm`` when nothing changed (χ² null), times the field's design effect (repeat customers make a
+        window noisier), never below the floor. The design effect is ``1 + (cluster − 1) · ρ``: ``ρ`` is the field's
+        within-customer agreement measured at training, ``cluster`` the window's own ``Σ m_c² / n`` when known (a
+        new business's first weeks repeat customers far more than the steady state), else the training value."""
         from scipy import stats
 
         config = self.config
         critical = float(stats.chi2.isf(config.false_alarm, max(bins - 1, 1))) / max(n, 1)
-        effect = float(self.profile.get("null", {}).get("design_effect", {}).get(field, 1.0)) if field else 1.0
+        null = self.profile.get("null", {})
+        if not field:
+            effect = 1.0
+        elif cluster is not None and field in null.get("agreement", {}):
+            effect = 1.0 + (max(cluster, 1.0) - 1.0) * float(null["agreement"][field])
+        else:
+            effect = float(null.get("design_effect", {}).get(field, 1.0))
         return max(config.psi_floor, critical * max(effect, 1.0))
 
     def _window_checks(self, w: _Window) -> list[Finding]:
         found: list[Finding] = []
         where = f"{w.n} requests up to {self.requests_seen}"
         matrix = np.asarray(w.features)
+        customers = w.categories.get(CUSTOMER_KEY)
+        cluster = None
+        if customers:
+            counts = np.asarray(list(Counter(customers).values()), dtype=np.float64)
+            cluster = float((counts**2).sum() / len(customers))
         for j, name in enumerate(NUMERIC_FIELDS):
             summary = self.profile["features"][name]
             value = numeric_psi(matrix[:, j], summary)
-            threshold = self.psi_threshold(sum(1 for f in summary["bin_fractions"] if f > 0), w.n, name)
+            threshold = self.psi_threshold(sum(1 for f in summary["bin_fractions"] if f > 0), w.n, name, cluster)
             if value > threshold:
                 found.append(
                     Finding(
@@ -236,7 +250,7 @@ class DriftMonitor:
             values = w.categories.get(name, [])
             reference = self.profile["categorical"][name]["frequencies"]
             value = categorical_psi(values, reference)
-            threshold = self.psi_threshold(sum(1 for f in reference.values() if f > 0), len(values), name)
+            threshold = self.psi_threshold(sum(1 for f in reference.values() if f > 0), len(values), name, cluster)
             if value > threshold:
                 found.append(Finding("categorical_psi", name, "psi", value, threshold, where, self.requests_seen))
             new = Counter(v for v in values if v not in reference)

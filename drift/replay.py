@@ -44,8 +44,13 @@ def observations(data: Dataset, scorer: Scorer, review_threshold: float, chunk: 
     )
     columns = {name: [str(v).strip().lower() for v in data.columns[name]] for name in CATEGORICAL_FIELDS}
     stamps = data.columns["transaction_timestamp"]
+    customers = data.columns["customer_id"]
     categories = [
-        {**{name: columns[name][i] for name in CATEGORICAL_FIELDS}, **time_categories(str(stamps[i]))}
+        {
+            **{name: columns[name][i] for name in CATEGORICAL_FIELDS},
+            **time_categories(str(stamps[i])),
+            "customer_id": str(customers[i]),
+        }
         for i in range(len(data))
     ]
     unknown = [list(batch.unknown_fields(i)) for i in range(len(data))]

@@ -72,6 +72,13 @@ def test_thresholds_follow_the_chi_square_null_and_rare_new_values_and_odd_hours
     monitor = DriftMonitor(version.version, profile, DriftSettings(window=2_000))
     assert monitor.psi_threshold(10, 2_000) == pytest.approx(stats.chi2.isf(1e-6, 9) / 2_000)
     assert monitor.psi_threshold(2, 1_000_000) == DriftSettings().psi_floor  # never below the floor
+    base = stats.chi2.isf(1e-6, 4) / 2_000
+    rho = profile["null"]["agreement"]
+    # a window where every customer comes three times: customer attributes are three times noisier, purchases not
+    assert monitor.psi_threshold(5, 2_000, "customer_income_bracket", cluster=3.0) == pytest.approx(
+        base * (1 + 2 * rho["customer_income_bracket"])
+    )
+    assert rho["customer_income_bracket"] > 0.9 > 0.1 > rho["amount"]
     assert set(profile["time"]) == {"time_of_day", "day_type"}
 
     scorer, review = loaded_models.champion.scorer, loaded_models.champion.review
