@@ -36,7 +36,8 @@ Array = npt.NDArray[np.float64]
 Codes = npt.NDArray[np.int64]
 
 
-def _z(confidence: float) -> float:
+def two_sided_z(confidence: float) -> float:
+    """The normal quantile of a two-sided interval at ``confidence`` (1.96 at 0.95)."""
     return float(stats.norm.ppf(0.5 + confidence / 2))
 
 
@@ -66,7 +67,7 @@ class DeLong:
 
     def ci(self, i: int = 0, confidence: float = 0.95) -> tuple[float, float]:
         """Wald interval of AUC ``i``, clipped to [0, 1]."""
-        half = _z(confidence) * math.sqrt(max(float(self.covariance[i, i]), 0.0))
+        half = two_sided_z(confidence) * math.sqrt(max(float(self.covariance[i, i]), 0.0))
         return max(0.0, float(self.aucs[i]) - half), min(1.0, float(self.aucs[i]) + half)
 
 
@@ -115,7 +116,7 @@ def paired_test(result: DeLong, a: int = 0, b: int = 1, confidence: float = 0.95
         return PairedTest(delta, 0.0, 0.0 if same else math.inf, 1.0 if same else 0.0, delta, delta)
     se = math.sqrt(variance)
     z = delta / se
-    half = _z(confidence) * se
+    half = two_sided_z(confidence) * se
     return PairedTest(delta, se, z, float(2 * stats.norm.sf(abs(z))), delta - half, delta + half)
 
 
@@ -172,7 +173,7 @@ def band(label: str, y: Array, p: Array, customer: Codes, confidence: float) -> 
         return Band(label, int(y.size), expected, observed, math.nan, math.nan, 0.0)
     variance = max(float((p * (1 - p)).sum()), clustered_residual_variance(y - p, customer))
     sd = math.sqrt(variance)
-    half = _z(confidence) * sd / expected
+    half = two_sided_z(confidence) * sd / expected
     return Band(label, int(y.size), expected, observed, max(0.0, 1 - half), 1 + half, (observed - expected) / sd)
 
 
@@ -222,7 +223,7 @@ def calibration(
             hl += (b.observed - b.expected) ** 2 / (b.expected * (1 - mean_p))
     citl = float(yy.mean() - pp.mean())
     se = math.sqrt(max(float((pp * (1 - pp)).sum()), clustered_residual_variance(yy - pp, customer))) / n
-    half = _z(confidence) * se
+    half = two_sided_z(confidence) * se
     dof = max(len(per_band) - 2, 1)
     return Calibration(overall, per_band, citl, citl - half, citl + half, hl, float(stats.chi2.sf(hl, dof)))
 
@@ -266,7 +267,7 @@ def estimate(
     mean = float(pp.mean())
     rate = mean * factor
     sampling = float((pp * (1 - pp)).sum()) * max(design_effect, 1.0) * max(factor, 0.0) / n**2
-    half = _z(confidence) * math.sqrt(sampling + mean**2 * factor_variance)
+    half = two_sided_z(confidence) * math.sqrt(sampling + mean**2 * factor_variance)
     return Estimate(n, rate, max(0.0, rate - half), min(1.0, rate + half), expected_auc(pp), factor)
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from analysis.clustered import customer_sums, ratio_estimate
+from analysis.clustered import RatioEstimate, customer_sums, ratio_estimate
 from analysis.performance import (
     Band,
     Calibration,
@@ -44,6 +44,7 @@ from analysis.performance import (
     estimate,
     ks_statistic,
     paired_test,
+    two_sided_z,
     vintages,
 )
 
@@ -329,18 +330,20 @@ class PerformanceReport:
         return "funded loans (approved + manual reviews a reviewer funded); denied applicants have no outcome"
 
 
-def _clustered_rate(customer: npt.NDArray[np.int64], hits: npt.NDArray[np.bool_], z: float) -> Interval:
-    if customer.size == 0:
+def _rate(customer: npt.NDArray[np.int64], hits: npt.NDArray[np.bool_]) -> RatioEstimate:
+    """The share of ``hits`` with its variance clustered by customer."""
+    return ratio_estimate(customer_sums(customer, hits.astype(np.float64), np.ones(customer.size)))
+
+
+def _interval(r: RatioEstimate, z: float) -> Interval:
+    if r.customers == 0:
         return Interval(math.nan)
-    r = ratio_estimate(customer_sums(customer, hits.astype(np.float64), np.ones(customer.size)))
     half = z * math.sqrt(r.variance) if r.variance == r.variance else math.nan
-    return Interval(r.estimate, r.estimate - half, r.estimate + half, int(customer.size))
+    return Interval(r.estimate, r.estimate - half, r.estimate + half, int(r.decisions))
 
 
-def _z(confidence: float) -> float:
-    from scipy import stats
-
-    return float(stats.norm.ppf(0.5 + confidence / 2))
+def _clustered_rate(customer: npt.NDArray[np.int64], hits: npt.NDArray[np.bool_], z: float) -> Interval:
+    return _interval(_rate(customer, hits), z)
 
 
 def analyse(
@@ -356,7 +359,7 @@ def analyse(
     vintage_rows = loans.between(win.vintage_start, win.fresh_end)
     funded = cohort.funded
     labelled = funded & cohort.has_outcome
-    z95 = _z(CONFIDENCE)
+    z95 = two_sided_z(CONFIDENCE)
     brackets = sorted(set(cohort.income[labelled].tolist()) - {""})
     alert_conf = 1 - alpha / (BANDS + 1 + len(brackets))
     champion = loans.champion
@@ -377,10 +380,8 @@ def analyse(
         own = labelled & cohort.approved & (cohort.version == version)
         own_result = delong(cohort.bad[own], s[own]) if own.any() else delong([], [])
         a_lo, a_hi = own_result.ci(0, 1 - alpha) if own.any() else (math.nan, math.nan)
-        default_approved = _clustered_rate(cohort.customer[own], cohort.bad[own], z95)
-        ratio = ratio_estimate(
-            customer_sums(cohort.customer[own], cohort.bad[own].astype(np.float64), np.ones(int(own.sum())))
-        )
+        ratio = _rate(cohort.customer[own], cohort.bad[own])
+        default_approved = _interval(ratio, z95)
         design = ratio.design_effect if own.sum() > 1 and ratio.design_effect == ratio.design_effect else 1.0
         fresh_own = fresh.approved & (fresh.version == version)
         for_cohort = _reference_factor(loans, version, win.cohort_start, win.period)
@@ -473,9 +474,8 @@ def _fairness(fresh: Loans, cohort: Loans, labelled: npt.NDArray[np.bool_], vers
         n = int(rows.sum())
         if n < MIN_BRACKET_DECISIONS:
             continue
-        r = ratio_estimate(customer_sums(fresh.customer[rows], fresh.approved[rows].astype(np.float64), np.ones(n)))
-        half = z * math.sqrt(r.variance) if r.variance == r.variance else math.nan
-        rates[bracket] = (n, Interval(r.estimate, r.estimate - half, r.estimate + half, n), r.variance)
+        r = _rate(fresh.customer[rows], fresh.approved[rows])
+        rates[bracket] = (n, _interval(r, z), r.variance)
     if not rates:
         return FairnessReport(version, "", [])
     reference = max(rates, key=lambda b: rates[b][1].value)
