@@ -181,3 +181,12 @@ def time_categories(timestamp: str) -> dict[str, str]:
         "day_type": "weekend" if day.weekday() >= 5 else "weekday",
         "date": timestamp[0:10],
     }
+
+
+def metric_key(value: str) -> str:
+    """A category value as part of a metric name (MLflow keys take no ``+``).
+
+    >>> metric_key("55+"), metric_key("18-24")
+    ('55_plus', '18_to_24')
+    """
+    return value.replace("+", "_plus").replace("-", "_to_")

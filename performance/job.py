@@ -40,6 +40,7 @@ from typing import Any, Final
 import msgspec
 
 from common.settings import Settings
+from features.spec import metric_key
 from performance.analysis import PerformanceReport, VersionReport, analyse, loans_of, windows
 from schemas.alerts import Alert
 
@@ -170,7 +171,7 @@ def metric_rows(report: PerformanceReport, computed_at: datetime) -> list[dict[s
             add(v.version, None, metric, value, population)
     for f in report.fairness:
         for b in f.brackets:
-            key = b.bracket.replace("+", "_plus").replace("-", "_to_")
+            key = metric_key(b.bracket)
             a = b.approval
             add(f.version, None, f"approval_rate_age_{key}", (a.value, a.low, a.high, a.n), "fresh decisions")
             add(

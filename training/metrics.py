@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-from scipy.stats import rankdata
 from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
+
+from analysis.performance import auc
 
 
 def holdout_metrics(labels: npt.NDArray[np.bool_], scores: npt.NDArray[np.float64]) -> dict[str, float]:
@@ -17,12 +18,6 @@ def holdout_metrics(labels: npt.NDArray[np.bool_], scores: npt.NDArray[np.float6
         "mean_score": float(scores.mean()),
         "default_rate": float(labels.mean()),
     }
-
-
-def _fast_auc(labels: npt.NDArray[np.bool_], ranks: npt.NDArray[np.float64]) -> float:
-    n_pos = int(labels.sum())
-    n_neg = labels.size - n_pos
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def paired_auc_difference(
@@ -39,13 +34,13 @@ def paired_auc_difference(
     0.0
     """
     rng = np.random.default_rng(seed)
-    diff = _fast_auc(labels, rankdata(scores_a)) - _fast_auc(labels, rankdata(scores_b))
+    diff = auc(labels, scores_a) - auc(labels, scores_b)
     samples = []
     for _ in range(resamples):
         idx = rng.integers(0, labels.size, labels.size)
         y = labels[idx]
         if y.all() or not y.any():
             continue
-        samples.append(_fast_auc(y, rankdata(scores_a[idx])) - _fast_auc(y, rankdata(scores_b[idx])))
+        samples.append(auc(y, scores_a[idx]) - auc(y, scores_b[idx]))
     low, high = np.quantile(samples, [0.025, 0.975])
     return float(diff), float(low), float(high)

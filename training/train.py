@@ -27,7 +27,7 @@ from common.progress import step
 from common.settings import Settings
 from datagen import Dataset, generate
 from features import FEATURE_NAMES, featurize_columns
-from features.spec import AGE_BRACKETS, FEATURE_SPEC_VERSION, feature_columns
+from features.spec import AGE_BRACKETS, FEATURE_SPEC_VERSION, feature_columns, metric_key
 from registry import POLICY_FILE, PROFILE_FILE, ensure_experiment, mlflow_client
 from training.metrics import holdout_metrics, paired_auc_difference
 from training.models import FAMILIES, Family
@@ -135,10 +135,6 @@ def check_elderly(family: str, effects: dict[str, float], elderly: tuple[str, ..
             )
 
 
-def _metric_name(bracket: str) -> str:
-    return bracket.replace("+", "_plus").replace("-", "_to_")
-
-
 def _pip_requirements() -> list[str]:
     from importlib.metadata import version
 
@@ -174,7 +170,7 @@ def _fit_and_log(
     # arrive (denied applicants never get one), so the reference of its AUC-drop rule.
     approved = hold_scores < thresholds.review
     metrics["holdout_auc_approved"] = holdout_metrics(holdout.labels[approved], hold_scores[approved])["auc"]
-    metrics.update({f"age_log_odds_{_metric_name(b)}": v for b, v in age_effects.items()})
+    metrics.update({f"age_log_odds_{metric_key(b)}": v for b, v in age_effects.items()})
 
     reference_rows = np.vstack([train.matrix, validation.matrix])
     reference_columns = {
