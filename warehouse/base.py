@@ -47,9 +47,13 @@ class CurrentOutcome:
     superseded: int
 
 
-def _utc_of(text: str) -> datetime:
-    value = datetime.fromisoformat(text)
+def as_utc(value: datetime) -> datetime:
+    """``value`` in UTC (a naive value is taken as UTC)."""
     return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _utc_of(text: str) -> datetime:
+    return as_utc(datetime.fromisoformat(text))
 
 
 def _precedence(outcome_date: datetime, outcome: str, received_at: datetime) -> tuple[datetime, int, datetime]:

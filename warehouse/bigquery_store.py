@@ -277,7 +277,7 @@ class BigQueryWarehouse:
         distinct = {e.outcome_id: e for e in events}
         now = datetime.now(UTC)
         every = [outcome_row(e, 0, now) for e in distinct.values()]
-        json_rows = [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()} for r in every]
+        json_rows = [_json_row(r) for r in every]
         errors = self.client.insert_rows_json(
             f"{self.dataset}.outcomes", json_rows, row_ids=[r["outcome_id"] for r in every], retry=self.retry
         )
@@ -289,7 +289,7 @@ class BigQueryWarehouse:
         """Append ``model_metrics`` rows (``insertId = metric_id``; ``model_metrics_current`` holds the latest)."""
         if not rows:
             return
-        json_rows = [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()} for r in rows]
+        json_rows = [_json_row(r) for r in rows]
         errors = self.client.insert_rows_json(
             f"{self.dataset}.model_metrics",
             json_rows,
@@ -330,6 +330,11 @@ class BigQueryWarehouse:
 
     def close(self) -> None:
         self.client.close()  # type: ignore[no-untyped-call]
+
+
+def _json_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row for ``insert_rows_json``: timestamps as ISO-8601 text."""
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
 
 
 def bigquery_client(project: str, endpoint: str | None = None, anonymous: bool = False) -> bigquery.Client:

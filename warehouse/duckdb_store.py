@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from warehouse.base import (
     CurrentOutcome,
     InsertResult,
     OutcomeResult,
+    as_utc,
     outcome_columns,
     performance_sql,
     plan_outcomes,
@@ -104,10 +105,6 @@ def arrow_columns(table: pa.Table) -> Columns:
         else:
             out[name] = column.to_pylist()
     return out
-
-
-def _utc(value: datetime) -> datetime:
-    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def create_table_sql(table: str, columns: list[Column], key: str) -> str:
@@ -231,7 +228,7 @@ class DuckDBWarehouse:
             conn.execute("BEGIN")
             wanted = pa.table({"transaction_id": pa.array(ids, pa.string())})  # noqa: F841 - read by DuckDB
             current = {
-                str(row[0]): CurrentOutcome(str(row[1]), _utc(row[2]), _utc(row[3]), str(row[4]), int(row[5]))
+                str(row[0]): CurrentOutcome(str(row[1]), as_utc(row[2]), as_utc(row[3]), str(row[4]), int(row[5]))
                 for row in conn.execute(
                     "SELECT o.transaction_id, o.outcome_id, o.outcome_date, o.received_at, o.outcome, o.superseded "
                     "FROM outcomes o JOIN wanted w USING (transaction_id)"
