@@ -25,16 +25,11 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 from common.settings import Settings
 from datagen import ConceptShift, generate
-from datagen.outcomes import funded_outcomes
 from performance.analysis import windows
 from performance.job import run_analysis
-from producers.outcomes import outcome_events
-from schemas import parse_request
-from schemas.outcomes import parse_outcome
+from traffic.landing import decide_into, land_outcomes
 from warehouse.duckdb_store import DuckDBWarehouse
 
 START = datetime(2026, 2, 2, tzinfo=UTC)  # a Monday
@@ -67,21 +62,12 @@ def _land(
     data = generate(n, seed=seed, start=start, days=days, drifts=drifts)
     wh = DuckDBWarehouse(path)
     wh.ensure_tables()
-    encoder = msgspec.json.Encoder()
-    decisions: dict[str, str] = {}
-    for begin in range(0, n, CHUNK):
-        payloads = []
-        for i in range(begin, min(n, begin + CHUNK)):
-            response, event = engine.decide(parse_request(data.request(i)))
-            decisions[response.transaction_id] = response.business_decision
-            payloads.append(encoder.encode(event))
-        wh.insert_events(payloads)
-        print(f"  {min(n, begin + CHUNK):,}/{n:,} decided and landed", file=sys.stderr, flush=True)
-    records = funded_outcomes(data, decisions, settings.performance.review_approval_rate, seed)
-    for begin in range(0, len(records), CHUNK):
-        part = [parse_outcome(r) for r in records[begin : begin + CHUNK]]
-        wh.insert_outcomes(outcome_events(part, "loader"))
-    return len(records)
+    decisions = decide_into(wh, engine, data, chunk=CHUNK, progress=_progress)
+    return land_outcomes(wh, data, decisions, settings.performance.review_approval_rate, seed, chunk=CHUNK)
+
+
+def _progress(done: int, total: int) -> None:
+    print(f"  {done:,}/{total:,} decided and landed", file=sys.stderr, flush=True)
 
 
 def _analysis_dates(days: int, maturity: int, start: datetime = START) -> list[date]:

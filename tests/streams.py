@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -17,13 +18,27 @@ import redis.asyncio as aioredis
 from consumers.status import wait_drained as wait_group_drained
 from traffic.events import add_events, make_events
 
-__all__ = ["add_events", "kill_workers_mid_batch", "make_events", "spawn_worker", "wait_group_drained"]
+__all__ = ["add_events", "kill_workers_mid_batch", "make_events", "spawn_worker", "wait_group_drained", "worker_env"]
 
 
-def spawn_worker(group: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """``bnpl consume <group>`` as a child process with ``env`` added."""
+def worker_env(redis_url: str, prefix: str, duckdb_path: Path, data_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a worker process under test: its Redis, key prefix, DuckDB file and data dir, quick batch
+    flushes and claims (1 s idle), plus ``extra`` variables."""
+    return {
+        "BNPL_REDIS_URL": redis_url,
+        "BNPL_KEY_PREFIX": prefix,
+        "BNPL_DUCKDB_PATH": str(duckdb_path),
+        "BNPL_CONSUMER_WAIT_S": "0.3",
+        "BNPL_CLAIM_IDLE_MS": "1000",
+        "BNPL_DATA_DIR": str(data_dir),
+        **extra,
+    }
+
+
+def spawn_worker(group: str, env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
+    """``bnpl consume <group> [args]`` as a child process with ``env`` added."""
     return subprocess.Popen(
-        [sys.executable, "-m", "bnpl_cli.main", "consume", group],
+        [sys.executable, "-m", "bnpl_cli.main", "consume", group, *args],
         env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

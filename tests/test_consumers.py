@@ -22,7 +22,7 @@ from consumers.runtime import ConsumerWorker
 from consumers.status import collect, healthy
 from consumers.trim import trim_stream
 from consumers.warehouse import WarehouseHandler
-from tests.streams import add_events, kill_workers_mid_batch, make_events, wait_group_drained
+from tests.streams import add_events, kill_workers_mid_batch, make_events, spawn_worker, wait_group_drained, worker_env
 from warehouse.duckdb_store import DuckDBWarehouse
 
 FAST = ConsumerSettings(
@@ -138,15 +138,7 @@ async def test_sigkill_workers_mid_batch_five_times_every_event_once(tmp_path, r
     events = make_events(20_000, seed=4)
     await add_events(redis, stream, events)
     path = tmp_path / "wh.duckdb"
-    env = {
-        "BNPL_REDIS_URL": redis_server.url,
-        "BNPL_KEY_PREFIX": key_prefix,
-        "BNPL_DUCKDB_PATH": str(path),
-        "BNPL_CONSUMER_BATCH": "1000",
-        "BNPL_CONSUMER_WAIT_S": "0.3",
-        "BNPL_CLAIM_IDLE_MS": "1000",
-        "BNPL_DATA_DIR": str(tmp_path / "data"),
-    }
+    env = worker_env(redis_server.url, key_prefix, path, tmp_path / "data", BNPL_CONSUMER_BATCH="1000")
     await kill_workers_mid_batch(redis, stream, "warehouse", env, kills=5)
     ids = _ids_in_warehouse(path)
     assert len(ids) == len(set(ids)) == 20_000
@@ -303,15 +295,6 @@ def _check(env: dict[str, str]) -> int:
     ).returncode
 
 
-def _spawn_supervisor(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "bnpl_cli.main", "consume", "warehouse", "--workers", "2"],
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
 async def test_a_killed_worker_of_a_supervised_group_is_restarted_and_check_fails_meanwhile(
     tmp_path, redis_server, redis, key_prefix
 ):
@@ -319,15 +302,8 @@ async def test_a_killed_worker_of_a_supervised_group_is_restarted_and_check_fail
     stream = keys.predictions()
     events = make_events(6_000, seed=10)
     path = tmp_path / "wh.duckdb"
-    env = {
-        "BNPL_REDIS_URL": redis_server.url,
-        "BNPL_KEY_PREFIX": key_prefix,
-        "BNPL_DUCKDB_PATH": str(path),
-        "BNPL_CONSUMER_WAIT_S": "0.3",
-        "BNPL_CLAIM_IDLE_MS": "1000",
-        "BNPL_DATA_DIR": str(tmp_path / "data"),
-    }
-    supervisor = _spawn_supervisor(env)
+    env = worker_env(redis_server.url, key_prefix, path, tmp_path / "data")
+    supervisor = spawn_worker("warehouse", env, "--workers", "2")
     try:
         deadline = time.monotonic() + 60
         while _check(env) != 0:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
-import msgspec
 import numpy as np
 import pytest
 
@@ -16,6 +15,7 @@ from features.spec import AGE_BRACKETS, feature_columns
 from performance.job import run_analysis
 from schemas import parse_request
 from tests.conftest import make_settings
+from traffic.landing import decide_into
 from warehouse.duckdb_store import DuckDBWarehouse
 
 ANALYSIS = date(2026, 3, 2)
@@ -77,11 +77,9 @@ def test_a_family_that_penalises_the_elderly_is_not_registered(tmp_path):
 
 
 def _decide_into(path, models, start: datetime, n: int = 8_000) -> None:
-    data = generate(n, seed=43, start=start, days=7)
-    engine = DecisionEngine(models)
     wh = DuckDBWarehouse(path)
     wh.ensure_tables()
-    wh.insert_events([msgspec.json.encode(engine.decide(parse_request(data.request(i)))[1]) for i in range(n)])
+    decide_into(wh, DecisionEngine(models), generate(n, seed=43, start=start, days=7))
 
 
 def test_adverse_impact_alerts_for_a_biased_candidate_and_not_for_the_default_models(tmp_path, loaded_models):

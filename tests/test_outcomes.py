@@ -22,8 +22,9 @@ from datagen.outcomes import funded, funded_outcomes, write_outcomes
 from producers.outcomes import outcome_events
 from schemas.outcomes import OUTCOME_RANK, Outcome, parse_outcome
 from tests.conftest import api_settings, make_settings, start_api
-from tests.streams import kill_workers_mid_batch, wait_group_drained
+from tests.streams import kill_workers_mid_batch, wait_group_drained, worker_env
 from tests.test_consumers import FAST
+from traffic.landing import decide_into, land_outcomes
 from warehouse.base import CurrentOutcome, plan_outcomes
 from warehouse.duckdb_store import DuckDBWarehouse
 
@@ -128,16 +129,14 @@ async def test_sigkill_outcome_workers_three_times_every_outcome_lands_once(tmp_
     stream = keys.outcomes()
     assert await redis.xlen(stream) == 20_000
     db = tmp_path / "wh.duckdb"
-    env = {
-        "BNPL_REDIS_URL": redis_server.url,
-        "BNPL_KEY_PREFIX": key_prefix,
-        "BNPL_DUCKDB_PATH": str(db),
-        "BNPL_CONSUMER_BATCH": "500",
-        "BNPL_CONSUMER_WAIT_S": "0.3",
-        "BNPL_CLAIM_IDLE_MS": "1000",
-        "BNPL_PERFORMANCE_SCHEDULE_S": "0",
-        "BNPL_DATA_DIR": str(tmp_path / "data"),
-    }
+    env = worker_env(
+        redis_server.url,
+        key_prefix,
+        db,
+        tmp_path / "data",
+        BNPL_CONSUMER_BATCH="500",
+        BNPL_PERFORMANCE_SCHEDULE_S="0",
+    )
     await kill_workers_mid_batch(redis, stream, "outcomes", env, kills=3, seed=7)
     expected = _expected(records)
     assert _table(db) == expected  # every loan once, with its winning outcome
@@ -268,11 +267,9 @@ async def test_post_outcomes_answers_503_when_redis_cannot_take_them(
 async def test_the_group_runs_the_due_analysis_once_per_date(
     tmp_path, redis, redis_server, key_prefix, trained_registry, loaded_models
 ):
-    import msgspec
 
     from decision.engine import DecisionEngine
     from performance.analysis import due_date, windows
-    from schemas import parse_request
 
     base, _ = trained_registry
     db = tmp_path / "wh.duckdb"
@@ -282,16 +279,10 @@ async def test_the_group_runs_the_due_analysis_once_per_date(
     due = due_date(datetime.now(UTC), "weekly")
     cohort = windows(due, "weekly", settings.performance.maturity_days)
     data = generate(3_000, seed=31, start=cohort.cohort_start, days=7)
-    engine = DecisionEngine(loaded_models)
     wh = DuckDBWarehouse(db)
     wh.ensure_tables()
-    decisions, payloads = {}, []
-    for i in range(len(data)):
-        response, event = engine.decide(parse_request(data.request(i)))
-        decisions[response.transaction_id] = response.business_decision
-        payloads.append(msgspec.json.encode(event))
-    wh.insert_events(payloads)
-    wh.insert_outcomes(outcome_events([parse_outcome(r) for r in funded_outcomes(data, decisions, 0.5, 31)], "api"))
+    decisions = decide_into(wh, DecisionEngine(loaded_models), data)
+    land_outcomes(wh, data, decisions, 0.5, seed=31, via="api")
 
     handler = OutcomesHandler(wh, settings, redis)
     await handler.tick()
@@ -305,26 +296,21 @@ async def test_the_group_runs_the_due_analysis_once_per_date(
 
 
 def test_simulate_writes_outcomes_of_the_decided_funded_loans_only(tmp_path, loaded_models, capsys):
-    import msgspec
 
     from bnpl_cli.main import main
     from decision.engine import DecisionEngine
-    from schemas import parse_request
 
     data = generate(600, seed=4)
-    engine = DecisionEngine(loaded_models)
-    decided = [engine.decide(parse_request(data.request(i))) for i in range(400)]  # the last 200 never decided
     db = tmp_path / "data" / "warehouse.duckdb"
     wh = DuckDBWarehouse(db)
     wh.ensure_tables()
-    wh.insert_events([msgspec.json.encode(event) for _, event in decided])
+    decision = decide_into(wh, DecisionEngine(loaded_models), data, stop=400)  # the last 200 never decided
     out = tmp_path / "o.csv"
     args = ["--data-dir", str(tmp_path / "data"), "outcomes", "simulate", "--rows", "600", "--seed", "4"]
     assert main([*args, "--out", str(out)]) == 0
     assert "decided transactions" in capsys.readouterr().out
     outcomes, errors = validate_file(out, None)
     assert not errors
-    decision = {r.transaction_id: r.business_decision for r, _ in decided}
     kinds = {decision.get(o.transaction_id) for o in outcomes}
     assert kinds <= {"approve", "manual_review"}
     approved = {t for t, d in decision.items() if d == "approve"}

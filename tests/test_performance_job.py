@@ -13,14 +13,11 @@ from sklearn.metrics import roc_auc_score
 
 from common.keys import decode_entry, encode_entry
 from datagen import ConceptShift, generate
-from datagen.outcomes import funded_outcomes
 from decision.engine import DecisionEngine
 from performance.analysis import windows
 from performance.job import EXPERIMENT, run_analysis, run_name
-from producers.outcomes import outcome_events
-from schemas import parse_request
 from schemas.alerts import Alert
-from schemas.outcomes import parse_outcome
+from traffic.landing import decide_into, land_outcomes
 from warehouse.duckdb_store import DuckDBWarehouse
 
 START = datetime(2026, 2, 2, tzinfo=UTC)
@@ -43,19 +40,10 @@ def decided(tmp_path_factory, loaded_models):
             )
         ],
     )
-    engine = DecisionEngine(loaded_models)
-    encoder = msgspec.json.Encoder()
-    payloads, decisions = [], {}
-    for i in range(len(data)):
-        response, event = engine.decide(parse_request(data.request(i)))
-        payloads.append(encoder.encode(event))
-        decisions[response.transaction_id] = response.business_decision
     wh = DuckDBWarehouse(path)
     wh.ensure_tables()
-    for s in range(0, len(payloads), 5_000):
-        wh.insert_events(payloads[s : s + 5_000])
-    records = funded_outcomes(data, decisions, 0.5, seed=21)
-    wh.insert_outcomes(outcome_events([parse_outcome(r) for r in records], "loader"))
+    decisions = decide_into(wh, DecisionEngine(loaded_models), data, chunk=5_000)
+    land_outcomes(wh, data, decisions, 0.5, seed=21)
     return path
 
 
