@@ -31,13 +31,9 @@ COLUMNS = (
 
 
 def _warehouse(settings: Settings) -> Any:
-    from warehouse.duckdb_store import DuckDBWarehouse
+    from bnpl_cli.report import duckdb_warehouse
 
-    warehouse = settings.warehouse
-    if warehouse.warehouse != "duckdb":
-        raise SystemExit("ab-report reads the DuckDB warehouse; for BigQuery query prediction_logs_dedup instead")
-    assert warehouse.duckdb_path is not None
-    return DuckDBWarehouse(warehouse.duckdb_path)
+    return duckdb_warehouse(settings, "ab-report", "; for BigQuery query prediction_logs_dedup instead")
 
 
 def _load(settings: Settings, experiment_id: str) -> list[tuple[Any, ...]]:

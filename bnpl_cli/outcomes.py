@@ -90,19 +90,15 @@ def load(settings: Settings, path: Path, source: str | None, skip_invalid: bool,
 
 def decisions_by_transaction(settings: Settings, ids: list[str]) -> dict[str, str]:
     """transaction id → the latest business decision in the warehouse."""
-    import duckdb
     import pyarrow as pa
 
-    from warehouse.duckdb_store import DuckDBWarehouse
+    from bnpl_cli.report import duckdb_warehouse
 
-    path = settings.warehouse.duckdb_path
-    if settings.warehouse.warehouse != "duckdb" or path is None:
-        raise SystemExit("outcomes simulate reads decisions from the DuckDB warehouse")
-    if not path.exists():
-        raise SystemExit(f"{path} does not exist: decide the traffic first (the warehouse group lands it)")
+    warehouse = duckdb_warehouse(settings, "outcomes simulate", " (the decisions of the generated transactions)")
+    if not warehouse.path.exists():
+        raise SystemExit(f"{warehouse.path} does not exist: decide the traffic first (the warehouse group lands it)")
     wanted = pa.table({"transaction_id": pa.array(ids, pa.string())})  # noqa: F841 - read by DuckDB
-    with DuckDBWarehouse(path).connect(read_only=True) as conn:
-        assert isinstance(conn, duckdb.DuckDBPyConnection)
+    with warehouse.connect(read_only=True) as conn:
         rows = conn.execute(
             "SELECT transaction_id, arg_max(business_decision, assessment_timestamp) FROM prediction_logs "
             "JOIN wanted USING (transaction_id) GROUP BY transaction_id"

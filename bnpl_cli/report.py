@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+from common.settings import Settings
 from registry import RegisteredVersion
 from training.train import TrainingReport
 
@@ -80,3 +82,13 @@ def _age_effect(metrics: dict[str, float]) -> str:
     """What a version does with age, all else equal (0 / 0 when the field is protected)."""
     young, old = metrics.get("age_log_odds_18_to_24"), metrics.get("age_log_odds_55_plus")
     return "?" if young is None or old is None else f"{young:+.3f} / {old:+.3f}"
+
+
+def duckdb_warehouse(settings: Settings, command: str, hint: str = "") -> Any:
+    """The DuckDB warehouse for a command that reads it directly; a clear exit when BigQuery is configured."""
+    from warehouse.duckdb_store import DuckDBWarehouse
+
+    warehouse = settings.warehouse
+    if warehouse.warehouse != "duckdb" or warehouse.duckdb_path is None:
+        raise SystemExit(f"{command} reads the DuckDB warehouse{hint}")
+    return DuckDBWarehouse(warehouse.duckdb_path)
