@@ -37,6 +37,8 @@ from features.spec import CATEGORICAL_FIELDS, NUMERIC_FIELDS
 TIME_FIELD = "time_of_day"
 #: Key of the customer id in the categories a request is observed with (the window's own clustering).
 CUSTOMER_KEY = "customer_id"
+#: What a window keeps of each request's categories: the categorical fields and the customer.
+_WINDOWED = (*CATEGORICAL_FIELDS, CUSTOMER_KEY)
 TIME_CHECK_EVERY = 500
 
 
@@ -135,8 +137,10 @@ class DriftMonitor:
         for row, cats, unk, arm, ok in zip(numeric, categories, unknown, arms, approved, strict=True):
             self.requests_seen += 1
             w.features.append(row)
-            for name, value in cats.items():
-                w.categories.setdefault(name, []).append(value)
+            for name in _WINDOWED:  # the time fields and date are accumulated per date by _observe_time instead
+                value = cats.get(name)
+                if value is not None:
+                    w.categories.setdefault(name, []).append(value)
             for name in unk:
                 w.unknown[name] = w.unknown.get(name, 0) + 1
             w.n += 1
