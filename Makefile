@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: venv lint typecheck test demo bench bench-api bench-consumers bench-ab bench-drift bench-memory bench-performance clean
+.PHONY: venv lint typecheck test demo bench bench-api bench-consumers bench-ab bench-drift bench-memory bench-performance bench-model clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
@@ -48,7 +48,10 @@ bench-memory: venv
 bench-performance: venv
 	$(BIN)/python -m bench.performance_bench
 
-bench: bench-api bench-consumers bench-ab bench-drift bench-memory bench-performance
+bench-model: venv
+	$(BIN)/python -m bench.model_bench
+
+bench: bench-api bench-consumers bench-ab bench-drift bench-memory bench-performance bench-model
 
 clean:
 	rm -rf $(VENV) .bnpl .pytest_cache .mypy_cache .ruff_cache

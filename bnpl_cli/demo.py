@@ -38,8 +38,9 @@ def _banner(title: str) -> None:
 
 
 def _models(settings: Settings, retrain: bool) -> Any:
-    from bnpl_cli.report import registry_table, training_summary
-    from registry import has_aliases, list_versions, mlflow_client
+    from bnpl_cli.report import calibration_table, registry_table, training_summary
+    from registry import POLICY_FILE, has_aliases, list_versions, mlflow_client, resolve_alias
+    from registry.store import read_extra_file
     from training.train import train_and_register
 
     model_name = settings.registry.model_name
@@ -55,6 +56,9 @@ def _models(settings: Settings, retrain: bool) -> Any:
         )
     _banner(f"registry: {model_name}")
     print(registry_table(list_versions(client, model_name)))
+    champion = resolve_alias(client, model_name, "champion")
+    _banner(f"calibration of the champion (v{champion.version}, {champion.family})")
+    print(calibration_table(read_extra_file(champion, POLICY_FILE)))
     return client
 
 

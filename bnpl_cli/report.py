@@ -19,21 +19,68 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def registry_table(versions: Sequence[RegisteredVersion]) -> str:
-    """Registered versions with their aliases, family, holdout AUC, thresholds and protected inputs (``?``: trained
-    before protected inputs were recorded)."""
+    """Registered versions with their aliases, family, holdout AUC, thresholds, calibration, the expected decision
+    mix of their thresholds and protected inputs (``?``: trained before that was recorded); then each objective."""
+
+    def pct(v: RegisteredVersion, tag: str) -> str:
+        value = v.tags.get(tag)
+        return "?" if value is None else f"{float(value):.1%}"
+
+    rows = []
+    for v in versions:
+        rows.append(
+            [
+                v.version,
+                ",".join(v.aliases) or "-",
+                v.family,
+                v.tags.get("holdout_auc", "?"),
+                f"{v.threshold_review:.4f}",
+                f"{v.threshold_deny:.4f}",
+                v.tags.get("calibration", "?"),
+                pct(v, "expected_approve_rate"),
+                pct(v, "expected_approved_default_rate"),
+                v.tags.get("protected_fields", "?") or "none",
+            ]
+        )
+    headers = [
+        "version",
+        "alias",
+        "family",
+        "holdout AUC",
+        "review ≥",
+        "deny ≥",
+        "calibration",
+        "exp. approve",
+        "exp. approved def.",
+        "protected inputs",
+    ]
+    objectives = sorted({v.tags.get("policy_objective", "percentiles of validation scores") for v in versions})
+    return "\n".join([_table(headers, rows), *(f"objective: {o}" for o in objectives)])
+
+
+def calibration_table(policy: dict[str, Any]) -> str:
+    """A version's recorded calibration: observed vs expected defaults per holdout score decile and per season."""
+    record = policy.get("calibration")
+    if not record:
+        return "calibration: not recorded (trained before calibration records)"
     rows = [
         [
-            v.version,
-            ",".join(v.aliases) or "-",
-            v.family,
-            v.tags.get("holdout_auc", "?"),
-            f"{v.threshold_review:.4f}",
-            f"{v.threshold_deny:.4f}",
-            v.tags.get("protected_fields", "?") or "none",
+            b["label"],
+            f"{b['loans']:,}",
+            f"{b['expected']:.2%}",
+            f"{b['observed']:.2%}",
+            f"{b['ratio']:.2f}",
+            f"{b['ratio_low']:.2f}–{b['ratio_high']:.2f}",
         ]
-        for v in versions
+        for b in (*record["holdout"]["deciles"], *record["holdout"]["seasons"])
     ]
-    return _table(["version", "alias", "family", "holdout AUC", "review ≥", "deny ≥", "protected inputs"], rows)
+    return "\n".join(
+        [
+            f"calibration: {record['method']} (Hosmer–Lemeshow χ² on the holdout "
+            f"{record['holdout']['hosmer_lemeshow']:.1f}, p {record['holdout']['hl_p_value']:.2g})",
+            _table(["holdout decile / season", "loans", "predicted", "observed", "O/E", "95% if calibrated"], rows),
+        ]
+    )
 
 
 def training_summary(report: TrainingReport) -> str:

@@ -314,7 +314,29 @@ class TrainingSettings:
 
     training_experiment: str = setting("BNPL_TRAINING_EXPERIMENT", "bnpl-training", "MLflow experiment of training")
     train_seed: int = setting("BNPL_TRAIN_SEED", 7, "seed of the synthetic training data")
-    train_rows: int = setting("BNPL_TRAIN_ROWS", 200_000, "synthetic transactions for training + holdout")
+    train_rows: int = setting("BNPL_TRAIN_ROWS", 400_000, "synthetic transactions for training + holdout")
+    train_start: str = setting("BNPL_TRAIN_START", "2024-01-01", "first day of the synthetic training history")
+    train_days: int = setting(
+        "BNPL_TRAIN_DAYS",
+        730,
+        "days of training history: the first half fits, the next quarter calibrates and sets thresholds, the last "
+        "quarter is the holdout (730: a full year of every season to fit on)",
+    )
+    objective: str = setting(
+        "BNPL_POLICY_OBJECTIVE",
+        "default_rate",
+        "how thresholds are set: `default_rate` (approve up to the target default rate among approved, review "
+        "while a review pays) or `profit` (maximum expected profit under the cost matrix)",
+    )
+    target_default_rate: float = setting(
+        "BNPL_TARGET_DEFAULT_RATE", 0.02, "expected default rate among approved loans (`default_rate` objective)"
+    )
+    margin: float = setting("BNPL_MARGIN", 0.06, "revenue of a repaid loan, as a share of its amount")
+    loss_given_default: float = setting(
+        "BNPL_LOSS_GIVEN_DEFAULT", 0.5, "loss of a defaulted loan, as a share of its amount"
+    )
+    review_cost: float = setting("BNPL_REVIEW_COST", 0.01, "cost of a manual review, as a share of the amount")
+    review_catch: float = setting("BNPL_REVIEW_CATCH", 0.6, "share of defaulters a manual review stops")
     protected_fields: tuple[str, ...] = setting(
         "BNPL_PROTECTED_FIELDS",
         ("customer_age_bracket",),
@@ -341,6 +363,10 @@ class BenchSettings:
     bench_ab_runs: int = setting("BENCH_AB_RUNS", 1_000, "`make bench-ab`: simulated experiments per regime")
     bench_performance_decisions: int = setting(
         "BENCH_PERFORMANCE_DECISIONS", 1_000_000, "`make bench-performance`: decisions without drift"
+    )
+    bench_model_rows: int = setting("BENCH_MODEL_ROWS", 2_000_000, "`make bench-model`: fresh applications scored")
+    bench_model_decisions: int = setting(
+        "BENCH_MODEL_DECISIONS", 100_000, "`make bench-model`: engine decisions whose reasons are checked"
     )
 
 

@@ -4,7 +4,9 @@ Generative story (all vectorized with numpy, one seed ⇒ identical output):
 
 * **Customers** carry a latent risk ``z ~ N(0, 1)`` shared by all their transactions. Observable attributes are noisy
   views of it: credit-score range, income bracket, verification level, tenure, device trust; their credit limit
-  follows credit and income. About 70 % of transactions come from returning customers.
+  follows credit and income. About 70 % of transactions come from returning customers, who come back for a
+  while after their first purchase (about four months on average) and then drift away; every dataset starts a
+  year into the business (``history_days``), so any window has the same mix of new and returning customers.
 * **Transactions**: hours cluster in business hours (~70 % in 9–17), Nov/Dec and weekends are busier, amounts depend
   on the product category, impulsive customers buy on impulse or in a rush, compare prices for less time and more
   often on untrusted devices, late at night.
@@ -50,6 +52,8 @@ IntArray = npt.NDArray[np.int64]
 
 #: Intercept of the default logit, calibrated once so that the base population defaults ≈ 6 %.
 DEFAULT_INTERCEPT = -4.9
+#: Mean time a customer keeps coming back after their first purchase.
+CUSTOMER_LIFETIME_DAYS = 120
 CREDIT_LIMITS = np.array([500.0, 1000.0, 1500.0, 2500.0, 5000.0])
 INCOME_MONTHLY = np.array([15_000.0, 37_500.0, 62_500.0, 87_500.0, 125_000.0]) / 12
 CATEGORY_MEDIAN_AMOUNT = np.array([45.0, 80.0, 220.0, 150.0, 90.0])  # beauty, clothing, electronics, home, sports
@@ -133,14 +137,24 @@ def _customers(rng: np.random.Generator, n: int, shift: CovariateShift | None = 
     return _Customers(z, credit, income, age, verification, tenure0, device, trust_p, provider, limit, impulsivity)
 
 
-def _assign(rng: np.random.Generator, n: int, repeat_share: float) -> tuple[IntArray, npt.NDArray[np.bool_]]:
-    """Customer number per row within a pool: new with probability 1 - repeat_share, else a returning one."""
+def _assign(
+    rng: np.random.Generator, n: int, repeat_share: float, existing: int = 0, lifetime: float = 0.0
+) -> tuple[IntArray, npt.NDArray[np.bool_]]:
+    """Customer number per row within a pool of ``existing`` customers (numbers ``0 … existing-1``, oldest first):
+    new with probability 1 - repeat_share, else a returning one.
+
+    A returning customer is one acquired a random number of acquisitions ago (exponential with mean ``lifetime``
+    acquisitions, i.e. :data:`CUSTOMER_LIFETIME_DAYS` at the current volume): customers come back for a while, then
+    drift away, so account ages and repeat rates are the same in any window of a running business."""
     is_new = rng.random(n) >= repeat_share
-    if n:
+    if n and not existing:
         is_new[0] = True
-    created = np.cumsum(is_new)
-    # Returning customers: earlier customers are a bit more likely (they have had longer to come back).
-    returning = np.floor(created * rng.random(n) ** 1.3).astype(np.int64)
+    created = existing + np.cumsum(is_new)
+    lag = np.floor(rng.exponential(max(lifetime, 1.0), n)).astype(np.int64)
+    returning = created - 1 - lag
+    # Shortly after a launch few customers exist yet: any of them comes back.
+    early = returning < 0
+    returning[early] = np.floor(created[early] * rng.random(int(early.sum()))).astype(np.int64)
     return np.where(is_new, created - 1, returning), is_new
 
 
@@ -234,8 +248,13 @@ def generate(
     drifts: Sequence[Drift] = (),
     repeat_share: float = 0.7,
     age_effect: Sequence[float] | None = None,
+    history_days: int = 365,
 ) -> Dataset:
     """Generate ``n`` transactions in time order between ``start`` and ``start + days``.
+
+    The business has been running for ``history_days`` before ``start``: the customers it acquired then (as many as
+    the same daily volume would have brought, first seen evenly over that time) are already in the pool, so
+    returning customers and account ages look like any later window of a running business (0: a launch).
 
     >>> data = generate(1_000, seed=3)
     >>> len(data), data.request(0)["customer_id"] == generate(1_000, seed=3).request(0)["customer_id"]
@@ -245,9 +264,15 @@ def generate(
     rng, drng = np.random.default_rng(base_seq), np.random.default_rng(drift_seq)
     ts = _timestamps(rng, n, start, days)
 
-    cust_no, _ = _assign(rng, n, repeat_share)
-    pool = _customers(rng, int(cust_no.max(initial=-1)) + 1)
+    acquired_per_day = (1 - repeat_share) * n / days if days > 0 else 0.0
+    existing = round(acquired_per_day * history_days)
+    cust_no, _ = _assign(rng, n, repeat_share, existing, acquired_per_day * CUSTOMER_LIFETIME_DAYS)
+    pool = _customers(rng, max(int(cust_no.max(initial=-1)) + 1, existing))
     first_seen = np.full(len(pool.latent), np.iinfo(np.int64).max)
+    if existing:
+        history_start = np.datetime64(start.replace(tzinfo=None), "s").astype(np.int64) - history_days * 86_400
+        offsets = (np.arange(existing) + rng.random(existing)) / existing * (history_days * 86_400)
+        first_seen[:existing] = history_start + offsets.astype(np.int64)
     np.minimum.at(first_seen, cust_no, ts.astype(np.int64))
     attrs = {f: getattr(pool, f)[cust_no] for f in _Customers.__slots__}
     first = first_seen[cust_no]
@@ -256,7 +281,9 @@ def generate(
     for shift in (d for d in drifts if isinstance(d, CovariateShift)):
         begin = _start_index(shift, ts)
         rows = np.flatnonzero(drng.random(n - begin) < shift.share) + begin
-        b_no, _ = _assign(drng, len(rows), repeat_share)
+        b_no, _ = _assign(
+            drng, len(rows), repeat_share, lifetime=acquired_per_day * shift.share * CUSTOMER_LIFETIME_DAYS
+        )
         b_pool = _customers(drng, int(b_no.max(initial=-1)) + 1, shift)
         b_first = np.full(len(b_pool.latent), np.iinfo(np.int64).max)
         np.minimum.at(b_first, b_no, ts[rows].astype(np.int64))

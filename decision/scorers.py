@@ -7,7 +7,10 @@ cannot afford that three times per request. Each supported family is compiled in
 * ``CalibratedClassifierCV(Pipeline(StandardScaler, RidgeClassifier), method="sigmoid", ensemble=False)`` → one dot
   product and sklearn's Platt sigmoid ``1 / (1 + exp(a·d + b))``;
 * ``HistGradientBoostingClassifier`` → flat node arrays walked by a branch-free numba-compiled loop, summed from the
-  baseline in sklearn's order, then ``expit``.
+  baseline in sklearn's order, then ``expit``;
+* ``CalibratedClassifierCV(FrozenEstimator(m))`` of any of those (what training registers) → ``m``'s decision value
+  (log-odds for the trees and the logistic regression, the ridge's decision value) through the fitted map: Platt's
+  ``expit(−(a·d + b))`` or isotonic regression's clipped linear interpolation.
 
 Anything else is served by :class:`SklearnScorer`. Compiled scorers are checked against ``predict_proba`` when they
 are loaded (:func:`verify`), and the test suite checks equality to 1e-9 on 10,000+ generated requests.
@@ -68,6 +71,12 @@ class LinearScorer:
             return decision
         a, c = self.platt
         return -(a * decision + c)
+
+    def raw(self, x: Vector) -> float:
+        return float(x.dot(self.weights)) + self.intercept
+
+    def raw_batch(self, matrix: Vector) -> Vector:
+        return np.asarray(matrix @ self.weights + self.intercept, dtype=np.float64)
 
     def score(self, x: Vector) -> float:
         return _expit(float(self._prob(float(x.dot(self.weights)) + self.intercept)))
@@ -147,19 +156,72 @@ class TreeEnsembleScorer:
     baseline: float
     kind: str = "trees"
 
+    def raw(self, x: Vector) -> float:
+        return float(_raw_score(x, self.nodes, self.roots, self.depth, self.baseline))
+
+    def raw_batch(self, matrix: Vector) -> Vector:
+        return np.asarray(
+            _raw_scores(
+                np.ascontiguousarray(matrix, dtype=np.float64), self.nodes, self.roots, self.depth, self.baseline
+            ),
+            dtype=np.float64,
+        )
+
     def score(self, x: Vector) -> float:
         return _expit(_raw_score(x, self.nodes, self.roots, self.depth, self.baseline))
 
     def score_batch(self, matrix: Vector) -> Vector:
         from scipy.special import expit
 
-        raw = _raw_scores(
-            np.ascontiguousarray(matrix, dtype=np.float64), self.nodes, self.roots, self.depth, self.baseline
-        )
-        return np.asarray(expit(raw), dtype=np.float64)
+        return np.asarray(expit(self.raw_batch(matrix)), dtype=np.float64)
 
     def contributions(self, x: Vector) -> Vector:
         return _path_contributions(x, self.nodes, self.roots, self.depth, N_FEATURES)
+
+
+@dataclass(frozen=True, slots=True)
+class CalibratedScorer:
+    """A compiled scorer's decision value through a fitted calibration map (Platt sigmoid or isotonic).
+
+    The map is increasing, so the inner scorer's log-odds contributions still rank the reasons."""
+
+    inner: LinearScorer | TreeEnsembleScorer
+    #: Platt's (a, b): p = expit(−(a·d + b)); or None for isotonic.
+    platt: tuple[float, float] | None
+    #: Isotonic knots (ascending x, and y): p = interp(clip(d)).
+    knots_x: Vector
+    knots_y: Vector
+    kind: str = "calibrated"
+
+    def _map(self, d: float) -> float:
+        if self.platt is not None:
+            return _expit(-(self.platt[0] * d + self.platt[1]))
+        xs, ys = self.knots_x, self.knots_y
+        if d <= xs[0]:
+            return float(ys[0])
+        if d >= xs[-1]:
+            return float(ys[-1])
+        i = int(np.searchsorted(xs, d, side="right"))
+        slope = (ys[i] - ys[i - 1]) / (xs[i] - xs[i - 1])
+        return float(slope * (d - xs[i - 1]) + ys[i - 1])
+
+    def score(self, x: Vector) -> float:
+        return min(self._map(self.inner.raw(x)), 1.0)
+
+    def score_batch(self, matrix: Vector) -> Vector:
+        from scipy.special import expit
+
+        d = self.inner.raw_batch(matrix)
+        if self.platt is not None:
+            p = expit(-(self.platt[0] * d + self.platt[1]))
+        else:
+            p = np.interp(np.clip(d, self.knots_x[0], self.knots_x[-1]), self.knots_x, self.knots_y)
+        return np.asarray(np.minimum(p, 1.0), dtype=np.float64)
+
+    def contributions(self, x: Vector) -> Vector:
+        contributions = self.inner.contributions(x)
+        # A Platt map with a > 0 would reverse the order; sklearn fits a < 0 for any useful score.
+        return contributions if self.platt is None or self.platt[0] <= 0 else -contributions
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +291,8 @@ def compile_model(model: Any) -> Scorer:
     """The fastest exact scorer for ``model``; :class:`SklearnScorer` for anything not recognised."""
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.frozen import FrozenEstimator
+    from sklearn.isotonic import IsotonicRegression
     from sklearn.linear_model import LogisticRegression, RidgeClassifier
     from sklearn.pipeline import Pipeline
 
@@ -255,6 +319,26 @@ def compile_model(model: Any) -> Scorer:
         return LinearScorer(weights, intercept, mean, platt=(float(sigmoid.a_), float(sigmoid.b_)))
     if isinstance(model, HistGradientBoostingClassifier) and model.n_trees_per_iteration_ == 1:
         return _compile_hgb(model)
+    if (
+        isinstance(model, CalibratedClassifierCV)
+        and isinstance(model.estimator, FrozenEstimator)
+        and len(model.calibrated_classifiers_) == 1
+        and len(model.classes_) == 2
+    ):
+        frozen = model.estimator.estimator
+        inner: LinearScorer | TreeEnsembleScorer | None = None
+        if linear_pipeline(frozen, LogisticRegression) or linear_pipeline(frozen, RidgeClassifier):
+            inner = LinearScorer(*_fold_scaler(frozen))
+        elif isinstance(frozen, HistGradientBoostingClassifier) and frozen.n_trees_per_iteration_ == 1:
+            inner = _compile_hgb(frozen)
+        (calibrator,) = model.calibrated_classifiers_[0].calibrators
+        if inner is not None and isinstance(calibrator, IsotonicRegression):
+            knots = (np.asarray(calibrator.X_thresholds_, np.float64), np.asarray(calibrator.y_thresholds_, np.float64))
+            return CalibratedScorer(inner, None, *knots, kind=f"{inner.kind}+isotonic")
+        if inner is not None:
+            empty = np.empty(0)
+            platt = (float(calibrator.a_), float(calibrator.b_))
+            return CalibratedScorer(inner, platt, empty, empty, kind=f"{inner.kind}+sigmoid")
     return SklearnScorer(model)
 
 

@@ -12,7 +12,7 @@ from datagen import NewCategory, generate
 from decision.engine import DecisionEngine
 from decision.experiment import Experiment
 from decision.models import ModelSet
-from decision.scorers import VALUE, LinearScorer, TreeEnsembleScorer
+from decision.scorers import VALUE, CalibratedScorer, LinearScorer, TreeEnsembleScorer
 from features import featurize_columns
 from schemas import parse_request
 
@@ -51,7 +51,7 @@ def test_tree_scorer_sends_missing_values_where_sklearn_does(trained_registry, l
     matrix = featurize_columns(requests_10k.columns).matrix[:2_000].copy()
     rng = np.random.default_rng(5)
     matrix[rng.random(matrix.shape) < 0.15] = np.nan
-    trees = [m for m in loaded_models.models if isinstance(m.scorer, TreeEnsembleScorer)]
+    trees = [m for m in loaded_models.models if isinstance(_inner(m.scorer), TreeEnsembleScorer)]
     assert trees
     for model in trees:
         sk = mlflow.sklearn.load_model(f"models:/{model.name}/{model.version}")
@@ -60,26 +60,33 @@ def test_tree_scorer_sends_missing_values_where_sklearn_does(trained_registry, l
         np.testing.assert_allclose([model.scorer.score(row) for row in matrix], expected, rtol=0, atol=1e-9)
 
 
+def _inner(scorer):
+    return scorer.inner if isinstance(scorer, CalibratedScorer) else scorer
+
+
 def test_compiled_scorers_are_used_for_every_family(loaded_models):
+    # A family whose probabilities needed a calibration map is served by its compiled scorer behind the map.
     kinds = {m.family: m.scorer.kind for m in loaded_models.models}
-    assert set(kinds.values()) <= {"linear", "trees"}
-    assert "sklearn" not in kinds.values()
+    assert {kind.split("+")[0] for kind in kinds.values()} <= {"linear", "trees"}
+    assert all(kind.split("+")[1:] in ([], ["sigmoid"], ["isotonic"]) for kind in kinds.values())
+    for model in loaded_models.models:
+        assert isinstance(model.scorer, CalibratedScorer) == ("+" in model.scorer.kind)
 
 
 def test_contributions_explain_the_score_exactly(loaded_models, requests_10k):
     matrix = featurize_columns(requests_10k.columns).matrix[:300]
     for model in loaded_models.models:
-        scorer = model.scorer
+        # Contributions explain the model's decision value (log-odds before calibration); the calibration map is
+        # increasing, so the order of the reasons is the same on either scale.
+        calibrated, scorer = model.scorer, _inner(model.scorer)
         for x in matrix:
-            p = scorer.score(x)
-            logit = np.log(p / (1 - p))
-            c = scorer.contributions(x)
+            logit = scorer.raw(x)
+            c = calibrated.contributions(x)
             if isinstance(scorer, TreeEnsembleScorer):
                 base = scorer.baseline + scorer.nodes[scorer.roots, VALUE].sum()
             else:
                 assert isinstance(scorer, LinearScorer)
-                ref = scorer.score(scorer.mean)
-                base = np.log(ref / (1 - ref))
+                base = scorer.raw(scorer.mean)
             assert c.sum() + base == pytest.approx(logit, abs=1e-9)
 
 

@@ -1,7 +1,11 @@
 """``bnpl train``: generate data, fit every family on a time split, log to MLflow, register, set aliases.
 
-Split by time (rows are in time order): the first 70 % fits the models, the next 15 % (validation) sets the
-decision thresholds and the score reference, the last 15 % (holdout) is only used for the reported metrics.
+Split by time (rows are in time order) over ``BNPL_TRAIN_DAYS`` of history (two years by default): the first half
+fits the models — a full year, so every season, the holiday season included, is learned; the next quarter
+(validation) fits each model's probability calibration (``training.calibration``), sets its risk-based thresholds
+(``training.thresholds``, from ``BNPL_POLICY_OBJECTIVE``) and is the one reference period of every drift reference;
+the last quarter (holdout) is only used for the reported metrics and the calibration record (per score decile and
+per season) stored with the version.
 
 Fair lending: the request fields in ``BNPL_PROTECTED_FIELDS`` (age bracket by default) are neutralized before
 fitting (their columns set to a constant), so no model can learn from them; they stay in the events for fairness
@@ -17,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +29,21 @@ import numpy as np
 import numpy.typing as npt
 
 from common.progress import step
-from common.settings import Settings
+from common.settings import Settings, TrainingSettings
 from datagen import Dataset, generate
 from features import FEATURE_NAMES, featurize_columns
 from features.spec import AGE_BRACKETS, FEATURE_SPEC_VERSION, feature_columns, metric_key
 from registry import POLICY_FILE, PROFILE_FILE, ensure_experiment, mlflow_client
+from training.calibration import CALIBRATION_TRUSTED_TYPES, calibrate, calibration_record, customer_codes, season_index
 from training.metrics import holdout_metrics, paired_auc_difference
 from training.models import FAMILIES, Family
 from training.profile import build_profile
-from training.thresholds import Thresholds, choose_thresholds, decision_rates
+from training.thresholds import Objective, Thresholds, choose_thresholds, decision_rates, expected_mix
 
 #: Name of the policy that turns a score into a decision with per-version thresholds.
 POLICY_NAME = "threshold-v1"
-TRAIN_SHARE, VALIDATION_SHARE = 0.70, 0.15
+#: Where the time span is cut: fit | validation | holdout.
+FIT_SHARE, VALIDATION_SHARE = 0.50, 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,10 +85,42 @@ class _Split:
         return self.data.will_default
 
 
+def objective_of(settings: TrainingSettings) -> Objective:
+    """The threshold objective the training settings describe."""
+    return Objective(
+        kind=settings.objective,
+        target_default_rate=settings.target_default_rate,
+        margin=settings.margin,
+        loss_given_default=settings.loss_given_default,
+        review_cost=settings.review_cost,
+        review_catch=settings.review_catch,
+    )
+
+
+def training_data(settings: TrainingSettings, rows: int | None = None) -> Dataset:
+    """The synthetic history training fits on (``BNPL_TRAIN_ROWS`` rows over ``BNPL_TRAIN_DAYS`` days)."""
+    start = datetime.fromisoformat(settings.train_start).replace(tzinfo=UTC)
+    return generate(rows or settings.train_rows, seed=settings.train_seed, start=start, days=settings.train_days)
+
+
+def _month_start(instant: datetime) -> datetime:
+    """The first day of the month nearest ``instant`` (periods cut at month boundaries keep seasons whole)."""
+    first = instant.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    if instant.day < 16:
+        return first
+    return first.replace(year=first.year + first.month // 12, month=first.month % 12 + 1)
+
+
 def _split(data: Dataset) -> tuple[_Split, _Split, _Split]:
     matrix = featurize_columns(data.columns).matrix
+    # ISO-8601 UTC timestamps in time order: the cut instants are found by comparing strings.
+    stamps = np.asarray(data.columns["transaction_timestamp"], dtype=str)
+    first, last = (datetime.fromisoformat(stamps[i]) for i in (0, -1))
+    a, b = (
+        int(np.searchsorted(stamps, _month_start(first + (last - first) * share).strftime("%Y-%m-%dT%H:%M:%SZ")))
+        for share in (FIT_SHARE, FIT_SHARE + VALIDATION_SHARE)
+    )
     n = len(data)
-    a, b = int(n * TRAIN_SHARE), int(n * (TRAIN_SHARE + VALIDATION_SHARE))
     return (
         _Split(data.slice(0, a), matrix[:a]),
         _Split(data.slice(a, b), matrix[a:b]),
@@ -122,6 +161,18 @@ def bracket_effects(model: Any, matrix: npt.NDArray[np.float64]) -> dict[str, fl
     return {b: m - reference for b, m in means.items()}
 
 
+def holiday_effect(model: Any, matrix: npt.NDArray[np.float64]) -> float:
+    """Mean log-odds change of ``model`` on ``matrix`` when only the holiday-season flag goes from 0 to 1."""
+    (column,) = feature_columns("is_holiday_season")
+    rows = matrix[: min(len(matrix), 20_000)].copy()
+    log_odds = []
+    for flag in (0.0, 1.0):
+        rows[:, column] = flag
+        p = np.clip(_score(model, rows), 1e-12, 1 - 1e-12)
+        log_odds.append(np.log(p / (1 - p)))
+    return float(np.mean(log_odds[1] - log_odds[0]))
+
+
 def check_elderly(family: str, effects: dict[str, float], elderly: tuple[str, ...], tolerance: float = 0.01) -> None:
     """Raise :class:`FairLendingError` when an elderly bracket scores worse (higher log-odds) than any other bracket
     (Regulation B §1002.6(b)(2): an empirically derived system may not assign an elderly applicant's age a negative
@@ -155,13 +206,37 @@ def _fit_and_log(
     train, validation, holdout = splits
     model = family.build(settings.training.train_seed)
     protected = [c for name in settings.training.protected_fields for c in feature_columns(name)]
-    model.fit(neutralized(train.matrix, protected), train.labels)
+    fitted = family.build(settings.training.train_seed).fit(neutralized(train.matrix, protected), train.labels)
+    val_customers = customer_codes(validation.data.columns["customer_id"])
+    model, choice = calibrate(fitted, validation.matrix, validation.labels, val_customers)
     age_effects = bracket_effects(model, holdout.matrix)
     if "customer_age_bracket" not in settings.training.protected_fields:
         check_elderly(family.name, age_effects, settings.training.elderly_brackets)
     val_scores, hold_scores = _score(model, validation.matrix), _score(model, holdout.matrix)
-    thresholds = choose_thresholds(val_scores)
+    # The policy period: the most recent year of applications (validation + holdout; scores only, no outcomes). The
+    # thresholds, their expected outcome mix and every drift reference come from it, so they describe one period
+    # that holds every season.
+    policy_scores = np.concatenate([val_scores, hold_scores])
+    objective = objective_of(settings.training)
+    thresholds = choose_thresholds(policy_scores, objective)
+    expected = expected_mix(policy_scores, thresholds, objective)
     rates = decision_rates(hold_scores, holdout.labels, thresholds)
+    hold_customers = customer_codes(holdout.data.columns["customer_id"])
+    calibration = {
+        "method": choice.method,
+        "out_of_fold_hosmer_lemeshow": choice.hosmer_lemeshow,
+        "out_of_fold_log_loss": choice.log_loss,
+        "holdout": calibration_record(
+            holdout.labels, hold_scores, hold_customers, season_index(holdout.data.columns["transaction_timestamp"])
+        ),
+        # In-sample for the calibration map (fitted on these months), out-of-sample for the model.
+        "validation_seasons": calibration_record(
+            validation.labels,
+            val_scores,
+            val_customers,
+            season_index(validation.data.columns["transaction_timestamp"]),
+        )["seasons"],
+    }
     metrics = {f"holdout_{k}": v for k, v in holdout_metrics(holdout.labels, hold_scores).items()}
     metrics["train_auc"] = holdout_metrics(train.labels, _score(model, train.matrix))["auc"]
     metrics.update({f"holdout_{k}_rate": v for k, v in asdict(rates).items() if k != "approved_default_rate"})
@@ -171,19 +246,24 @@ def _fit_and_log(
     approved = hold_scores < thresholds.review
     metrics["holdout_auc_approved"] = holdout_metrics(holdout.labels[approved], hold_scores[approved])["auc"]
     metrics.update({f"age_log_odds_{metric_key(b)}": v for b, v in age_effects.items()})
+    metrics.update({f"expected_{k}": v for k, v in expected.items()})
+    metrics["holdout_hosmer_lemeshow"] = calibration["holdout"]["hosmer_lemeshow"]
+    metrics["holdout_observed_expected"] = calibration["holdout"]["overall"]["ratio"]
+    metrics["holiday_log_odds"] = holiday_effect(model, holdout.matrix)
 
-    reference_rows = np.vstack([train.matrix, validation.matrix])
     reference_columns = {
-        k: np.concatenate([train.data.columns[k], validation.data.columns[k]]) for k in train.data.columns
+        k: np.concatenate([validation.data.columns[k], holdout.data.columns[k]]) for k in validation.data.columns
     }
-    # One reference period for every drift reference: the score distribution and the decision mix both come from
-    # the validation period the thresholds were set on (the holdout only reports metrics).
-    reference_rates = decision_rates(val_scores, validation.labels, thresholds)
     profile = build_profile(
-        reference_rows,
+        np.vstack([validation.matrix, holdout.matrix]),
         reference_columns,
-        val_scores,
-        asdict(reference_rates),
+        policy_scores,
+        {
+            "approve": expected["approve_rate"],
+            "review": expected["review_rate"],
+            "deny": expected["deny_rate"],
+            "approved_default_rate": expected["approve_default_rate"],
+        },
         held_out=(holdout.matrix, holdout.data.columns),
     )
     policy = {
@@ -192,6 +272,9 @@ def _fit_and_log(
         "score": "default_probability",
         "feature_names": list(FEATURE_NAMES),
         "feature_spec_version": FEATURE_SPEC_VERSION,
+        "objective": {**objective.as_dict(), "description": objective.describe()},
+        "expected": expected,
+        "calibration": calibration,
     }
 
     with (
@@ -211,6 +294,8 @@ def _fit_and_log(
                 "train_seed": settings.training.train_seed,
                 "threshold_review": thresholds.review,
                 "threshold_deny": thresholds.deny,
+                "policy_objective": objective.kind,
+                "calibration": choice.method,
             }
         )
         mlflow.log_metrics(metrics)
@@ -223,7 +308,7 @@ def _fit_and_log(
             model,
             name="model",
             serialization_format="skops",
-            skops_trusted_types=list(family.skops_trusted_types),
+            skops_trusted_types=[*family.skops_trusted_types, *CALIBRATION_TRUSTED_TYPES],
             registered_model_name=settings.registry.model_name,
             signature=infer_signature(train.matrix[:100], model.predict_proba(train.matrix[:100])),
             pyfunc_predict_fn="predict_proba",
@@ -241,6 +326,10 @@ def _fit_and_log(
         "holdout_auc": f"{metrics['holdout_auc']:.6f}",
         "holdout_auc_approved": f"{metrics['holdout_auc_approved']:.6f}",
         "protected_fields": ",".join(settings.training.protected_fields),
+        "policy_objective": objective.describe(),
+        "calibration": choice.method,
+        "expected_approve_rate": f"{expected['approve_rate']:.6f}",
+        "expected_approved_default_rate": f"{expected['approve_default_rate']:.6f}",
         "training_run_id": run.info.run_id,
     }.items():
         client.set_model_version_tag(settings.registry.model_name, version, key, value)
@@ -262,7 +351,7 @@ def train_and_register(
     client = mlflow_client(settings.registry)
     experiment_id = ensure_experiment(client, settings.registry, settings.training.training_experiment)
     with step(f"generating {rows:,} synthetic transactions (seed {settings.training.train_seed}) and features"):
-        data = data if data is not None else generate(rows, seed=settings.training.train_seed)
+        data = data if data is not None else training_data(settings.training, rows)
         rows = len(data)
         splits = _split(data)
     trained: list[TrainedModel] = []

@@ -1,0 +1,150 @@
+"""Probability calibration fitted on held-out data, and the calibration record of a registered version.
+
+Every family's probabilities are checked on the validation period (data the model never saw) and, where they are
+off, mapped by a one-dimensional increasing map fitted there. Checked by the Hosmer–Lemeshow χ² over score deciles,
+which weighs a low-risk decile's relative error as much as a high-risk one's (log loss is dominated by the riskiest
+tenth); "off" means p < 0.001. In order: the model's own probabilities when they pass (a map fitted on the
+validation months' realized defaults would add their sampling noise, a few per cent of the level, to every
+probability); else Platt's sigmoid (two parameters, smooth) when it passes out of fold; else whichever of the sigmoid
+and isotonic regression has the lower χ² out of fold (isotonic's steps are estimated from the few defaults of each
+low-risk block, so it is only worth its variance when the sigmoid's shape is wrong). Out of fold: 5 folds grouped by
+customer, so a returning customer's loans are never on both sides. A family without probabilities (the ridge) is
+always mapped.
+
+The map is monotone, so it changes no ranking (AUC, reason order) — only what a score means, which is what the
+thresholds and every observed/expected check rely on.
+
+Seasons are retail seasons, Nov–Dec kept apart: ``winter`` Jan–Feb, ``spring`` Mar–May, ``summer`` Jun–Aug,
+``autumn`` Sep–Oct, ``holiday`` Nov–Dec.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from scipy import stats
+
+from analysis.performance import Band, band, calibration
+
+SEASONS = ("winter", "spring", "summer", "autumn", "holiday")
+#: Season index of each month (January first).
+MONTH_SEASON = np.array([0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 4, 4])
+METHODS = ("sigmoid", "isotonic")
+#: Hosmer–Lemeshow p-value (validation period, 10 deciles) below which probabilities count as miscalibrated.
+MISFIT_P = 0.001
+#: Types a calibrated model's skops file holds beyond each family's own (reviewed: all scikit-learn's).
+CALIBRATION_TRUSTED_TYPES = (
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.frozen._frozen.FrozenEstimator",
+    "sklearn.isotonic.IsotonicRegression",
+)
+
+
+def season_index(timestamps: npt.ArrayLike) -> npt.NDArray[np.int64]:
+    """Season of each ISO-8601 timestamp (index into :data:`SEASONS`).
+
+    >>> [SEASONS[i] for i in season_index(["2025-01-31T10:00:00Z", "2025-11-01T00:00:00Z", "2025-07-04T12:00:00Z"])]
+    ['winter', 'holiday', 'summer']
+    """
+    months = np.array([int(str(t)[5:7]) for t in np.asarray(timestamps, dtype=object)], dtype=np.int64)
+    return np.asarray(MONTH_SEASON[months - 1], dtype=np.int64)
+
+
+def customer_codes(customers: npt.ArrayLike) -> npt.NDArray[np.int64]:
+    """Integer code per customer id (the clusters of every clustered interval)."""
+    return np.unique(np.asarray(customers, dtype=object).astype(str), return_inverse=True)[1].astype(np.int64)
+
+
+@dataclass(frozen=True, slots=True)
+class CalibrationChoice:
+    """Which map was fitted, and each candidate's out-of-fold Hosmer–Lemeshow χ² and log loss (and the raw
+    scores', for a family that has probabilities)."""
+
+    method: str
+    hosmer_lemeshow: dict[str, float]
+    log_loss: dict[str, float]
+
+
+def _log_loss(y: npt.NDArray[np.bool_], p: npt.NDArray[np.float64]) -> float:
+    q = np.clip(p, 1e-12, 1 - 1e-12)
+    return float(-np.mean(np.where(y, np.log(q), np.log1p(-q))))
+
+
+def _calibrated(model: Any, method: str, x: npt.NDArray[np.float64], y: npt.NDArray[np.bool_]) -> Any:
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.frozen import FrozenEstimator
+
+    return CalibratedClassifierCV(FrozenEstimator(model), method=method).fit(x, y)
+
+
+def calibrate(
+    model: Any,
+    x: npt.NDArray[np.float64],
+    y: npt.NDArray[np.bool_],
+    customers: npt.NDArray[np.int64],
+    folds: int = 5,
+) -> tuple[Any, CalibrationChoice]:
+    """``model`` (already fitted, left untouched) itself, or wrapped in the calibration map chosen on ``(x, y)`` (see
+    the module docstring) and refitted on all of it."""
+    from sklearn.model_selection import GroupKFold
+
+    losses: dict[str, float] = {}
+    hl: dict[str, float] = {}
+    candidates = {}
+    for method in METHODS:
+        p = np.empty(len(y))
+        for fit_rows, test_rows in GroupKFold(n_splits=folds).split(x, y, customers):
+            p[test_rows] = _calibrated(model, method, x[fit_rows], y[fit_rows]).predict_proba(x[test_rows])[:, 1]
+        candidates[method] = p
+    if hasattr(model, "predict_proba"):
+        candidates["none"] = model.predict_proba(x)[:, 1]
+    for name, p in candidates.items():
+        losses[name] = _log_loss(y, p)
+        hl[name] = calibration(y.astype(np.float64), p, customers).hosmer_lemeshow
+    misfit = stats.chi2.isf(MISFIT_P, 8)
+    if hl.get("none", math.inf) <= misfit:
+        return model, CalibrationChoice("none", hl, losses)
+    method = "isotonic" if hl["sigmoid"] > misfit and hl["isotonic"] < hl["sigmoid"] else "sigmoid"
+    return _calibrated(model, method, x, y), CalibrationChoice(method, hl, losses)
+
+
+def _band_record(b: Band) -> dict[str, float | int | str]:
+    return {
+        "label": b.label,
+        "loans": b.loans,
+        "expected": round(b.expected / b.loans, 6) if b.loans else float("nan"),
+        "observed": round(b.observed / b.loans, 6) if b.loans else float("nan"),
+        "ratio": round(b.ratio, 4),
+        "ratio_low": round(b.ratio_low, 4),
+        "ratio_high": round(b.ratio_high, 4),
+    }
+
+
+def calibration_record(
+    y: npt.NDArray[np.bool_],
+    p: npt.NDArray[np.float64],
+    customers: npt.NDArray[np.int64],
+    seasons: npt.NDArray[np.int64],
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """Observed vs expected defaults per score decile and per season (with clustered 95 % intervals), and the
+    Hosmer–Lemeshow statistic: what registration records for a version."""
+    yy = np.asarray(y, dtype=np.float64)
+    result = calibration(yy, p, customers, bands=10, confidence=confidence)
+    per_season = [
+        _band_record(band(SEASONS[s], yy[seasons == s], p[seasons == s], customers[seasons == s], confidence))
+        for s in range(len(SEASONS))
+        if (seasons == s).any()
+    ]
+    return {
+        "overall": _band_record(result.overall),
+        "deciles": [_band_record(b) for b in result.bands],
+        "seasons": per_season,
+        "hosmer_lemeshow": round(result.hosmer_lemeshow, 3),
+        "hl_p_value": result.hl_p_value,
+    }
