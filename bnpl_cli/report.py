@@ -24,7 +24,7 @@ def registry_table(versions: Sequence[RegisteredVersion]) -> str:
 
     def pct(v: RegisteredVersion, tag: str) -> str:
         value = v.tags.get(tag)
-        return "?" if value is None else f"{float(value):.1%}"
+        return "?" if value is None else f"{float(value):.2%}"
 
     rows = []
     for v in versions:

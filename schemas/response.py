@@ -63,7 +63,7 @@ class RiskAssessmentResponse(msgspec.Struct, kw_only=True):
     decision_policy: str
     #: Thresholds of the deciding model on the default-probability scale.
     risk_thresholds: dict[str, float]
-    #: Up to 3 reasons for manual_review/deny (policy rules first, then top feature contributions).
+    #: Up to 4 reasons for manual_review/deny (policy rules first, then top feature contributions).
     reason_codes: list[ReasonCode]
     #: Categorical fields whose value the models never saw (scored with the explicit unknown encoding).
     unknown_fields: list[str]

@@ -37,7 +37,8 @@ def test_same_seed_same_output_and_other_seed_differs():
 
 def test_default_rate_repeat_customers_and_business_hours(data):
     assert 0.04 <= data.will_default.mean() <= 0.08
-    ids = data.columns["customer_id"]
+    # At a launch (no customers yet) ~70 % of rows come from a customer already seen in the data.
+    ids = generate(20_000, seed=3, history_days=0).columns["customer_id"]
     repeat_share = 1 - len(set(ids.tolist())) / len(ids)
     assert 0.65 <= repeat_share <= 0.75
     hours = np.array([int(ts[11:13]) for ts in data.columns["transaction_timestamp"]])
@@ -133,3 +134,18 @@ def test_concept_shift_multiplies_segment_default_probability():
 def test_drift_needs_exactly_one_start():
     with pytest.raises(ValueError, match="exactly one"):
         NewCategory()
+
+
+def test_a_running_business_looks_the_same_in_every_window():
+    # Customers come back for a while and then drift away, and every dataset starts a year into the business: the
+    # first and the last quarter of a year have the same account ages and repeat rates (a drift reference taken
+    # from one period fits traffic from the next).
+    year = generate(80_000, seed=12)
+    quarters = [slice(0, 20_000), slice(60_000, 80_000)]
+    tenure = [np.median(year.columns["customer_tenure_days"][q]) for q in quarters]
+    per_customer = [20_000 / len(set(year.columns["customer_id"][q].tolist())) for q in quarters]
+    assert tenure[0] == pytest.approx(tenure[1], rel=0.08)
+    assert per_customer[0] == pytest.approx(per_customer[1], rel=0.05)
+    launch = generate(80_000, seed=12, history_days=0)
+    # At a launch the pool is young: short account ages early on.
+    assert np.median(launch.columns["customer_tenure_days"][:20_000]) < tenure[0] * 0.9

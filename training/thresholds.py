@@ -105,10 +105,11 @@ class DecisionRates:
 
 
 def target_cutoff(p: npt.NDArray[np.float64], target: float) -> float:
-    """Largest cut-off ``t`` such that the mean of ``p`` over ``p < t`` is at most ``target``.
+    """Largest cut-off ``t`` such that the mean of ``p`` over ``p < t`` is at most ``target`` (approving below
+    0.10 approves 0.01, 0.02 and 0.03, whose mean is the target):
 
-    >>> target_cutoff(np.array([0.01, 0.02, 0.03, 0.10, 0.50]), 0.02)
-    0.03
+    >>> float(target_cutoff(np.array([0.01, 0.02, 0.03, 0.10, 0.50]), 0.02))
+    0.1
     """
     ordered = np.sort(np.asarray(p, dtype=np.float64))
     running = np.cumsum(ordered) / np.arange(1, ordered.size + 1)
