@@ -4,11 +4,10 @@ scikit-learn's ``predict_proba`` costs ~0.1–0.5 ms for a single row (input val
 cannot afford that three times per request. Each supported family is compiled into plain numpy arrays:
 
 * ``Pipeline(StandardScaler, LogisticRegression)`` → one dot product: the scaler is folded into the weights;
-* ``CalibratedClassifierCV(Pipeline(StandardScaler, RidgeClassifier), method="sigmoid", ensemble=False)`` → one dot
-  product and sklearn's Platt sigmoid ``1 / (1 + exp(a·d + b))``;
 * ``HistGradientBoostingClassifier`` → flat node arrays walked by a branch-free numba-compiled loop, summed from the
   baseline in sklearn's order, then ``expit``;
-* ``CalibratedClassifierCV(FrozenEstimator(m))`` of any of those (what training registers) → ``m``'s decision value
+* ``CalibratedClassifierCV(m, ensemble=False)`` (or around ``FrozenEstimator(m)``) of any of those — what training
+  registers when a model's own probabilities are off → ``m``'s decision value
   (log-odds for the trees and the logistic regression, the ridge's decision value) through the fitted map: Platt's
   ``expit(−(a·d + b))`` or isotonic regression's clipped linear interpolation.
 
@@ -58,19 +57,12 @@ def _expit(z: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class LinearScorer:
-    """``p = expit(w·x + b)`` or, with Platt calibration, ``p = expit(-(a·(w·x + b) + c))``."""
+    """``p = expit(w·x + b)`` (a ridge's decision value is only served through a :class:`CalibratedScorer`)."""
 
     weights: Vector
     intercept: float
     mean: Vector
-    platt: tuple[float, float] | None = None
     kind: str = "linear"
-
-    def _prob(self, decision: Vector | float) -> Any:
-        if self.platt is None:
-            return decision
-        a, c = self.platt
-        return -(a * decision + c)
 
     def raw(self, x: Vector) -> float:
         return float(x.dot(self.weights)) + self.intercept
@@ -79,16 +71,15 @@ class LinearScorer:
         return np.asarray(matrix @ self.weights + self.intercept, dtype=np.float64)
 
     def score(self, x: Vector) -> float:
-        return _expit(float(self._prob(float(x.dot(self.weights)) + self.intercept)))
+        return _expit(self.raw(x))
 
     def score_batch(self, matrix: Vector) -> Vector:
         from scipy.special import expit
 
-        return np.asarray(expit(self._prob(matrix @ self.weights + self.intercept)), dtype=np.float64)
+        return np.asarray(expit(self.raw_batch(matrix)), dtype=np.float64)
 
     def contributions(self, x: Vector) -> Vector:
-        scale = 1.0 if self.platt is None else -self.platt[0]
-        return np.asarray(scale * self.weights * (x - self.mean), dtype=np.float64)
+        return np.asarray(self.weights * (x - self.mean), dtype=np.float64)
 
 
 # The walk is branch-free and runs a fixed ``depth`` steps per tree: children are adjacent (right = left + 1), so
@@ -307,25 +298,17 @@ def compile_model(model: Any) -> Scorer:
     if linear_pipeline(model, LogisticRegression):
         weights, intercept, mean = _fold_scaler(model)
         return LinearScorer(weights, intercept, mean)
-    if (
-        isinstance(model, CalibratedClassifierCV)
-        and len(model.calibrated_classifiers_) == 1
-        and model.method == "sigmoid"
-        and linear_pipeline(model.calibrated_classifiers_[0].estimator, RidgeClassifier)
-    ):
-        calibrated = model.calibrated_classifiers_[0]
-        weights, intercept, mean = _fold_scaler(calibrated.estimator)
-        sigmoid = calibrated.calibrators[0]
-        return LinearScorer(weights, intercept, mean, platt=(float(sigmoid.a_), float(sigmoid.b_)))
     if isinstance(model, HistGradientBoostingClassifier) and model.n_trees_per_iteration_ == 1:
         return _compile_hgb(model)
     if (
         isinstance(model, CalibratedClassifierCV)
-        and isinstance(model.estimator, FrozenEstimator)
         and len(model.calibrated_classifiers_) == 1
         and len(model.classes_) == 2
     ):
-        frozen = model.estimator.estimator
+        # One map over one estimator: fitted on held-out folds (ensemble=False) or around a frozen, prefitted model.
+        frozen = model.calibrated_classifiers_[0].estimator
+        if isinstance(frozen, FrozenEstimator):
+            frozen = frozen.estimator
         inner: LinearScorer | TreeEnsembleScorer | None = None
         if linear_pipeline(frozen, LogisticRegression) or linear_pipeline(frozen, RidgeClassifier):
             inner = LinearScorer(*_fold_scaler(frozen))

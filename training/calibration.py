@@ -1,15 +1,14 @@
 """Probability calibration fitted on held-out data, and the calibration record of a registered version.
 
-Every family's probabilities are checked on the validation period (data the model never saw) and, where they are
-off, mapped by a one-dimensional increasing map fitted there. Checked by the Hosmer–Lemeshow χ² over score deciles,
-which weighs a low-risk decile's relative error as much as a high-risk one's (log loss is dominated by the riskiest
-tenth); "off" means p < 0.001. In order: the model's own probabilities when they pass (a map fitted on the
-validation months' realized defaults would add their sampling noise, a few per cent of the level, to every
-probability); else Platt's sigmoid (two parameters, smooth) when it passes out of fold; else whichever of the sigmoid
-and isotonic regression has the lower χ² out of fold (isotonic's steps are estimated from the few defaults of each
-low-risk block, so it is only worth its variance when the sigmoid's shape is wrong). Out of fold: 5 folds grouped by
-customer, so a returning customer's loans are never on both sides. A family without probabilities (the ridge) is
-always mapped.
+Every family's probabilities are checked on the validation months (after the fit year: data the model never saw)
+with the Hosmer–Lemeshow χ² over score deciles, which weighs a low-risk decile's relative error like a high-risk
+one's (log loss is dominated by the riskiest tenth); "off" means p < 0.001. A model that passes keeps its own
+probabilities. Otherwise a one-dimensional increasing map is fitted on held-out predictions of the fit year
+(``CalibratedClassifierCV`` with 5 folds grouped by customer — a returning customer's loans never on both sides —
+then the model refitted on the whole year): Platt's sigmoid if it passes the validation check, else whichever of the
+sigmoid and isotonic regression has the lower χ² there. The fit year's held-out predictions are twice the validation
+months' rows, which is what a low-risk decile's few defaults need; the validation months stay an out-of-time check.
+A family without probabilities (the ridge) is always mapped.
 
 The map is monotone, so it changes no ranking (AUC, reason order) — only what a score means, which is what the
 thresholds and every observed/expected check rely on.
@@ -20,7 +19,7 @@ Seasons are retail seasons, Nov–Dec kept apart: ``winter`` Jan–Feb, ``spring
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +39,6 @@ MISFIT_P = 0.001
 CALIBRATION_TRUSTED_TYPES = (
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",
-    "sklearn.frozen._frozen.FrozenEstimator",
     "sklearn.isotonic.IsotonicRegression",
 )
 
@@ -75,42 +73,42 @@ def _log_loss(y: npt.NDArray[np.bool_], p: npt.NDArray[np.float64]) -> float:
     return float(-np.mean(np.where(y, np.log(q), np.log1p(-q))))
 
 
-def _calibrated(model: Any, method: str, x: npt.NDArray[np.float64], y: npt.NDArray[np.bool_]) -> Any:
-    from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.frozen import FrozenEstimator
-
-    return CalibratedClassifierCV(FrozenEstimator(model), method=method).fit(x, y)
-
-
 def calibrate(
-    model: Any,
-    x: npt.NDArray[np.float64],
-    y: npt.NDArray[np.bool_],
-    customers: npt.NDArray[np.int64],
+    build: Callable[[], Any],
+    fitted: Any,
+    fit: tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_], npt.NDArray[np.int64]],
+    check: tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_], npt.NDArray[np.int64]],
     folds: int = 5,
 ) -> tuple[Any, CalibrationChoice]:
-    """``model`` (already fitted, left untouched) itself, or wrapped in the calibration map chosen on ``(x, y)`` (see
-    the module docstring) and refitted on all of it."""
+    """``fitted`` (``build()`` fitted on ``fit``'s rows) itself, or the family recalibrated on held-out folds of
+    ``fit``, as the module docstring chooses with the ``check`` rows (features, labels, customer codes)."""
+    from sklearn.calibration import CalibratedClassifierCV
     from sklearn.model_selection import GroupKFold
 
+    x_check, y_check, customers = check
     losses: dict[str, float] = {}
     hl: dict[str, float] = {}
-    candidates = {}
-    for method in METHODS:
-        p = np.empty(len(y))
-        for fit_rows, test_rows in GroupKFold(n_splits=folds).split(x, y, customers):
-            p[test_rows] = _calibrated(model, method, x[fit_rows], y[fit_rows]).predict_proba(x[test_rows])[:, 1]
-        candidates[method] = p
-    if hasattr(model, "predict_proba"):
-        candidates["none"] = model.predict_proba(x)[:, 1]
-    for name, p in candidates.items():
-        losses[name] = _log_loss(y, p)
-        hl[name] = calibration(y.astype(np.float64), p, customers).hosmer_lemeshow
+
+    def measure(name: str, model: Any) -> None:
+        p = model.predict_proba(x_check)[:, 1]
+        losses[name] = _log_loss(y_check, p)
+        hl[name] = calibration(y_check.astype(np.float64), p, customers).hosmer_lemeshow
+
     misfit = stats.chi2.isf(MISFIT_P, 8)
-    if hl.get("none", math.inf) <= misfit:
-        return model, CalibrationChoice("none", hl, losses)
-    method = "isotonic" if hl["sigmoid"] > misfit and hl["isotonic"] < hl["sigmoid"] else "sigmoid"
-    return _calibrated(model, method, x, y), CalibrationChoice(method, hl, losses)
+    if hasattr(fitted, "predict_proba"):
+        measure("none", fitted)
+        if hl["none"] <= misfit:
+            return fitted, CalibrationChoice("none", hl, losses)
+    x, y, groups = fit
+    splits = list(GroupKFold(n_splits=folds).split(x, y, groups))
+    candidates = {
+        method: CalibratedClassifierCV(build(), method=method, cv=splits, ensemble=False).fit(x, y)
+        for method in METHODS
+    }
+    for method, model in candidates.items():
+        measure(method, model)
+    method = "sigmoid" if hl["sigmoid"] <= misfit else min(METHODS, key=hl.__getitem__)
+    return candidates[method], CalibrationChoice(method, hl, losses)
 
 
 def _band_record(b: Band) -> dict[str, float | int | str]:

@@ -2,7 +2,8 @@
 
 Split by time (rows are in time order) over ``BNPL_TRAIN_DAYS`` of history (two years by default): the first half
 fits the models — a full year, so every season, the holiday season included, is learned; the next quarter
-(validation) fits each model's probability calibration (``training.calibration``), sets its risk-based thresholds
+(validation) checks each model's probability calibration (``training.calibration``; a map, when needed, is fitted
+on held-out folds of the fit year), sets its risk-based thresholds
 (``training.thresholds``, from ``BNPL_POLICY_OBJECTIVE``) and is the one reference period of every drift reference;
 the last quarter (holdout) is only used for the reported metrics and the calibration record (per score decile and
 per season) stored with the version.
@@ -206,9 +207,16 @@ def _fit_and_log(
     train, validation, holdout = splits
     model = family.build(settings.training.train_seed)
     protected = [c for name in settings.training.protected_fields for c in feature_columns(name)]
-    fitted = family.build(settings.training.train_seed).fit(neutralized(train.matrix, protected), train.labels)
+    seed = settings.training.train_seed
+    fit_matrix = neutralized(train.matrix, protected)
+    fitted = family.build(seed).fit(fit_matrix, train.labels)
     val_customers = customer_codes(validation.data.columns["customer_id"])
-    model, choice = calibrate(fitted, validation.matrix, validation.labels, val_customers)
+    model, choice = calibrate(
+        lambda: family.build(seed),
+        fitted,
+        (fit_matrix, train.labels, customer_codes(train.data.columns["customer_id"])),
+        (validation.matrix, validation.labels, val_customers),
+    )
     age_effects = bracket_effects(model, holdout.matrix)
     if "customer_age_bracket" not in settings.training.protected_fields:
         check_elderly(family.name, age_effects, settings.training.elderly_brackets)
