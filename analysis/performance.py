@@ -135,6 +135,15 @@ def brier(y: npt.ArrayLike, p: npt.ArrayLike) -> float:
     return float(np.mean(diff**2)) if diff.size else math.nan
 
 
+def customer_codes(customers: npt.ArrayLike) -> Codes:
+    """Integer code per customer id (the clusters of every clustered interval).
+
+    >>> customer_codes(["b", "a", "b"]).tolist()
+    [1, 0, 1]
+    """
+    return np.unique(np.asarray(customers, dtype=object).astype(str), return_inverse=True)[1].astype(np.int64)
+
+
 def clustered_residual_variance(residual: Array, customer: Codes) -> float:
     """``Σ_c (Σ_{i∈c} r_i)²``: the cluster-robust variance of ``Σ r`` (customers as clusters)."""
     if residual.size == 0:

@@ -40,6 +40,7 @@ from analysis.performance import (
     brier,
     calibration,
     calibration_factor,
+    customer_codes,
     delong,
     estimate,
     ks_statistic,
@@ -182,7 +183,7 @@ def _utc64(values: Any) -> npt.NDArray[np.datetime64]:
 def loans_of(columns: dict[str, list[Any]]) -> Loans:
     """The warehouse's performance rows (``Warehouse.performance_rows``) as :class:`Loans`."""
     n = len(columns.get("transaction_id", []))
-    _, codes = np.unique(np.asarray(columns.get("customer_id", []), dtype=object).astype(str), return_inverse=True)
+    codes = customer_codes(columns.get("customer_id", []))
     scores: dict[str, npt.NDArray[np.float64]] = {}
     aliases: dict[str, str] = {}
     for i, (preds, versions) in enumerate(

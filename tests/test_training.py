@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import mlflow
 import mlflow.sklearn
 import numpy as np
 import pytest
 
+from common.settings import TrainingSettings
 from datagen import generate
 from features import FEATURE_NAMES, featurize_columns
 from registry import has_aliases, list_versions, mlflow_client, read_profile, resolve_alias
 from registry.store import POLICY_FILE, read_extra_file
-from training.thresholds import Objective, choose_thresholds, decide, decision_rates
+from training.thresholds import choose_thresholds, decide, decision_rates
+from training.train import objective_of
+
+DEFAULT_OBJECTIVE = objective_of(TrainingSettings())
 
 
 def test_aliases_resolve_through_models_uris(trained_registry):
@@ -120,7 +126,7 @@ def test_training_runs_are_logged_with_metrics(trained_registry):
 
 def test_target_cutoff_is_the_largest_meeting_the_target():
     p = np.random.default_rng(0).beta(1, 12, 50_000)
-    objective = Objective(target_default_rate=0.03)
+    objective = replace(DEFAULT_OBJECTIVE, target_default_rate=0.03)
     thresholds = choose_thresholds(p, objective)
     approved = p < thresholds.review
     assert p[approved].mean() <= 0.03
@@ -132,13 +138,13 @@ def test_target_cutoff_is_the_largest_meeting_the_target():
 
 
 def test_profit_cutoffs_maximise_expected_profit():
-    objective = Objective(kind="profit")
+    objective = replace(DEFAULT_OBJECTIVE, kind="profit")
     thresholds = choose_thresholds(np.linspace(0, 1, 1001), objective)
     grid = np.linspace(0, 1, 2001)
     best = np.argmax(np.stack([objective.profit(grid, np.full(grid.size, d, np.int8)) for d in (0, 1, 2)]), axis=0)
     np.testing.assert_array_equal(decide(grid, thresholds), best)
     # Without a review that pays (review costs more than it saves anywhere), one break-even cut-off.
-    dear = Objective(kind="profit", review_cost=0.2)
+    dear = replace(DEFAULT_OBJECTIVE, kind="profit", review_cost=0.2)
     review, deny = dear.cost_cutoffs()
     assert review == deny == pytest.approx(dear.margin / (dear.margin + dear.loss_given_default))
 
@@ -146,4 +152,4 @@ def test_profit_cutoffs_maximise_expected_profit():
 def test_objective_rejects_impossible_settings():
     for bad in ({"kind": "volume"}, {"target_default_rate": 0.0}, {"review_catch": 1.5}, {"margin": -0.01}):
         with pytest.raises(ValueError):
-            Objective(**bad)
+            replace(DEFAULT_OBJECTIVE, **bad)

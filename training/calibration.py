@@ -53,15 +53,10 @@ def season_index(timestamps: npt.ArrayLike) -> npt.NDArray[np.int64]:
     return np.asarray(MONTH_SEASON[months - 1], dtype=np.int64)
 
 
-def customer_codes(customers: npt.ArrayLike) -> npt.NDArray[np.int64]:
-    """Integer code per customer id (the clusters of every clustered interval)."""
-    return np.unique(np.asarray(customers, dtype=object).astype(str), return_inverse=True)[1].astype(np.int64)
-
-
 @dataclass(frozen=True, slots=True)
 class CalibrationChoice:
-    """Which map was fitted, and each candidate's out-of-fold Hosmer–Lemeshow χ² and log loss (and the raw
-    scores', for a family that has probabilities)."""
+    """Which map was chosen (``none``: the model's own probabilities), and the Hosmer–Lemeshow χ² and log loss on
+    the validation months of each candidate measured."""
 
     method: str
     hosmer_lemeshow: dict[str, float]

@@ -1,5 +1,6 @@
-"""The candidate model families: scikit-learn estimators over the 36 features. Training fits one, then wraps it in
-the probability calibration fitted on held-out data (``training.calibration``); that wrapper is what is registered."""
+"""The candidate model families: scikit-learn estimators over the 36 features. Training fits one and registers it
+as it is when its probabilities pass the calibration check, else recalibrated on held-out folds
+(``training.calibration``)."""
 
 from __future__ import annotations
 
@@ -33,8 +34,8 @@ def _logreg(seed: int) -> Pipeline:
 
 
 def _ridge(seed: int) -> Pipeline:
-    # A ridge classifier has no probabilities: its decision values get them from the calibration every family
-    # receives on held-out data (training.calibration).
+    # A ridge classifier has no probabilities: its decision values always get them from a calibration map fitted on
+    # held-out folds (training.calibration).
     return Pipeline([("scale", StandardScaler()), ("clf", RidgeClassifier(alpha=10.0))])
 
 

@@ -37,14 +37,15 @@ OBJECTIVES = ("default_rate", "profit")
 
 @dataclass(frozen=True, slots=True)
 class Objective:
-    """What the cut-offs optimise (see the module docstring)."""
+    """What the cut-offs optimise (see the module docstring; the defaults are the training settings', see
+    ``training.train.objective_of``)."""
 
-    kind: str = "default_rate"
-    target_default_rate: float = 0.02
-    margin: float = 0.06
-    loss_given_default: float = 0.5
-    review_cost: float = 0.01
-    review_catch: float = 0.6
+    kind: str
+    target_default_rate: float
+    margin: float
+    loss_given_default: float
+    review_cost: float
+    review_catch: float
 
     def __post_init__(self) -> None:
         if self.kind not in OBJECTIVES:

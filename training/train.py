@@ -29,13 +29,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from analysis.performance import customer_codes
 from common.progress import step
 from common.settings import Settings, TrainingSettings
 from datagen import Dataset, generate
 from features import FEATURE_NAMES, featurize_columns
 from features.spec import AGE_BRACKETS, FEATURE_SPEC_VERSION, feature_columns, metric_key
 from registry import POLICY_FILE, PROFILE_FILE, ensure_experiment, mlflow_client
-from training.calibration import CALIBRATION_TRUSTED_TYPES, calibrate, calibration_record, customer_codes, season_index
+from training.calibration import CALIBRATION_TRUSTED_TYPES, calibrate, calibration_record, season_index
 from training.metrics import holdout_metrics, paired_auc_difference
 from training.models import FAMILIES, Family
 from training.profile import build_profile
@@ -148,16 +149,20 @@ def neutralized(matrix: npt.NDArray[np.float64], columns: list[int]) -> npt.NDAr
     return out
 
 
+def _mean_log_odds(model: Any, rows: npt.NDArray[np.float64], column: int, value: float) -> float:
+    """Mean log-odds of ``model`` on ``rows`` with feature ``column`` set to ``value`` for every row (``rows`` is
+    changed in place)."""
+    rows[:, column] = value
+    p = np.clip(_score(model, rows), 1e-12, 1 - 1e-12)
+    return float(np.mean(np.log(p / (1 - p))))
+
+
 def bracket_effects(model: Any, matrix: npt.NDArray[np.float64]) -> dict[str, float]:
     """Mean log-odds change of ``model`` on ``matrix`` when only the age bracket is set to each bracket, relative to
     the middle bracket (35-44): what the model does with age, all else equal."""
     (column,) = feature_columns("customer_age_bracket")
     rows = matrix[: min(len(matrix), 20_000)].copy()
-    means = {}
-    for ordinal, bracket in enumerate(AGE_BRACKETS):
-        rows[:, column] = ordinal
-        p = np.clip(_score(model, rows), 1e-12, 1 - 1e-12)
-        means[bracket] = float(np.mean(np.log(p / (1 - p))))
+    means = {bracket: _mean_log_odds(model, rows, column, ordinal) for ordinal, bracket in enumerate(AGE_BRACKETS)}
     reference = means[AGE_BRACKETS[2]]
     return {b: m - reference for b, m in means.items()}
 
@@ -166,12 +171,7 @@ def holiday_effect(model: Any, matrix: npt.NDArray[np.float64]) -> float:
     """Mean log-odds change of ``model`` on ``matrix`` when only the holiday-season flag goes from 0 to 1."""
     (column,) = feature_columns("is_holiday_season")
     rows = matrix[: min(len(matrix), 20_000)].copy()
-    log_odds = []
-    for flag in (0.0, 1.0):
-        rows[:, column] = flag
-        p = np.clip(_score(model, rows), 1e-12, 1 - 1e-12)
-        log_odds.append(np.log(p / (1 - p)))
-    return float(np.mean(log_odds[1] - log_odds[0]))
+    return _mean_log_odds(model, rows, column, 1.0) - _mean_log_odds(model, rows, column, 0.0)
 
 
 def check_elderly(family: str, effects: dict[str, float], elderly: tuple[str, ...], tolerance: float = 0.01) -> None:
