@@ -21,6 +21,7 @@ COPY datagen ./datagen
 COPY decision ./decision
 COPY drift ./drift
 COPY features ./features
+COPY governance ./governance
 COPY performance ./performance
 COPY producers ./producers
 COPY registry ./registry

@@ -71,8 +71,13 @@ class DeLong:
         return max(0.0, float(self.aucs[i]) - half), min(1.0, float(self.aucs[i]) + half)
 
 
-def delong(y: npt.ArrayLike, scores: npt.ArrayLike) -> DeLong:
-    """DeLong AUCs and covariance of the score rows of ``scores`` (shape k × n, or one row of n) against ``y``."""
+def delong(y: npt.ArrayLike, scores: npt.ArrayLike, customer: Codes | None = None) -> DeLong:
+    """DeLong AUCs and covariance of the score rows of ``scores`` (shape k × n, or one row of n) against ``y``.
+
+    With ``customer`` (integer codes, see :func:`customer_codes`) the covariance is clustered by customer
+    (Obuchowski 1997): a customer's loans share one borrower, so their placements are not independent, and the
+    independent-loan variance is too small when customers repeat.
+    """
     labels = np.asarray(y, dtype=bool)
     s = np.atleast_2d(np.asarray(scores, dtype=np.float64))
     m, n = int(labels.sum()), int((~labels).sum())
@@ -90,8 +95,30 @@ def delong(y: npt.ArrayLike, scores: npt.ArrayLike) -> DeLong:
         aucs[r] = (tz[:m].sum() - m * (m + 1) / 2) / (m * n)
         v10[r] = (tz[:m] - tx) / n  # per bad loan: share of good loans it outranks
         v01[r] = 1.0 - (tz[m:] - ty) / m  # per good loan: share of bad loans that outrank it
-    covariance = np.atleast_2d(np.cov(v10)) / m + np.atleast_2d(np.cov(v01)) / n
+    if customer is None:
+        covariance = np.atleast_2d(np.cov(v10)) / m + np.atleast_2d(np.cov(v01)) / n
+    else:
+        covariance = _clustered_covariance(v10, v01, aucs, np.asarray(customer), labels)
     return DeLong(aucs, covariance, m, n)
+
+
+def _clustered_covariance(v10: Array, v01: Array, aucs: Array, customer: Codes, labels: npt.NDArray[np.bool_]) -> Array:
+    """Obuchowski's clustered DeLong covariance: placements summed per customer, centred by each customer's count
+    of bad (``m_c``) and good (``n_c``) loans times the AUC."""
+    _, codes = np.unique(customer, return_inverse=True)
+    clusters = int(codes.max()) + 1
+    pos, neg = codes[labels], codes[~labels]
+    m, n = pos.size, neg.size
+    m_c = np.bincount(pos, minlength=clusters).astype(np.float64)
+    n_c = np.bincount(neg, minlength=clusters).astype(np.float64)
+    a = np.stack([np.bincount(pos, weights=row, minlength=clusters) for row in v10]) - np.outer(aucs, m_c)
+    b = np.stack([np.bincount(neg, weights=row, minlength=clusters) for row in v01]) - np.outer(aucs, n_c)
+    scale = clusters / (clusters - 1) if clusters > 1 else 1.0
+    s10 = scale * (a @ a.T) / m
+    s01 = scale * (b @ b.T) / n
+    s11 = scale * (a @ b.T)
+    covariance: Array = s10 / m + s01 / n + (s11 + s11.T) / (m * n)
+    return covariance
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,6 +102,16 @@ async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
     await asyncio.gather(task, return_exceptions=True)
 
 
+async def _control_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The emergency fallback switch: read before the first request, then every poll period."""
+    watcher = app[WATCHER]
+    await watcher.refresh_control(app[REDIS], app[KEYS])
+    task = asyncio.create_task(watcher.run_control(app[REDIS], app[KEYS]), name="fallback-switch")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
 def create_app(
     settings: Settings, engine: DecisionEngine | None = None, watch_registry: bool = True
 ) -> web.Application:
@@ -128,6 +138,7 @@ def create_app(
     app[METRICS].set_models([(m.alias, m.version, m.family) for m in models.models] if models else [])
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_publisher_ctx)
+    app.cleanup_ctx.append(_control_ctx)
     if watch_registry:
         app.cleanup_ctx.append(_registry_ctx)
     add_routes(app)

@@ -43,6 +43,13 @@ class ApiMetrics:
             registry=self.registry,
         )
         self.fallback = Gauge("bnpl_fallback_mode", "1 while the rule-based fallback decides", registry=self.registry)
+        self.fallback_engaged = Gauge(
+            "bnpl_fallback_engaged",
+            "1 while the emergency fallback switch is on (bnpl fallback on, or the guardian)",
+            registry=self.registry,
+        )
+        self._no_models = True
+        self._engaged = False
         self.registry.register(self)
 
     # --- request path ---------------------------------------------------------------------------------------------
@@ -65,7 +72,14 @@ class ApiMetrics:
         self.model_info.clear()
         for alias, version, family in models:
             self.model_info.labels(alias, version, family).set(1)
-        self.fallback.set(0 if models else 1)
+        self._no_models = not models
+        self.fallback.set(int(self._no_models or self._engaged))
+
+    def set_fallback_engaged(self, engaged: bool) -> None:
+        """The emergency fallback switch (operator or guardian) is on: rules decide although models are loaded."""
+        self._engaged = engaged
+        self.fallback_engaged.set(int(engaged))
+        self.fallback.set(int(self._no_models or self._engaged))
 
     # --- scrape time ----------------------------------------------------------------------------------------------
     def describe(self) -> list[Any]:

@@ -120,7 +120,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: ``ready``, or ``degraded`` with reasons — the rule-based fallback decides, or events are not
+    """Readiness: ``ready``, or ``degraded`` with reasons — the rule-based fallback decides (no model loaded, or
+    the emergency switch is on: ``fallback: …``), the active experiment cannot be applied, or events are not
     reaching Redis (spooled, queued too deep, stalled). 200 either way; 503 when degraded and ``?strict=1``.
 
     Without a valid API key the answer holds states only; with one it adds the details (errors with credentials
@@ -130,11 +131,15 @@ async def readyz(request: web.Request) -> web.Response:
     watcher, publisher = app[WATCHER], app[PUBLISHER]
     publishing = publisher.health()
     reasons = [] if models is not None else ["no model could be loaded: the rule-based fallback decides"]
+    if watcher.fallback is not None:
+        reasons.append(f"fallback: {watcher.fallback.describe()}")
+    if models is not None and models.experiment_problem:
+        reasons.append(models.experiment_problem)
     reasons += publishing.reasons
     body: dict[str, Any] = {
         "status": "degraded" if reasons else "ready",
         "reasons": reasons,
-        "decision_policy": THRESHOLD_POLICY if models else FALLBACK_POLICY,
+        "decision_policy": THRESHOLD_POLICY if models and watcher.fallback is None else FALLBACK_POLICY,
         "models": {
             m.alias: {"version": m.version, "family": m.family, "scorer": m.scorer.kind}
             for m in (models.models if models else ())

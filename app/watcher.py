@@ -12,9 +12,11 @@ import time
 from typing import Any
 
 from app.metrics import ApiMetrics
+from common.keys import Keys
 from common.redact import redact_text
 from common.settings import RegistrySettings
 from decision.engine import DecisionEngine
+from governance.fallback import FallbackState, read_state
 from registry.loader import build_model_set, registry_pointers
 
 log = logging.getLogger(__name__)
@@ -31,19 +33,28 @@ class RegistryWatcher:
         self.last_error: str | None = None
         self.last_refresh: float | None = None
         self.swaps = 0
+        #: What the served set was built from (aliases, experiment, problem): unchanged ⇒ nothing to do.
+        self._inputs: tuple[Any, ...] | None = None
+        #: The emergency fallback switch as last read from Redis (None: off).
+        self.fallback: FallbackState | None = None
+        self.control_error: str | None = None
 
     def _poll(self) -> bool:
         from registry.store import mlflow_client
 
         if self._client is None:
             self._client = mlflow_client(self._settings)
-        pointers, experiment = registry_pointers(self._client, self._settings)
+        pointers, experiment, problem = registry_pointers(self._client, self._settings)
         current = self._engine.models
         wanted = {alias: v.version for alias, v in pointers.items()}
-        if current is not None and current.versions == wanted and current.experiment == experiment:
+        inputs = (wanted, experiment, problem)
+        if current is not None and inputs == self._inputs:
             return False
-        model_set = build_model_set(pointers, experiment, current.by_alias if current else None)
+        model_set = build_model_set(pointers, experiment, problem, loaded=current.by_alias if current else None)
+        if model_set is not None and model_set.experiment_problem:
+            log.error("%s", model_set.experiment_problem)
         self._engine.swap(model_set)
+        self._inputs = inputs
         self._metrics.set_models([(m.alias, m.version, m.family) for m in model_set.models] if model_set else [])
         log.info(
             "serving %s, experiment %s", wanted or "the rule-based fallback", experiment.name if experiment else "none"
@@ -73,3 +84,26 @@ class RegistryWatcher:
         while True:
             await asyncio.sleep(self._settings.registry_poll_seconds)
             await self.refresh()
+
+    async def refresh_control(self, redis: Any, keys: Keys) -> None:
+        """Read the emergency fallback switch; an unreadable Redis keeps the last state read."""
+        try:
+            state = await read_state(redis, keys)
+        except Exception as exc:  # Redis down: keep what we know (the publisher reports Redis health)
+            self.control_error = f"{exc.__class__.__name__}: {redact_text(str(exc))[:200]}"
+            return
+        self.control_error = None
+        if state != self.fallback:
+            if state is not None:
+                log.error("emergency fallback engaged: %s; rules decide", state.describe())
+            else:
+                log.warning("emergency fallback released; models decide")
+        self.fallback = state
+        self._engine.fallback_reason = state.describe() if state else None
+        self._metrics.set_fallback_engaged(state is not None)
+
+    async def run_control(self, redis: Any, keys: Keys) -> None:
+        """Poll the switch every ``registry_poll_seconds`` (independently of the registry, which may be down)."""
+        while True:
+            await self.refresh_control(redis, keys)
+            await asyncio.sleep(self._settings.registry_poll_seconds)

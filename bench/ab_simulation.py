@@ -44,7 +44,7 @@ def _engine(settings: Settings) -> Any:
 
     client = mlflow_client(settings.registry)
     if not has_aliases(client, settings.registry.model_name):
-        train_and_register(settings)
+        train_and_register(settings, promote=True)
     return DecisionEngine(build_model_set(*registry_pointers(client, settings.registry)))
 
 

@@ -81,7 +81,7 @@ def _ensure_registry(settings: Settings) -> None:
 
     if not has_aliases(mlflow_client(settings.registry), settings.registry.model_name):
         print("no champion/challenger in the registry: training first", flush=True)
-        train_and_register(settings)
+        train_and_register(settings, promote=True)
 
 
 def _write_bodies(directory: Path) -> tuple[Path, Path]:

@@ -91,7 +91,7 @@ def main() -> int:
     failures: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings.from_env().replace(data_dir=Path(tmp), tracking_uri="", artifact_root="")
-        report = train_and_register(settings)
+        report = train_and_register(settings, promote=True)
         objective = objective_of(settings.training)
         print(f"objective: {objective.describe()}", flush=True)
         print(f"generating {ROWS:,} fresh applications (seed 11, 2026) …", flush=True)

@@ -43,7 +43,7 @@ def _engine(settings: Settings) -> Any:
     from registry.loader import build_model_set, registry_pointers
     from training.train import train_and_register
 
-    train_and_register(settings)
+    train_and_register(settings, promote=True)
     client = mlflow_client(settings.registry)
     return DecisionEngine(build_model_set(*registry_pointers(client, settings.registry)))
 

@@ -48,7 +48,7 @@ def _models(settings: Settings, retrain: bool) -> Any:
         client = mlflow_client(settings.registry)
     _banner("models")
     if retrain or not has_aliases(client, model_name):
-        print(training_summary(train_and_register(settings)))
+        print(training_summary(train_and_register(settings, promote=True)))
     else:
         print(
             f"registry already has {model_name}@champion and @challenger; skipping training "

@@ -1,7 +1,8 @@
 """``bnpl <command>``: every process of the system starts here.
 
 Commands: ``serve`` (the decision API), ``consume`` (a consumer group), ``status``, ``train`` (fit + register
-candidates), ``promote`` (move an alias), ``models`` (list the registry), ``experiment``, ``ab-report``,
+candidates), ``promote`` / ``unalias`` (move or remove an alias, gated and audited), ``models`` (the registry, its
+audit trail, model cards), ``fallback`` (the emergency switch), ``experiment``, ``ab-report``,
 ``warehouse migrate``, ``outcomes load|simulate``, ``performance``, ``config`` (the effective settings),
 ``generate`` (synthetic requests as JSON lines), ``webhook-receiver`` and ``demo`` (the whole system on embedded
 defaults).
@@ -29,28 +30,95 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from training.train import train_and_register
 
     settings = _settings(args)
-    report = train_and_register(settings, families=args.families, rows=args.rows)
+    report = train_and_register(settings, families=args.families, rows=args.rows, promote=args.promote)
     print(training_summary(report))
-    return 0
+    return 2 if any(p.refusal for p in report.proposals) else 0
 
 
 def _cmd_promote(args: argparse.Namespace) -> int:
+    from bnpl_cli.report import alias_change_text
+    from governance.aliases import check_promotion, promote
     from registry import mlflow_client
 
-    registry = _settings(args).registry
-    client = mlflow_client(registry)
-    client.set_registered_model_alias(registry.model_name, args.alias, str(args.version))
-    print(f"{registry.model_name}@{args.alias} -> version {args.version}")
+    settings = _settings(args)
+    client = mlflow_client(settings.registry)
+    if args.dry_run:
+        change = check_promotion(client, settings, args.alias, str(args.version))
+        print(alias_change_text(settings.registry.model_name, change))
+        return 0 if change.gate.passed and not change.experiments else 2
+    change = promote(client, settings, args.alias, str(args.version), force=args.force, reason=args.reason)
+    print(alias_change_text(settings.registry.model_name, change))
+    return 0
+
+
+def _cmd_unalias(args: argparse.Namespace) -> int:
+    from governance.aliases import unalias
+    from registry import mlflow_client
+
+    settings = _settings(args)
+    event = unalias(mlflow_client(settings.registry), settings, args.alias, force=args.force, reason=args.reason)
+    print(f"{settings.registry.model_name}: {event.summary()} (audit {event.event_id})")
     return 0
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from bnpl_cli.report import registry_table
+    from bnpl_cli.report import history_table, registry_table
     from registry import list_versions, mlflow_client
 
-    registry = _settings(args).registry
-    print(registry_table(list_versions(mlflow_client(registry), registry.model_name)))
+    settings = _settings(args)
+    registry = settings.registry
+    client = mlflow_client(registry)
+    if args.card:
+        from governance.cards import read_card
+
+        print(read_card(client, registry.model_name, str(args.card), html=args.html))
+        return 0
+    if args.history:
+        from governance.audit import history, sync_warehouse
+
+        events = history(client, registry.model_name)
+        print(history_table(events))
+        try:
+            copied = sync_warehouse(settings, events)
+            if copied:
+                print(f"({copied} record(s) copied to the warehouse table model_events, which had missed them)")
+        except Exception as exc:  # the registry holds the trail; say the warehouse copy lags
+            print(f"warning: the warehouse table model_events could not be brought up to date ({exc})")
+        return 0
+    print(registry_table(list_versions(client, registry.model_name)))
     return 0
+
+
+def _cmd_fallback(args: argparse.Namespace) -> int:
+    from governance.fallback import read_state_sync, switch
+    from registry import mlflow_client
+
+    settings = _settings(args)
+    if args.state == "status":
+        from common.redis_client import connect_sync
+
+        redis = connect_sync(settings.streams.redis_url)
+        try:
+            state = read_state_sync(redis, settings.keys)
+        finally:
+            redis.close()
+        print(f"fallback ON: {state.describe()}" if state else "fallback off: models decide")
+        return 0
+    if args.state == "on" and not args.reason.strip():
+        raise GovernanceUsage("bnpl fallback on needs --reason: the audit record and the alert say why")
+    event = switch(mlflow_client(settings.registry), settings, args.state == "on", args.reason)
+    if event is None:
+        print(f"fallback already {args.state}; nothing changed")
+        return 0
+    print(
+        f"{event.summary()} (audit {event.event_id}); every API replica follows within "
+        f"{settings.registry.registry_poll_seconds:g} s (BNPL_REGISTRY_POLL_SECONDS)"
+    )
+    return 0
+
+
+class GovernanceUsage(Exception):
+    """A governance command used without what it needs (exit 2)."""
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -226,15 +294,41 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train every model family and register them in MLflow")
     train.add_argument("--rows", type=int, help="synthetic rows (env BNPL_TRAIN_ROWS, default 200000)")
     train.add_argument("--families", nargs="+", choices=sorted(FAMILIES), default=list(FAMILIES))
+    train.add_argument(
+        "--promote",
+        action="store_true",
+        help="also move each alias to its best new version when the promotion gate passes (default: register only)",
+    )
     train.set_defaults(func=_cmd_train)
 
-    promote = sub.add_parser("promote", help="point a registry alias (champion, challenger, …) at a version")
-    promote.add_argument("--alias", required=True)
-    promote.add_argument("--version", required=True, type=int)
+    promote = sub.add_parser(
+        "promote", help="point a configured alias at a version, through the promotion gate (audited)"
+    )
+    promote.add_argument("--alias", required=True, help="a configured alias (BNPL_MODEL_ALIASES)")
+    promote.add_argument("--version", required=True, type=int, help="registered version to point it at")
+    promote.add_argument("--force", action="store_true", help="override a failed gate or an active experiment")
+    promote.add_argument("--reason", default="", help="why (required with --force; recorded in the audit trail)")
+    promote.add_argument("--dry-run", action="store_true", help="show the evidence and the gate, change nothing")
     promote.set_defaults(func=_cmd_promote)
 
+    unalias = sub.add_parser("unalias", help="remove a configured alias (audited)")
+    unalias.add_argument("--alias", required=True)
+    unalias.add_argument("--force", action="store_true", help="remove the champion or an alias in an experiment")
+    unalias.add_argument("--reason", default="", help="why (required with --force)")
+    unalias.set_defaults(func=_cmd_unalias)
+
     models = sub.add_parser("models", help="list registered versions, aliases, AUCs and thresholds")
+    models.add_argument("--history", action="store_true", help="the audit trail: every alias change and fallback")
+    models.add_argument("--card", metavar="VERSION", type=int, help="print the model card of a version")
+    models.add_argument("--html", action="store_true", help="with --card: the HTML card instead of Markdown")
     models.set_defaults(func=_cmd_models)
+
+    fallback = sub.add_parser(
+        "fallback", help="emergency switch: every API replica decides with the rule-based policy (audited, alerted)"
+    )
+    fallback.add_argument("state", choices=("on", "off", "status"))
+    fallback.add_argument("--reason", default="", help="why (required with on)")
+    fallback.set_defaults(func=_cmd_fallback)
 
     gen = sub.add_parser("generate", help="write synthetic requests (+ outcomes) as JSON lines")
     gen.add_argument("--rows", type=int, default=10_000)
@@ -305,9 +399,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``bnpl`` console script."""
+    """Entry point of the ``bnpl`` console script. A refused change (promotion gate, experiment validation,
+    missing reason) prints one line and exits 2."""
+    from governance.aliases import GovernanceError
+    from registry.experiments import ExperimentError
+
     args = build_parser().parse_args(argv)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except (GovernanceError, ExperimentError, GovernanceUsage) as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
     return code
 
 

@@ -6,6 +6,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from common.settings import Settings
+from governance.aliases import AliasChange
+from governance.audit import ModelEvent
+from governance.gate import Evidence
 from registry import RegisteredVersion
 from training.train import TrainingReport
 
@@ -122,7 +125,73 @@ def training_summary(report: TrainingReport) -> str:
         lines.append(f"champion AUC − {family}: {diff:+.4f} (95% paired bootstrap {low:+.4f} … {high:+.4f})")
     for family, why in report.rejected.items():
         lines.append(f"not registered: {family}: {why}")
+    for p in report.proposals:
+        held = (
+            f"v{p.holder} (AUC {p.holder_auc:.4f})" if p.holder and p.holder_auc is not None else p.holder or "nobody"
+        )
+        gate = "gate passes" if not p.failed_checks else f"gate fails: {', '.join(p.failed_checks)}"
+        if p.moved:
+            done = "moved (audited)"
+        elif p.refusal:
+            done = f"not moved: {p.refusal}"
+        elif p.holder == p.candidate:
+            done = "already there"
+        else:
+            done = f"not moved (bnpl promote --alias {p.alias} --version {p.candidate})"
+        lines.append(f"@{p.alias}: held by {held}; best new v{p.candidate} (AUC {p.candidate_auc:.4f}); {gate}; {done}")
     return "\n".join(lines)
+
+
+def alias_change_text(model_name: str, change: AliasChange) -> str:
+    """Old → new with both versions' evidence and the gate's checks."""
+    old, new = change.gate.holder, change.gate.candidate
+
+    def cells(e: Evidence | None) -> list[str]:
+        if e is None:
+            return ["-"] * 7
+        return [
+            f"v{e.version} {e.family}",
+            "?" if e.holdout_auc is None else f"{e.holdout_auc:.4f}",
+            " ".join(f"{label} {ratio:.3f}" for label, ratio, _, _ in e.calibration) or "?",
+            "?" if e.impact_ratio is None else f"{e.impact_ratio:.3f}",
+            ",".join(e.protected_fields) or "none",
+            f"{e.thresholds[0]:.4f} / {e.thresholds[1]:.4f}",
+            "?" if e.expected_approve_rate is None else f"{e.expected_approve_rate:.1%}",
+        ]
+
+    names = ["version", "holdout AUC", "calibration O/E", "adverse impact", "protected", "review / deny", "approve"]
+    rows = [[n, a, b] for n, a, b in zip(names, cells(old), cells(new), strict=True)]
+    verb = "moved" if change.event else ("unchanged (already there)" if old and old.version == new.version else "")
+    lines = [
+        f"{model_name}@{change.alias}: {('v' + old.version) if old else 'nobody'} → v{new.version} {verb}".rstrip(),
+        _table(["", "now", "candidate"], rows),
+        "promotion gate:",
+        change.gate.text(),
+    ]
+    if change.experiments:
+        lines.append(f"active experiment(s) deciding with @{change.alias}: {', '.join(change.experiments)}")
+    if change.event:
+        lines.append(f"audit record {change.event.event_id}: {change.event.summary()}")
+    return "\n".join(lines)
+
+
+def history_table(events: Sequence[ModelEvent]) -> str:
+    """The audit trail, oldest first."""
+    if not events:
+        return "no alias change or fallback switch recorded"
+    rows = [
+        [
+            e.at[:19].replace("T", " "),
+            e.action + (" (forced)" if e.forced else ""),
+            e.alias or "-",
+            e.from_version or "-",
+            e.to_version or "-",
+            e.actor,
+            (e.reason or "")[:80],
+        ]
+        for e in events
+    ]
+    return _table(["when (UTC)", "action", "alias", "from", "to", "who", "reason"], rows)
 
 
 def _age_effect(metrics: dict[str, float]) -> str:

@@ -234,6 +234,12 @@ class Keys:
         """Marker: ``window`` was logged (events for it now count as late)."""
         return f"{self.prefix}:mlflow:{self.tag(shard)}:closed:{window}"
 
+    # --- governance ----------------------------------------------------------------------------------------------
+    def fallback(self) -> str:
+        """Hash of the emergency fallback switch (``reason``, ``actor``, ``at``): present = every API replica decides
+        with the rule-based policy."""
+        return f"{self.prefix}:control:fallback"
+
     # --- alerts --------------------------------------------------------------------------------------------------
     def alerted(self, cause: str) -> str:
         """Dedup marker of an alert cause (``SET NX`` with the cooldown as TTL)."""

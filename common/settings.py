@@ -309,6 +309,28 @@ class RegistrySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class GovernanceSettings:
+    """Who may move which alias when: the promotion gate, the guardian, the audit trail, the emergency fallback."""
+
+    actor: str = setting("BNPL_ACTOR", "", "who audit records name for CLI changes", shown="`<user>@<host>`")
+    gate_auc_tolerance: float = setting(
+        "BNPL_GATE_AUC_TOLERANCE",
+        0.002,
+        "promotion gate: a candidate's holdout AUC may be at most this below the holder's",
+    )
+    gate_calibration_error: float = setting(
+        "BNPL_GATE_CALIBRATION_ERROR",
+        0.10,
+        "promotion gate: holdout observed/expected defaults must lie within 1 ± this, overall and in every season",
+    )
+    gate_min_impact_ratio: float = setting(
+        "BNPL_GATE_MIN_IMPACT_RATIO",
+        0.80,
+        "promotion gate: lowest approval rate of an age bracket over the highest, on the holdout (four-fifths rule)",
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class TrainingSettings:
     """`bnpl train` and the demo's training step."""
 
@@ -381,6 +403,7 @@ SECTIONS: Final[dict[str, type]] = {
     "alerts": AlertSettings,
     "performance": PerformanceSettings,
     "registry": RegistrySettings,
+    "governance": GovernanceSettings,
     "training": TrainingSettings,
     "bench": BenchSettings,
 }
@@ -463,6 +486,7 @@ class Settings:
     alerts: AlertSettings
     performance: PerformanceSettings
     registry: RegistrySettings
+    governance: GovernanceSettings
     training: TrainingSettings
     bench: BenchSettings
     #: Extra labels copied onto every logged run (not secrets). Not read from the environment.

@@ -50,6 +50,8 @@ class DecisionEngine:
     def __init__(self, models: ModelSet | None = None, instance_id: str = "api-1") -> None:
         self._models = models
         self.instance_id = instance_id
+        #: Why the emergency fallback decides although models are loaded (None: models decide).
+        self.fallback_reason: str | None = None
 
     @property
     def models(self) -> ModelSet | None:
@@ -71,9 +73,13 @@ class DecisionEngine:
         versions: dict[str, str] = {}
         reasons: list[ReasonCode]
         inference_start = time.perf_counter()
-        if models is None:
+        if models is None or self.fallback_reason is not None:
+            if models is not None:  # engaged by an operator or the guardian: models still score (shadow)
+                for model in models.models:
+                    scores[model.alias] = model.scorer.score(x)
+                versions = models.versions
             outcome = fallback_policy(request)
-            inference_ms = 0.0
+            inference_ms = (time.perf_counter() - inference_start) * 1000.0
             probability = None
             family, alias, version, arm, policy = "rules", None, None, "fallback", FALLBACK_POLICY
             thresholds: dict[str, float] = {}

@@ -35,6 +35,8 @@ class ModelSet:
 
     models: tuple[LoadedModel, ...]
     experiment: Experiment | None = None
+    #: Why the active experiment is not applied (the champion decides): readiness reports it.
+    experiment_problem: str | None = None
     by_alias: dict[str, LoadedModel] = field(init=False)
     #: Alias → version: what responses and events carry, and what the watcher compares (built once; never mutated).
     versions: dict[str, str] = field(init=False)

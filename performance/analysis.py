@@ -369,17 +369,16 @@ def analyse(
         s = cohort.scores[version]
         mask = labelled & ~np.isnan(s)
         y, p, cust = cohort.bad[mask], s[mask], cohort.customer[mask]
-        result = delong(y, p)
+        result = delong(y, p, cust)
         lo, hi = result.ci(0, CONFIDENCE)
         vs = None
         if champion is not None and version != champion:
             both = mask & ~np.isnan(cohort.scores[champion])
             if both.any():
-                vs = paired_test(
-                    delong(cohort.bad[both], np.vstack([s[both], cohort.scores[champion][both]])), 0, 1, CONFIDENCE
-                )
+                pair = np.vstack([s[both], cohort.scores[champion][both]])
+                vs = paired_test(delong(cohort.bad[both], pair, cohort.customer[both]), 0, 1, CONFIDENCE)
         own = labelled & cohort.approved & (cohort.version == version)
-        own_result = delong(cohort.bad[own], s[own]) if own.any() else delong([], [])
+        own_result = delong(cohort.bad[own], s[own], cohort.customer[own]) if own.any() else delong([], [])
         a_lo, a_hi = own_result.ci(0, 1 - alpha) if own.any() else (math.nan, math.nan)
         ratio = _rate(cohort.customer[own], cohort.bad[own])
         default_approved = _interval(ratio, z95)

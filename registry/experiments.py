@@ -117,15 +117,84 @@ def active_experiment(client: Any, model_name: str) -> Experiment | None:
     return _info(found[0]).as_experiment() if found else None
 
 
-def create_experiment(client: Any, settings: RegistrySettings, spec: ExperimentSpec) -> ExperimentInfo:
-    """Create (or update, while not active) experiment ``spec.name`` as a draft."""
-    allocation = parse_allocation(spec.allocation)
-    arm_models = parse_arm_models(spec.arm_models)
-    experiment_id = ensure_experiment(client, settings, spec.name)
-    Experiment(experiment_id, spec.name, experiment_id, allocation, arm_models)  # validates before any change
-    unknown_arms = {arm for arm, _ in arm_models} - {arm for arm, _ in allocation}
+class ExperimentError(ValueError):
+    """An experiment configuration that cannot run; nothing was created or changed."""
+
+
+def validate_arms(client: Any, settings: RegistrySettings, allocation_text: str, arm_models_text: str) -> Experiment:
+    """The experiment ``allocation``/``arm_models`` describe, when every arm is decided by a configured alias that
+    points at a version; raises :class:`ExperimentError` with every problem found."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        allocation = parse_allocation(allocation_text)
+        arm_models = parse_arm_models(arm_models_text)
+        experiment = Experiment("-", "-", "-", allocation, arm_models)
+    except ValueError as exc:
+        raise ExperimentError(str(exc)) from None
+    problems = []
+    unknown_arms = sorted({arm for arm, _ in arm_models} - set(experiment.arms))
     if unknown_arms:
-        raise ValueError(f"arm_models names arms not in the allocation: {sorted(unknown_arms)}")
+        problems.append(f"--arm-models names arms not in the allocation: {', '.join(unknown_arms)}")
+    for arm in experiment.arms:
+        alias = experiment.model_for(arm)
+        if alias not in settings.model_aliases:
+            problems.append(
+                f"arm {arm!r} is decided by {alias!r}, not a configured alias ({', '.join(settings.model_aliases)}; "
+                "name the alias with --arm-models arm=alias)"
+            )
+            continue
+        try:
+            client.get_model_version_by_alias(settings.model_name, alias)
+        except MlflowException:
+            problems.append(f"alias {alias!r} (arm {arm!r}) points at no version of {settings.model_name}")
+    if problems:
+        raise ExperimentError("; ".join(problems))
+    return experiment
+
+
+def validate_spec(client: Any, settings: RegistrySettings, spec: ExperimentSpec) -> None:
+    """Every check a new configuration must pass (arms, allocation, metrics, numbers), before anything is written."""
+    from analysis.ab_report import DEFAULT_MARGINS, SUCCESS
+
+    validate_arms(client, settings, spec.allocation, spec.arm_models)
+    problems = []
+    if spec.success_metric != SUCCESS:
+        problems.append(f"unknown success metric {spec.success_metric!r}: the report decides on {SUCCESS}")
+    for part in filter(None, (p.strip() for p in spec.guardrail_margins.split(","))):
+        metric, _, value = part.partition(":")
+        if metric.strip() not in DEFAULT_MARGINS:
+            problems.append(f"unknown guardrail {metric.strip()!r} (known: {', '.join(DEFAULT_MARGINS)})")
+            continue
+        try:
+            if float(value) < 0:
+                problems.append(f"guardrail margin of {metric.strip()} must be ≥ 0")
+        except ValueError:
+            problems.append(f"guardrail margin {part!r} is not metric:number")
+    if not 0.5 <= spec.confidence_level < 1:
+        problems.append(f"confidence {spec.confidence_level} must be in [0.5, 1)")
+    if spec.minimum_sample_size < 1:
+        problems.append("minimum sample size must be at least 1 customer per arm")
+    if not 0 < spec.minimum_effect < 1:
+        problems.append(f"minimum effect {spec.minimum_effect} must be in (0, 1)")
+    for label, text in (("start", spec.start_date), ("end", spec.end_date)):
+        if text:
+            try:
+                datetime.fromisoformat(text)
+            except ValueError:
+                problems.append(f"{label} {text!r} is not an ISO-8601 date")
+    if problems:
+        raise ExperimentError("; ".join(problems))
+
+
+def create_experiment(client: Any, settings: RegistrySettings, spec: ExperimentSpec) -> ExperimentInfo:
+    """Create (or update, while not active) experiment ``spec.name`` as a draft; a configuration that cannot run
+    raises :class:`ExperimentError` before anything is created."""
+    validate_spec(client, settings, spec)
+    existing = client.get_experiment_by_name(spec.name)
+    if existing is not None and existing.tags.get(MODEL_TAG) not in (None, settings.model_name):
+        raise ExperimentError(f"MLflow experiment {spec.name!r} exists and is not an A/B experiment of this model")
+    experiment_id = ensure_experiment(client, settings, spec.name)
     tags = {
         MODEL_TAG: settings.model_name,
         ALLOCATION_TAG: spec.allocation,
@@ -142,11 +211,16 @@ def create_experiment(client: Any, settings: RegistrySettings, spec: ExperimentS
     }
     current = client.get_experiment(experiment_id).tags.get(STATUS_TAG)
     if current == "active":
-        raise ValueError(f"{spec.name} is active: pause it before changing its configuration")
-    for key, value in tags.items():
-        client.set_experiment_tag(experiment_id, key, value)
-    if current is None:
-        client.set_experiment_tag(experiment_id, STATUS_TAG, "draft")
+        raise ExperimentError(f"{spec.name} is active: pause it before changing its configuration")
+    try:
+        for key, value in tags.items():
+            client.set_experiment_tag(experiment_id, key, value)
+        if current is None:
+            client.set_experiment_tag(experiment_id, STATUS_TAG, "draft")
+    except Exception:
+        if existing is None:  # created by this call: leave nothing half-made behind
+            client.delete_experiment(experiment_id)
+        raise
     return get_experiment(client, settings.model_name, spec.name)
 
 
@@ -156,8 +230,9 @@ def set_status(client: Any, settings: RegistrySettings, name: str, status: str) 
         raise ValueError(f"status must be one of {STATUSES}")
     info = get_experiment(client, settings.model_name, name)
     if info.status == "stopped" and status != "stopped":
-        raise ValueError(f"{name} is stopped; create a new experiment instead")
-    if status == "active":
+        raise ExperimentError(f"{name} is stopped; create a new experiment instead")
+    if status == "active":  # checked before another experiment is paused for it
+        validate_arms(client, settings, info.tags.get(ALLOCATION_TAG, ""), info.tags.get(ARM_MODELS_TAG, ""))
         for other in list_experiments(client, settings.model_name):
             if other.status == "active" and other.experiment_id != info.experiment_id:
                 client.set_experiment_tag(other.experiment_id, STATUS_TAG, "paused")

@@ -48,8 +48,9 @@ def verification_sample(profile: dict[str, Any], rows: int = VERIFICATION_ROWS, 
 
 def registry_pointers(
     client: Any, settings: RegistrySettings
-) -> tuple[dict[str, RegisteredVersion], Experiment | None]:
-    """Current alias → version of every configured alias that exists, and the active experiment."""
+) -> tuple[dict[str, RegisteredVersion], Experiment | None, str | None]:
+    """Current alias → version of every configured alias that exists, the active experiment, and why that
+    experiment cannot be applied (None when it can, or none is active)."""
     from mlflow.exceptions import MlflowException
 
     found: dict[str, RegisteredVersion] = {}
@@ -58,7 +59,10 @@ def registry_pointers(
             found[alias] = resolve_alias(client, settings.model_name, alias)
         except MlflowException:
             log.warning("alias %s@%s does not resolve; not loaded", settings.model_name, alias)
-    return found, active_experiment(client, settings.model_name)
+    try:
+        return found, active_experiment(client, settings.model_name), None
+    except (ValueError, KeyError) as exc:  # tags edited by hand into something no experiment can be
+        return found, None, f"the active experiment's configuration is invalid ({exc}); the champion decides"
 
 
 def load_version(version: RegisteredVersion) -> LoadedModel:
@@ -98,9 +102,11 @@ def load_version(version: RegisteredVersion) -> LoadedModel:
 def build_model_set(
     pointers: Mapping[str, RegisteredVersion],
     experiment: Experiment | None,
+    problem: str | None = None,
     loaded: Mapping[str, LoadedModel] | None = None,
 ) -> ModelSet | None:
-    """A model set for ``pointers`` (alias order kept), reusing already-loaded versions from ``loaded``."""
+    """A model set for ``pointers`` (alias order kept), reusing already-loaded versions from ``loaded``. An
+    experiment whose arms are not all loaded is not applied: the champion decides, and the set says why."""
     cache = {m.version: m for m in (loaded or {}).values()}
     models = []
     for alias, version in pointers.items():
@@ -109,12 +115,12 @@ def build_model_set(
         models.append(replace(model, alias=alias))
     if not models:
         return None
-    if experiment is not None and not {experiment.model_for(a) for a in experiment.arms} <= {m.alias for m in models}:
-        log.error(
-            "experiment %s names arms %s but only %s are loaded; champion decides",
-            experiment.name,
-            experiment.arms,
-            [m.alias for m in models],
-        )
-        experiment = None
-    return ModelSet(tuple(models), experiment)
+    if experiment is not None:
+        missing = sorted({experiment.model_for(a) for a in experiment.arms} - {m.alias for m in models})
+        if missing:
+            problem = (
+                f"experiment {experiment.name} decides with alias(es) {', '.join(missing)}, which are not loaded "
+                f"(loaded: {', '.join(m.alias for m in models)}); the champion decides"
+            )
+            experiment = None
+    return ModelSet(tuple(models), experiment, problem)

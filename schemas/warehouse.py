@@ -189,6 +189,23 @@ OUTCOMES: list[Column] = [
 #: The timestamp ``outcomes`` is partitioned on (BigQuery), and its clustering.
 OUTCOMES_PARTITION_COLUMN: Final = "outcome_date"
 
+#: The append-only audit trail of the registry: every alias change and fallback switch, by a person or the guardian.
+MODEL_EVENTS: list[Column] = [
+    Column("event_id", "STRING", False),
+    Column("occurred_at", "TIMESTAMP", False),
+    Column("model_name", "STRING", False),
+    Column("action", "STRING", False),
+    Column("actor", "STRING", False),
+    Column("alias", "STRING", True),
+    Column("from_version", "STRING", True),
+    Column("to_version", "STRING", True),
+    Column("forced", "BOOLEAN", False),
+    Column("reason", "STRING", True),
+    Column("evidence", "JSON", True),
+]
+#: The timestamp ``model_events`` is partitioned on (BigQuery).
+MODEL_EVENTS_PARTITION_COLUMN: Final = "occurred_at"
+
 SCHEMA_VERSIONS: list[Column] = [
     Column("table_name", "STRING", False),
     Column("version", "INTEGER", False),
@@ -200,5 +217,6 @@ TABLES: dict[str, tuple[list[Column], str]] = {
     "experiments": (EXPERIMENTS, "experiment_id"),
     "model_metrics": (MODEL_METRICS, "metric_id"),
     "outcomes": (OUTCOMES, "transaction_id"),
+    "model_events": (MODEL_EVENTS, "event_id"),
     "schema_versions": (SCHEMA_VERSIONS, "table_name"),
 }

@@ -36,7 +36,20 @@ def trained_registry(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings
     from training.train import train_and_register
 
     settings = make_settings(tmp_path_factory.mktemp("registry"))
-    return settings, train_and_register(settings)
+    return settings, train_and_register(settings, promote=True)
+
+
+@pytest.fixture
+def registry_copy(trained_registry, tmp_path: Path) -> Settings:
+    """Settings on a private copy of the session registry (its SQLite store; artifacts are shared, read-only), for
+    tests that move aliases or create experiments."""
+    import shutil
+
+    settings, _ = trained_registry
+    source = Path(settings.registry.tracking_uri.removeprefix("sqlite:///"))
+    (tmp_path / "data").mkdir(exist_ok=True)
+    shutil.copy(source, tmp_path / "data" / "mlflow.db")
+    return make_settings(tmp_path / "data")
 
 
 # --- Redis ---------------------------------------------------------------------------------------------------------
@@ -78,8 +91,7 @@ def loaded_models(trained_registry):
     from registry.loader import build_model_set, registry_pointers
 
     settings, _ = trained_registry
-    pointers, experiment = registry_pointers(mlflow_client(settings.registry), settings.registry)
-    return build_model_set(pointers, experiment)
+    return build_model_set(*registry_pointers(mlflow_client(settings.registry), settings.registry))
 
 
 def api_settings(tmp_path: Path, redis_url: str, prefix: str, **changes: object) -> Settings:

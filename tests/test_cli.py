@@ -10,10 +10,14 @@ from bnpl_cli.main import main
 from registry import mlflow_client, resolve_alias
 
 
-def test_train_then_demo_skips_training_and_promote_moves_alias(tmp_path, capsys):
+def test_train_then_demo_skips_training_and_promote_moves_alias(tmp_path, capsys, monkeypatch):
     data_dir = str(tmp_path / "data")
-    assert main(["--data-dir", data_dir, "train", "--rows", "20000", "--families", "logreg", "hgb"]) == 0
+    # 20,000 rows leave ~1,700 holdout loans per season: a wider calibration tolerance than production's.
+    monkeypatch.setenv("BNPL_GATE_CALIBRATION_ERROR", "0.5")
+    assert main(["--data-dir", data_dir, "train", "--rows", "20000", "--families", "logreg", "hgb", "--promote"]) == 0
     out = capsys.readouterr().out
+    assert "@champion: held by nobody; best new v" in out
+    assert "moved (audited)" in out
     assert "champion" in out
     assert "challenger" in out
     assert "champion AUC − " in out
@@ -51,7 +55,9 @@ def test_train_then_demo_skips_training_and_promote_moves_alias(tmp_path, capsys
     settings = Settings.from_env({"BNPL_DATA_DIR": data_dir})
     client = mlflow_client(settings.registry)
     challenger = resolve_alias(client, settings.registry.model_name, "challenger")
-    assert main(["--data-dir", data_dir, "promote", "--alias", "champion", "--version", challenger.version]) == 0
+    promote = ["--data-dir", data_dir, "promote", "--alias", "champion", "--version", challenger.version]
+    assert main(promote) == 2  # a lower holdout AUC than the champion's: the gate refuses
+    assert main([*promote, "--force", "--reason", "CLI test"]) == 0
     assert resolve_alias(client, settings.registry.model_name, "champion").version == challenger.version
     assert main(["--data-dir", data_dir, "models"]) == 0
     table = capsys.readouterr().out

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from bnpl_cli.main import main
 from decision.engine import DecisionEngine
 from decision.models import ModelSet
@@ -14,8 +12,8 @@ from tests.conftest import make_settings
 from warehouse.duckdb_store import DuckDBWarehouse
 
 
-def test_lifecycle_one_active_per_model_and_warehouse_mirror(tmp_path, capsys):
-    data_dir = str(tmp_path / "data")
+def test_lifecycle_one_active_per_model_and_warehouse_mirror(registry_copy, tmp_path, capsys):
+    data_dir = str(registry_copy.data_dir)
     base = ["--data-dir", data_dir, "experiment"]
     assert (
         main(
@@ -43,10 +41,10 @@ def test_lifecycle_one_active_per_model_and_warehouse_mirror(tmp_path, capsys):
     assert active_experiment(client, settings.registry.model_name).name == "exp-b"
     assert main([*base, "stop", "exp-b"]) == 0
     assert active_experiment(client, settings.registry.model_name) is None
-    with pytest.raises(ValueError, match="stopped"):
-        main([*base, "start", "exp-b"])
-    with pytest.raises(ValueError, match="sum to 1"):
-        main([*base, "create", "exp-c", "--allocation", "a:0.5,b:0.6"])
+    assert main([*base, "start", "exp-b"]) == 2
+    assert "stopped" in capsys.readouterr().err
+    assert main([*base, "create", "exp-c", "--allocation", "champion:0.5,challenger:0.6"]) == 2
+    assert "sum to 1" in capsys.readouterr().err
     assert main([*base, "list"]) == 0
     assert "exp-a" in capsys.readouterr().out
 

@@ -83,6 +83,7 @@ def _decide_into(path, models, start: datetime, n: int = 8_000) -> None:
 
 
 def test_adverse_impact_alerts_for_a_biased_candidate_and_not_for_the_default_models(tmp_path, loaded_models):
+    from governance.aliases import GovernanceError, promote
     from registry import mlflow_client
     from registry.loader import build_model_set, registry_pointers
     from training.train import train_and_register
@@ -102,7 +103,15 @@ def test_adverse_impact_alerts_for_a_biased_candidate_and_not_for_the_default_mo
     young_penalty = generate(60_000, seed=7, age_effect=[2.5, 0.1, 0.0, 0.05, -0.3])
     report = train_and_register(biased_settings, families=["logreg"], data=young_penalty, aliases=("champion",))
     assert report.models[0].metrics["age_log_odds_18_to_24"] > 1.0
-    pointers, _ = registry_pointers(mlflow_client(biased_settings.registry), biased_settings.registry)
+    # The promotion gate refuses it on adverse impact; only a recorded override makes it decide.
+    (proposal,) = report.proposals
+    assert "adverse impact" in proposal.failed_checks
+    assert not proposal.moved
+    client = mlflow_client(biased_settings.registry)
+    with pytest.raises(GovernanceError, match="adverse impact"):
+        promote(client, biased_settings, "champion", proposal.candidate)
+    promote(client, biased_settings, "champion", proposal.candidate, force=True, reason="fairness monitor test")
+    pointers, _, _ = registry_pointers(client, biased_settings.registry)
     biased_db = tmp_path / "biased.duckdb"
     _decide_into(biased_db, build_model_set(pointers, None), start)
     settings = make_settings(tmp_path / "biased", time_column="transaction", duckdb_path=biased_db)

@@ -17,7 +17,6 @@ from decision.engine import DecisionEngine
 from decision.models import ModelSet
 from registry import mlflow_client
 from registry.experiments import start_experiment
-from tests.conftest import make_settings
 from tests.streams import add_events, make_events, wait_group_drained
 
 CONFIG = ConsumerSettings(batch_size=2_000, max_wait_s=0.2, block_ms=100, claim_idle_ms=1_000, claim_every_s=0.5)
@@ -29,9 +28,9 @@ def _metric_total(client, run_id: str, key: str) -> float:
 
 @pytest.mark.parametrize("shards", [1, 2])
 async def test_each_arm_run_has_the_right_counts_and_redelivery_changes_nothing(
-    tmp_path, redis_server, key_prefix, loaded_models, shards
+    registry_copy, redis_server, key_prefix, loaded_models, shards
 ):
-    settings = make_settings(tmp_path / "data", key_prefix=key_prefix, redis_url=redis_server.url, stream_shards=shards)
+    settings = registry_copy.replace(key_prefix=key_prefix, redis_url=redis_server.url, stream_shards=shards)
     client = mlflow_client(settings.registry)
     experiment = start_experiment(client, settings.registry, "ab-test", "champion:0.7,challenger:0.3")
     engine = DecisionEngine(ModelSet(loaded_models.models, experiment))

@@ -24,6 +24,7 @@ PACKAGES = (
     "decision",
     "drift",
     "features",
+    "governance",
     "performance",
     "producers",
     "registry",
@@ -33,7 +34,7 @@ PACKAGES = (
     "warehouse",
 )
 #: What runs on the request path and to serve it: none of it may import the synthetic data generator.
-SERVING = ("app", "common", "decision", "features", "producers", "registry", "schemas")
+SERVING = ("app", "common", "decision", "features", "governance", "producers", "registry", "schemas")
 KEYS_MODULE = Path("common/keys.py")
 
 

@@ -12,8 +12,10 @@ from training.train import train_and_register
 
 async def test_alias_switch_under_load_has_no_failed_requests(tmp_path, redis_server, key_prefix):
     registry = make_settings(tmp_path / "data")
-    train_and_register(registry, families=("logreg", "hgb"), rows=20_000)
+    report = train_and_register(registry, families=("logreg", "hgb"), rows=20_000)
     client = mlflow_client(registry.registry)
+    for proposal in report.proposals:  # set directly: this test is about the watcher, not the promotion gate
+        client.set_registered_model_alias(registry.registry.model_name, proposal.alias, proposal.candidate)
     champion = resolve_alias(client, registry.registry.model_name, "champion")
     challenger = resolve_alias(client, registry.registry.model_name, "challenger")
 

@@ -1,4 +1,6 @@
-"""``bnpl train``: generate data, fit every family on a time split, log to MLflow, register, set aliases.
+"""``bnpl train``: generate data, fit every family on a time split, log to MLflow, register each version with its
+model card, and propose the best ones for the aliases; aliases move only with ``--promote``, through the promotion
+gate (``governance``), each move audited.
 
 Split by time (rows are in time order) over ``BNPL_TRAIN_DAYS`` of history (two years by default): the first half
 fits the models — a full year, so every season, the holiday season included, is learned; the next quarter
@@ -29,12 +31,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from analysis.performance import customer_codes
+from analysis.performance import customer_codes, delong
 from common.progress import step
 from common.settings import Settings, TrainingSettings
 from datagen import Dataset, generate
 from features import FEATURE_NAMES, featurize_columns
 from features.spec import AGE_BRACKETS, FEATURE_SPEC_VERSION, feature_columns, metric_key
+from governance.cards import publish_card
 from registry import POLICY_FILE, PROFILE_FILE, ensure_experiment, mlflow_client
 from training.calibration import CALIBRATION_TRUSTED_TYPES, calibrate, calibration_record, season_index
 from training.metrics import holdout_metrics, paired_auc_difference
@@ -75,6 +78,22 @@ class TrainingReport:
     seconds: float = 0.0
     #: Families that were not registered, and why (the fair-lending check).
     rejected: dict[str, str] = field(default_factory=dict)
+    #: Per alias: its holder before training, the best new candidate for it and what the promotion gate says.
+    proposals: list[Proposal] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """What training proposes for one alias (moved only with ``--promote``, and only through the gate)."""
+
+    alias: str
+    holder: str | None  # version
+    holder_auc: float | None
+    candidate: str
+    candidate_auc: float
+    failed_checks: tuple[str, ...]
+    moved: bool = False
+    refusal: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +206,43 @@ def check_elderly(family: str, effects: dict[str, float], elderly: tuple[str, ..
             )
 
 
+SPLIT_NAMES = ("fit", "validation", "holdout")
+
+
+def _window(split: _Split) -> str:
+    stamps = split.data.columns["transaction_timestamp"]
+    return f"{str(min(stamps))[:10]} – {str(max(stamps))[:10]}"
+
+
+def _code_commit() -> str:
+    """The git commit this code was trained from (``unknown`` outside a git checkout)."""
+    import subprocess
+
+    try:
+        found = subprocess.run(
+            ["git", "rev-parse", "HEAD"],  # noqa: S607 - git from PATH
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return found.stdout.strip() or "unknown"
+
+
+def adverse_impact_ratio(approved: npt.NDArray[np.bool_], brackets: Any) -> float:
+    """Lowest approval rate of an age bracket over the highest (the four-fifths rule's ratio).
+
+    >>> adverse_impact_ratio(np.array([True, True, True, False]), ["a", "a", "b", "b"])
+    0.5
+    """
+    groups = np.asarray(brackets).astype(str)
+    rates = [float(approved[groups == b].mean()) for b in np.unique(groups)]
+    return min(rates) / max(rates) if max(rates) > 0 else float("nan")
+
+
 def _pip_requirements() -> list[str]:
     from importlib.metadata import version
 
@@ -253,6 +309,11 @@ def _fit_and_log(
     # arrive (denied applicants never get one), so the reference of its AUC-drop rule.
     approved = hold_scores < thresholds.review
     metrics["holdout_auc_approved"] = holdout_metrics(holdout.labels[approved], hold_scores[approved])["auc"]
+    auc_low, auc_high = delong(holdout.labels, hold_scores, hold_customers).ci(0, 0.95)
+    metrics["holdout_auc_ci_low"], metrics["holdout_auc_ci_high"] = auc_low, auc_high
+    metrics["holdout_adverse_impact_ratio"] = adverse_impact_ratio(
+        approved, holdout.data.columns["customer_age_bracket"]
+    )
     metrics.update({f"age_log_odds_{metric_key(b)}": v for b, v in age_effects.items()})
     metrics.update({f"expected_{k}": v for k, v in expected.items()})
     metrics["holdout_hosmer_lemeshow"] = calibration["holdout"]["hosmer_lemeshow"]
@@ -333,14 +394,18 @@ def _fit_and_log(
         "feature_spec_version": str(FEATURE_SPEC_VERSION),
         "holdout_auc": f"{metrics['holdout_auc']:.6f}",
         "holdout_auc_approved": f"{metrics['holdout_auc_approved']:.6f}",
+        "holdout_adverse_impact_ratio": f"{metrics['holdout_adverse_impact_ratio']:.6f}",
         "protected_fields": ",".join(settings.training.protected_fields),
         "policy_objective": objective.describe(),
         "calibration": choice.method,
         "expected_approve_rate": f"{expected['approve_rate']:.6f}",
         "expected_approved_default_rate": f"{expected['approve_default_rate']:.6f}",
         "training_run_id": run.info.run_id,
+        "data_window": "; ".join(f"{name} {_window(split)}" for name, split in zip(SPLIT_NAMES, splits, strict=True)),
+        "code_commit": _code_commit(),
     }.items():
         client.set_model_version_tag(settings.registry.model_name, version, key, value)
+    publish_card(client, settings.registry.model_name, version)
     return TrainedModel(family.name, version, run.info.run_id, metrics, thresholds), hold_scores
 
 
@@ -350,8 +415,10 @@ def train_and_register(
     rows: int | None = None,
     aliases: Sequence[str] = ("champion", "challenger"),
     data: Dataset | None = None,
+    promote: bool = False,
 ) -> TrainingReport:
-    """Train every family, register each as a version, point ``aliases`` at the best ones by holdout AUC."""
+    """Train every family and register each as a version; propose the best ones by holdout AUC for ``aliases``
+    (in order) and, with ``promote``, move each alias whose proposal passes the promotion gate."""
     import mlflow
 
     started = time.perf_counter()
@@ -392,9 +459,8 @@ def train_and_register(
         if not trained:
             raise FairLendingError("no candidate passed the fair-lending check: " + "; ".join(rejected.values()))
         ranked = sorted(trained, key=lambda m: m.metrics["holdout_auc"], reverse=True)
-        for alias, model in zip(aliases, ranked, strict=False):
-            client.set_registered_model_alias(settings.registry.model_name, alias, model.version)
-        by_version = {m.version: a for a, m in zip(aliases, ranked, strict=False)}
+        proposals = _propose(client, settings, aliases, ranked, promote)
+        by_version = {p.candidate: p.alias for p in proposals if p.moved}
         trained = [
             TrainedModel(
                 m.family,
@@ -430,4 +496,39 @@ def train_and_register(
         auc_margins=margins,
         rejected=rejected,
         seconds=time.perf_counter() - started,
+        proposals=proposals,
     )
+
+
+def _propose(
+    client: Any, settings: Settings, aliases: Sequence[str], ranked: list[TrainedModel], promote: bool
+) -> list[Proposal]:
+    """The best new version for each alias in order, judged by the promotion gate against the alias's holder; with
+    ``promote`` the ones the gate passes are moved (each with its audit record)."""
+    from governance.aliases import GovernanceError, check_promotion
+    from governance.aliases import promote as move
+
+    out = []
+    for alias, model in zip(aliases, ranked, strict=False):
+        change = check_promotion(client, settings, alias, model.version)
+        holder = change.holder
+        moved, refusal = False, None
+        if promote:
+            try:
+                move(client, settings, alias, model.version, reason="registered and promoted by bnpl train --promote")
+                moved = True
+            except GovernanceError as exc:
+                refusal = str(exc)
+        out.append(
+            Proposal(
+                alias,
+                holder.version if holder else None,
+                float(holder.tags["holdout_auc"]) if holder and "holdout_auc" in holder.tags else None,
+                model.version,
+                model.metrics["holdout_auc"],
+                tuple(c.name for c in change.gate.failed),
+                moved,
+                refusal,
+            )
+        )
+    return out

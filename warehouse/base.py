@@ -193,6 +193,14 @@ class Warehouse(Protocol):
         """Land outcomes idempotently by transaction (a later outcome supersedes; the same again is a no-op)."""
         ...
 
+    def insert_model_events(self, rows: list[dict[str, Any]]) -> None:
+        """Append audit records of the model registry (idempotent by ``event_id``)."""
+        ...
+
+    def model_event_ids(self) -> set[str]:
+        """Ids of the audit records already in the table."""
+        ...
+
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
         """Insert or replace ``model_metrics`` rows by ``metric_id``."""
         ...

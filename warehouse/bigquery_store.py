@@ -32,6 +32,7 @@ from schemas.events import PredictionEvent
 from schemas.outcomes import OutcomeEvent
 from schemas.reasons import FIELD_REASON_CODES, POLICY_REASON_CODES
 from schemas.warehouse import (
+    MODEL_EVENTS_PARTITION_COLUMN,
     MODEL_METRICS_PARTITION_COLUMN,
     OUTCOMES_PARTITION_COLUMN,
     PARTITION_COLUMN,
@@ -135,6 +136,12 @@ class BigQueryWarehouse:
             )
             table.clustering_fields = ["model_version", "metric"]
             table.description = "Performance metrics per model version, arm and analysis date (performance job)."
+        elif name == "model_events":
+            table.time_partitioning = bigquery.TimePartitioning(
+                type_=bigquery.TimePartitioningType.DAY, field=MODEL_EVENTS_PARTITION_COLUMN
+            )
+            table.clustering_fields = ["model_name", "alias"]
+            table.description = "Append-only audit trail: every alias change and fallback switch (governance)."
         return table
 
     def layout_version(self) -> int | None:
@@ -298,6 +305,24 @@ class BigQueryWarehouse:
         )
         if errors:
             raise RuntimeError(f"BigQuery rejected model_metrics rows: {errors[:3]}")
+
+    def insert_model_events(self, rows: list[dict[str, Any]]) -> None:
+        """Append audit records (``insertId = event_id``; a record is written again only by the catch-up of
+        :func:`governance.audit.sync_warehouse`, which first reads which ids are there)."""
+        if not rows:
+            return
+        json_rows = [_json_row(r) for r in rows]
+        errors = self.client.insert_rows_json(
+            f"{self.dataset}.model_events", json_rows, row_ids=[r["event_id"] for r in rows], retry=self.retry
+        )
+        if errors:
+            raise RuntimeError(f"BigQuery rejected model_events rows: {errors[:3]}")
+
+    def model_event_ids(self) -> set[str]:
+        """Ids of the audit records the table holds."""
+        sql = f"SELECT DISTINCT event_id FROM `{self.dataset}.model_events`"  # noqa: S608 - our own dataset name
+        rows = self.client.query(sql, location=self.location, retry=self.retry).result()
+        return {str(r[0]) for r in rows}
 
     def performance_rows(self, start: datetime, end: datetime, time_column: str) -> Columns:
         """The performance job's rows (latest decision per transaction, current outcome) via a query job."""

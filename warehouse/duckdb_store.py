@@ -251,6 +251,24 @@ class DuckDBWarehouse:
         with self.connect() as conn:
             conn.execute(f"INSERT OR REPLACE INTO model_metrics ({names}) SELECT {names} FROM staged")  # noqa: S608
 
+    def insert_model_events(self, rows: list[dict[str, Any]]) -> None:
+        """Append audit records; a record already there (same ``event_id``) is left as it is."""
+        if not rows:
+            return
+        columns, _ = TABLES["model_events"]
+        names = ", ".join(f'"{c.name}"' for c in columns)
+        marks = ", ".join("?" for _ in columns)
+        with self.connect() as conn:
+            conn.executemany(
+                f"INSERT OR IGNORE INTO model_events ({names}) VALUES ({marks})",  # noqa: S608 - constants
+                [[row.get(c.name) for c in columns] for row in rows],
+            )
+
+    def model_event_ids(self) -> set[str]:
+        """Ids of the audit records the table holds."""
+        with self.connect(read_only=True) as conn:
+            return {str(r[0]) for r in conn.execute("SELECT event_id FROM model_events").fetchall()}
+
     def performance_rows(self, start: datetime, end: datetime, time_column: str) -> Columns:
         """Decisions made in [start, end) with their current outcome (NULL when none is known)."""
         with self.connect(read_only=True) as conn:
