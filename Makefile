@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: venv lint typecheck test demo bench bench-api bench-consumers bench-ab bench-drift bench-memory bench-performance bench-model clean
+.PHONY: venv lint typecheck test demo bench bench-api bench-consumers bench-ab bench-drift bench-memory bench-performance bench-model bench-guardian clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
@@ -51,7 +51,10 @@ bench-performance: venv
 bench-model: venv
 	$(BIN)/python -m bench.model_bench
 
-bench: bench-api bench-consumers bench-ab bench-drift bench-memory bench-performance bench-model
+bench-guardian: venv
+	$(BIN)/python -m bench.guardian_bench
+
+bench: bench-api bench-consumers bench-ab bench-drift bench-memory bench-performance bench-model bench-guardian
 
 clean:
 	rm -rf $(VENV) .bnpl .pytest_cache .mypy_cache .ruff_cache

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,13 +25,20 @@ DEMO_REQUESTS = 20_000
 DEMO_CONNECTIONS = 16
 DEMO_EXPERIMENT = "champion-vs-challenger"
 DEMO_ALLOCATION = "champion:0.7,challenger:0.3"
+#: Registered-model tag: the aliases the demo's training promoted (restored by later runs).
+BASELINE_TAG = "bnpl.demo_baseline"
+#: How often the demo's API re-reads the registry and the fallback switch (seconds).
+DEMO_POLL_S = 2.0
 #: Share of requests using a never-seen payment provider in the second half of the demo traffic (drift injection).
 DEMO_DRIFT_SHARE = 0.15
-#: The performance loop's traffic: weeks of decisions, a concept shift from a Monday in the middle.
-PERF_DECISIONS = 100_000
-PERF_WEEKS = 16
+#: The performance loop's traffic: weeks of decisions, a concept shift from the fourth week: loans of the <25k income
+#: bracket default far less often (a payment-relief programme). The models, unaware, over-predict them.
+PERF_DECISIONS = 125_000
+PERF_WEEKS = 5
 PERF_START = datetime(2026, 4, 6, tzinfo=UTC)
-PERF_SHIFT = datetime(2026, 5, 4, tzinfo=UTC)
+PERF_SHIFT = datetime(2026, 4, 27, tzinfo=UTC)
+PERF_SEGMENT = {"customer_income_bracket": "<25k"}
+PERF_SHIFT_FACTOR = 0.3
 
 
 def _banner(title: str) -> None:
@@ -48,18 +56,36 @@ def _models(settings: Settings, retrain: bool) -> Any:
         client = mlflow_client(settings.registry)
     _banner("models")
     if retrain or not has_aliases(client, model_name):
-        print(training_summary(train_and_register(settings, promote=True)))
+        report = train_and_register(settings, promote=True)
+        print(training_summary(report))
+        baseline = ",".join(f"{p.alias}={p.candidate}" for p in report.proposals if p.moved)
+        client.set_registered_model_tag(model_name, BASELINE_TAG, baseline)
     else:
         print(
             f"registry already has {model_name}@champion and @challenger; skipping training "
             "(bnpl demo --retrain to train again)"
         )
+        _restore_baseline(settings, client)
     _banner(f"registry: {model_name}")
     print(registry_table(list_versions(client, model_name)))
     champion = resolve_alias(client, model_name, "champion")
     _banner(f"calibration of the champion (v{champion.version}, {champion.family})")
     print(calibration_table(read_extra_file(champion, POLICY_FILE)))
     return client
+
+
+def _restore_baseline(settings: Settings, client: Any) -> None:
+    """A previous demo's guardian moved aliases: point them back at what training promoted (audited), so every run
+    tells the same story."""
+    from governance.aliases import current_holder, promote
+
+    model_name = settings.registry.model_name
+    tag = client.get_registered_model(model_name).tags.get(BASELINE_TAG, "")
+    for alias, _, version in (part.partition("=") for part in tag.split(",") if part):
+        holder = current_holder(client, model_name, alias)
+        if holder is None or holder.version != version:
+            promote(client, settings, alias, version, force=True, reason="demo: restore the trained baseline")
+            print(f"{model_name}@{alias} restored to v{version} (a previous demo's guardian had moved it)")
 
 
 def _features() -> None:
@@ -104,6 +130,7 @@ def _traffic(settings: Settings, client: Any, requests: int, performance_request
         "BNPL_WEBHOOK_URLS": f"http://127.0.0.1:{receiver_port}/webhook",
         "BNPL_WEBHOOK_SECRET": webhook_secret,
         "BNPL_PERFORMANCE_SCHEDULE_S": "0",  # the demo runs its analyses itself, for past dates
+        "BNPL_REGISTRY_POLL_SECONDS": str(DEMO_POLL_S),
     }
     logs = settings.data_dir / "logs"
     bnpl = str(processes.BIN / "bnpl")
@@ -170,7 +197,9 @@ def _traffic(settings: Settings, client: Any, requests: int, performance_request
         _banner(f"A/B report: {experiment.name}")
         from bnpl_cli.ab_report import run as ab_report
 
-        ab_settings = settings.replace(duckdb_path=duckdb_path, key_prefix=prefix, redis_url=redis_server.url)
+        ab_settings = settings.replace(
+            duckdb_path=duckdb_path, key_prefix=prefix, redis_url=redis_server.url, registry_poll_seconds=DEMO_POLL_S
+        )
         ab_report(ab_settings, experiment.name, str(settings.data_dir / f"ab-report-{experiment.name}.html"))
         _banner("A/A check: the same traffic, the champion deciding in both arms")
         _aa_check(ab_settings, client, experiment, data)
@@ -181,12 +210,23 @@ def _traffic(settings: Settings, client: Any, requests: int, performance_request
         for alert in alerts:
             print(f"  [{alert['severity']}] {alert['kind']} {alert.get('feature') or ''}: {alert['message']}")
         _banner("ground truth: outcomes in, model performance out")
-        raised = _performance_loop(ab_settings, f"http://127.0.0.1:{port}", key, performance_requests)
+        base_url = f"http://127.0.0.1:{port}"
+        raised = _performance_loop(ab_settings, base_url, key, performance_requests)
         _outcome_guardrail(ab_settings, experiment.name)
         with step("waiting for the alert sender to deliver the performance alerts"):
             later = asyncio.run(_delivered(redis_server.url, keys.alerts(), receiver_port))
         delivered = [a for a in later if a["kind"].startswith("performance") or a["kind"] == "retraining_recommended"]
         print(f"performance alerts raised: {raised}; delivered (HMAC-signed) to the webhook receiver: {len(delivered)}")
+        _banner("governance: the guardian, the emergency fallback, a retrained challenger")
+        _api_state(ab_settings, base_url, key)
+        _governance(ab_settings, client, base_url, key, performance_requests)
+        _api_state(ab_settings, base_url, key)
+        with step("waiting for the alert sender to deliver the governance alerts"):
+            final = asyncio.run(_delivered(redis_server.url, keys.alerts(), receiver_port))
+        governance = [a for a in final if a["kind"].startswith(("guardian", "fallback"))]
+        print(f"governance alerts delivered (HMAC-signed) to the webhook receiver: {len(governance)}")
+        for alert in governance:
+            print(f"  [{alert['severity']}] {alert['kind']}: {alert['message'][:160]}")
         code = processes.stop(api)
         print(f"API exit code {code}")
     finally:
@@ -253,33 +293,65 @@ async def _delivered(redis_url: str, stream: str, receiver_port: int) -> list[di
     return received
 
 
-def _performance_loop(settings: Settings, base_url: str, key: str, n: int = PERF_DECISIONS) -> int:
-    """Weeks of traffic decided through the API, a concept shift halfway, the funded loans' outcomes sent through
-    the outcomes endpoint, then the weekly performance analyses; returns how many alerts they raised."""
-    from bnpl_cli.outcomes import performance_text
-    from datagen import ConceptShift
+def _decide_weeks(
+    settings: Settings, base_url: str, key: str, n: int, start: datetime, weeks: int, seed: int, drifts: list[Any]
+) -> list[dict[str, Any]]:
+    """Decide ``n`` requests of ``weeks`` weeks through the batch endpoint; returns the outcome records of the
+    funded loans (approved, and reviews a reviewer funded)."""
     from datagen.outcomes import funded_outcomes
-    from performance.analysis import windows
-    from performance.job import run_analysis
     from traffic.http import post_batches
 
-    perf = settings.replace(time_column="transaction", schedule_s=0)
-    maturity = perf.performance.maturity_days
-    shift = ConceptShift(start_time=PERF_SHIFT, factor=2.0, segment={"customer_income_bracket": "<25k"})
-    data = generate(n, seed=2027, start=PERF_START, days=7 * PERF_WEEKS, drifts=[shift])
-    with step(
-        f"deciding {n:,} requests of {PERF_WEEKS} weeks from {PERF_START:%Y-%m-%d} through the batch "
-        f"endpoint; from {PERF_SHIFT:%Y-%m-%d} loans of the <25k income bracket default twice as often (features "
-        "unchanged: no drift detector can see it)"
-    ):
-        answers = asyncio.run(
-            post_batches(
-                base_url, "/v1/bnpl/risk-assessment/batch", "requests", list(data.iter_requests()), api_key=key
-            )
-        )
+    data = generate(n, seed=seed, start=start, days=7 * weeks, drifts=drifts)
+    answers = asyncio.run(
+        post_batches(base_url, "/v1/bnpl/risk-assessment/batch", "requests", list(data.iter_requests()), api_key=key)
+    )
     decisions = {r["transaction_id"]: r["business_decision"] for status, body in answers for r in body["results"]}
     print(f"decided {len(decisions):,} ({Counter(s for s, _ in answers)} batch statuses)")
-    records = funded_outcomes(data, decisions, perf.performance.review_approval_rate, seed=2027)
+    return funded_outcomes(data, decisions, settings.performance.review_approval_rate, seed=seed)
+
+
+def _analyses(settings: Settings, dates: list[Any], title: str) -> list[Any]:
+    """Run the weekly performance analyses (with the guardian, auto mode) and print one line per date."""
+    from governance.guardian import guarded_analysis
+
+    results = []
+    with step(f"running the performance job and the guardian for {len(dates)} analysis dates ({title})"):
+        for d in dates:
+            results.append(guarded_analysis(settings, d, html_dir=settings.data_dir / "performance"))
+    print("  analysis    cohort        loans  per version: AUC / observed÷expected defaults   alerts · guardian")
+    for d, r in zip(dates, results, strict=True):
+        w = r.report.windows
+        cells = "  ".join(
+            f"v{v.version} {v.auc.value:.3f}/{v.calibration.overall.ratio:.2f}" if v.calibration else f"v{v.version} —"
+            for v in r.report.versions
+        )
+        kinds = ", ".join(sorted({f"{a.kind}({a.feature or a.model_version})" for a in r.alerts})) or "—"
+        verdict = r.verdict.action if r.verdict is not None else "off"
+        print(
+            f"  {d}  {w.cohort_start:%m-%d}–{(w.cohort_end - timedelta(days=1)):%m-%d}  {r.report.labelled:>6,}  "
+            f"{cells}  {kinds} · {verdict}"
+        )
+    return results
+
+
+def _performance_loop(settings: Settings, base_url: str, key: str, n: int = PERF_DECISIONS) -> int:
+    """Weeks of traffic decided through the API, a concept shift from the fourth week, the funded loans' outcomes
+    sent through the outcomes endpoint, then the weekly performance analyses with the guardian in auto mode;
+    returns how many performance alerts they raised."""
+    from bnpl_cli.outcomes import performance_text
+    from datagen import ConceptShift
+    from performance.analysis import windows
+    from traffic.http import post_batches
+
+    perf = settings.replace(time_column="transaction", schedule_s=0, guardian_mode="auto")
+    maturity = perf.performance.maturity_days
+    shift = ConceptShift(start_time=PERF_SHIFT, factor=PERF_SHIFT_FACTOR, segment=PERF_SEGMENT)
+    with step(
+        f"deciding {n:,} requests of {PERF_WEEKS} weeks from {PERF_START:%Y-%m-%d} through the batch endpoint; from "
+        f"{PERF_SHIFT:%Y-%m-%d} loans of the <25k income bracket default {1 / PERF_SHIFT_FACTOR:.1f}× less often (a "
+        "payment-relief programme; features unchanged: no drift detector can see it)"
+    ):
+        records = _decide_weeks(perf, base_url, key, n, PERF_START, PERF_WEEKS, 2027, [shift])
     with step(
         f"sending the {len(records):,} outcomes of funded loans (approved, and manual reviews a reviewer funded at "
         f"{perf.performance.review_approval_rate:.0%}) through POST /v1/bnpl/outcomes, the first 5,000 twice"
@@ -302,29 +374,13 @@ def _performance_loop(settings: Settings, base_url: str, key: str, n: int = PERF
         f"outcomes table: {loans:,} loans ({distinct:,} distinct; {expected:,} expected), {superseded or 0:,} "
         f"outcomes superseded by a later one (defaults charged off); the 5,000 re-sent changed nothing"
     )
-    first = (PERF_START + timedelta(days=7 + maturity)).date()
-    dates = [first + timedelta(days=7 * k) for k in range(PERF_WEEKS)]
+    dates = _cohort_dates(PERF_START, PERF_WEEKS, maturity)
     shifted_from = next(d for d in dates if windows(d, "weekly", maturity).cohort_end > PERF_SHIFT)
     print(
         f"\nweekly analyses ({len(dates)}; cohorts mature {maturity} days after the decision; the first shifted "
-        f"cohort is analysed on {shifted_from}):"
+        f"cohort is analysed on {shifted_from}); guardian: BNPL_GUARDIAN_MODE=auto"
     )
-    print("  analysis    cohort        loans  per version: AUC / observed÷expected defaults   alerts")
-    results = []
-    with step(f"running the performance job for {len(dates)} analysis dates (MLflow runs, model_metrics, alerts)"):
-        for d in dates:
-            results.append(run_analysis(perf, d, html_dir=settings.data_dir / "performance"))
-    for d, r in zip(dates, results, strict=True):
-        w = r.report.windows
-        cells = "  ".join(
-            f"v{v.version} {v.auc.value:.3f}/{v.calibration.overall.ratio:.2f}" if v.calibration else f"v{v.version} —"
-            for v in r.report.versions
-        )
-        kinds = ", ".join(sorted({f"{a.kind}({a.feature or a.model_version})" for a in r.alerts})) or "—"
-        print(
-            f"  {d}  {w.cohort_start:%m-%d}–{(w.cohort_end - timedelta(days=1)):%m-%d}  {r.report.labelled:>6,}  "
-            f"{cells}  {kinds}"
-        )
+    results = _analyses(perf, dates, "phase 1")
     flagged = next((r for d, r in zip(dates, results, strict=True) if d >= shifted_from and r.alerts), None)
     shown = flagged or results[-1]
     if flagged is not None:
@@ -336,7 +392,134 @@ def _performance_loop(settings: Settings, base_url: str, key: str, n: int = PERF
         f"MLflow experiment 'bnpl-performance': {runs} runs (one per version and analysis date, each with its "
         "HTML report: ROC, calibration, vintages)"
     )
+    _verdicts(results)
     return sum(len(r.raised) for r in results)
+
+
+def _cohort_dates(start: datetime, weeks: int, maturity: int) -> list[Any]:
+    """One weekly analysis date per decided week, each when that week's cohort has matured."""
+    first = (start + timedelta(days=7 + maturity)).date()
+    return [first + timedelta(days=7 * k) for k in range(weeks)]
+
+
+def _verdicts(results: list[Any]) -> None:
+    for r in results:
+        v = r.verdict
+        if v is not None and v.action != "none":
+            print(f"  {v.summary()}")
+            for b in v.breaches[:3]:
+                print(f"    breach: {b.message}")
+            for c in v.comparisons:
+                print(
+                    f"    v{c.version} (@{c.alias}) vs champion on the same {c.loans:,} matured loans: AUC "
+                    f"{c.delta:+.4f} (z {c.z:.1f}, customers as clusters)"
+                )
+
+
+def _api_state(settings: Settings, base_url: str, key: str) -> None:
+    """What the running API says now: readiness, and which policy decides the original example request."""
+    import urllib.request
+
+    import orjson
+
+    from datagen.examples import ORIGINAL_EXAMPLE
+
+    with urllib.request.urlopen(f"{base_url}/readyz", timeout=5) as resp:  # noqa: S310 - our own local API
+        ready = orjson.loads(resp.read())
+    request = urllib.request.Request(  # noqa: S310 - our own local API
+        f"{base_url}/v1/bnpl/risk-assessment",
+        data=orjson.dumps(ORIGINAL_EXAMPLE),
+        headers={"X-API-Key": key, "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310 - our own local API
+        decided = orjson.loads(resp.read())
+    print(f"API /readyz: {ready['status']}" + (f" — {'; '.join(ready['reasons'])}" if ready["reasons"] else ""))
+    print(
+        f"API decides the original example with {decided['decision_policy']} ({decided['deployment_mode']}): "
+        f"{decided['business_decision']}; models scored it: "
+        + ", ".join(f"{a} v{v}" for a, v in decided["model_versions"].items())
+    )
+
+
+def _governance(settings: Settings, client: Any, base_url: str, key: str, n: int) -> None:
+    """The team's answer to the shift, and the guardian's: retrain on the new world, put the model in as challenger
+    through the gate, release the fallback, decide more weeks; the guardian switches when the evidence is there."""
+    from bnpl_cli.report import alias_change_text, history_table
+    from datagen import ConceptShift
+    from governance.aliases import GovernanceError, promote
+    from governance.audit import history
+    from governance.fallback import switch
+    from training.train import train_and_register, training_data
+
+    perf = settings.replace(time_column="transaction", schedule_s=0, guardian_mode="auto")
+    model_name = settings.registry.model_name
+    world = [ConceptShift(start_index=0, factor=PERF_SHIFT_FACTOR, segment=PERF_SEGMENT)]
+    with step("retraining gradient boosting on data of the new world (the <25k bracket's lower default rate)"):
+        retrained = train_and_register(
+            settings,
+            families=["hgb"],
+            data=training_data(settings.training, drifts=world),
+            aliases=(),
+            data_description=f"synthetic BNPL applications, seed {settings.training.train_seed}, where loans of the "
+            f"<25k income bracket default {PERF_SHIFT_FACTOR}× as often (the post-shift world)",
+        ).models[0]
+    print(f"registered v{retrained.version} (holdout AUC {retrained.metrics['holdout_auc']:.4f}); no alias moved")
+    try:
+        change = promote(client, settings, "challenger", retrained.version, reason="retrained after the relief shift")
+    except GovernanceError as exc:
+        print(f"bnpl promote --alias challenger refused: {exc}")
+        change = promote(
+            client,
+            settings,
+            "challenger",
+            retrained.version,
+            force=True,
+            reason="retrained on the post-shift world; its holdout is that world's, not comparable",
+        )
+    print(alias_change_text(model_name, change))
+    released = switch(client, settings, False, "a retrained challenger is in place; models decide again")
+    if released is not None:
+        print(f"\n{released.summary()}")
+    time.sleep(settings.registry.registry_poll_seconds + 0.5)  # the API reads the switch and the new alias
+    weeks = 2
+    start = PERF_START + timedelta(days=7 * PERF_WEEKS)
+    per_phase = max(n // PERF_WEEKS * 2 * weeks, 2_000)
+    shift = ConceptShift(start_time=start, factor=PERF_SHIFT_FACTOR, segment=PERF_SEGMENT)
+    with step(f"deciding {per_phase:,} more requests of {weeks} weeks from {start:%Y-%m-%d} (the new world goes on)"):
+        records = _decide_weeks(perf, base_url, key, per_phase, start, weeks, 2028, [shift])
+    from traffic.http import post_batches
+
+    with step(f"sending their {len(records):,} outcomes and landing them"):
+        asyncio.run(post_batches(base_url, "/v1/bnpl/outcomes", "outcomes", records, api_key=key, batch=2_500))
+        asyncio.run(_groups_drained(settings))
+    dates = _cohort_dates(start, weeks, perf.performance.maturity_days)
+    results = _analyses(perf, dates, "phase 2")
+    _verdicts(results)
+    _banner("audit trail: bnpl models --history")
+    print(history_table(history(client, model_name)))
+    champion = client.get_model_version_by_alias(model_name, "champion")
+    print(f"\n{model_name}@champion is now v{champion.version}")
+    _cards(client, model_name)
+
+
+def _cards(client: Any, model_name: str) -> None:
+    """Every registered version's model card, checked against the registry's figures."""
+    from governance.cards import read_card
+    from registry import list_versions
+
+    figures = ("holdout_auc", "threshold_review", "threshold_deny", "holdout_adverse_impact_ratio", "calibration")
+    versions = list_versions(client, model_name)
+    agree = 0
+    for v in versions:
+        try:
+            card = read_card(client, model_name, v.version)
+        except LookupError:
+            continue
+        agree += all(v.tags.get(f, "\0") in card for f in figures)
+    print(
+        f"model cards: {agree}/{len(versions)} versions have one whose figures equal the registry's "
+        f"(bnpl models --card {versions[0].version} prints the newest)"
+    )
 
 
 def _outcome_guardrail(settings: Settings, experiment: str) -> None:

@@ -159,6 +159,9 @@ def performance_text(result: Any) -> str:
     lines.append("  estimated before outcomes (fresh decisions of the last period, approved):")
     for v in r.versions:
         f = v.estimated_fresh
+        if not f.loans:
+            lines.append(f"    v{v.version}: no approvals of its own in the last period")
+            continue
         lines.append(
             f"    v{v.version}: {f.loans:,} approved, expected default rate {_pct(f.default_rate).strip()} "
             f"({_pct(f.default_rate_low).strip()}–{_pct(f.default_rate_high).strip()}), expected AUC "
@@ -181,12 +184,12 @@ def performance_text(result: Any) -> str:
 
 
 def run_performance(settings: Settings, args: argparse.Namespace) -> int:
+    from governance.guardian import guarded_analysis
     from performance.analysis import due_date
-    from performance.job import run_analysis
 
     cadence = args.cadence or settings.performance.cadence
     day = date.fromisoformat(args.as_of) if args.as_of else due_date(datetime.now(UTC), cadence)
-    result = run_analysis(
+    result = guarded_analysis(
         settings,
         day,
         cadence=cadence,

@@ -328,6 +328,24 @@ class GovernanceSettings:
         0.80,
         "promotion gate: lowest approval rate of an age bracket over the highest, on the holdout (four-fifths rule)",
     )
+    guardian_mode: str = setting(
+        "BNPL_GUARDIAN_MODE",
+        "recommend",
+        "`auto` (switch champion, roll back, engage the fallback), `recommend` (alert with the evidence) or `off`",
+    )
+    guardian_alpha: float = setting(
+        "BNPL_GUARDIAN_ALPHA", 0.01, "one-sided false-switch rate of the guardian's paired test per analysis"
+    )
+    guardian_probation_periods: int = setting(
+        "BNPL_GUARDIAN_PROBATION_PERIODS", 3, "analyses after a switch in which a breaching new champion is rolled back"
+    )
+    guardian_cooldown_days: int = setting(
+        "BNPL_GUARDIAN_COOLDOWN_DAYS", 28, "at most one automatic switch in this many days (rollbacks excepted)"
+    )
+
+    def __post_init__(self) -> None:
+        if self.guardian_mode not in ("auto", "recommend", "off"):
+            raise SettingsError(f"BNPL_GUARDIAN_MODE={self.guardian_mode!r}: expected auto, recommend or off")
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,6 +405,9 @@ class BenchSettings:
         "BENCH_PERFORMANCE_DECISIONS", 1_000_000, "`make bench-performance`: decisions without drift"
     )
     bench_model_rows: int = setting("BENCH_MODEL_ROWS", 2_000_000, "`make bench-model`: fresh applications scored")
+    bench_guardian_decisions: int = setting(
+        "BENCH_GUARDIAN_DECISIONS", 1_000_000, "`make bench-guardian`: decisions without degradation"
+    )
     bench_model_decisions: int = setting(
         "BENCH_MODEL_DECISIONS", 100_000, "`make bench-model`: engine decisions whose reasons are checked"
     )

@@ -68,15 +68,15 @@ class OutcomesHandler:
         if perf.schedule_s <= 0 or time.monotonic() < self._next_check:
             return
         self._next_check = time.monotonic() + perf.schedule_s
+        from governance.guardian import guarded_analysis
         from performance.analysis import due_date
-        from performance.job import run_analysis
 
         due = due_date(datetime.now(UTC), perf.cadence)
         marker = self.keys.performance_done(f"{perf.cadence}:{due.isoformat()}")
         if await self.redis.exists(marker):
             return
         log.info("performance analysis of %s due: running", due)
-        result = await asyncio.to_thread(run_analysis, self.settings, due, warehouse=self.warehouse)
+        result = await asyncio.to_thread(guarded_analysis, self.settings, due, warehouse=self.warehouse)
         await self.redis.set(marker, result.metric_rows, ex=DONE_TTL_S)
         log.info("performance analysis of %s: %d metric rows, %d alert(s)", due, result.metric_rows, len(result.raised))
 

@@ -51,3 +51,5 @@ class ConceptShift(Drift):
 
     factor: float = 2.0
     segment: dict[str, str] = field(default_factory=lambda: {"product_category": "electronics"})
+    #: When the shift ends (a transient shock); None: it lasts.
+    end_time: datetime | None = None

@@ -409,6 +409,8 @@ def generate(
         for name, value in concept.segment.items():
             segment &= columns[name] == value
         segment[:begin] = False
+        if concept.end_time is not None:
+            segment[_start_index(ConceptShift(start_time=concept.end_time), ts) :] = False
         probability = np.where(segment, np.minimum(1.0, probability * concept.factor), probability)
 
     will_default = rng.random(n) < probability

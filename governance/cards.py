@@ -95,6 +95,7 @@ def build_card(
     objective = policy.get("objective") or {}
     expected = policy.get("expected") or {}
     thresholds = policy.get("thresholds") or {}
+    described = tags.get("data_description") or f"synthetic BNPL applications, seed {params.get('train_seed', '?')}"
     sections = [
         Section(
             "Summary",
@@ -107,8 +108,7 @@ def build_card(
         Section(
             "Data",
             [
-                f"Synthetic BNPL applications, seed {params.get('train_seed', '?')}; time windows: "
-                f"{tags.get('data_window', 'not recorded')}.",
+                f"{described}; time windows: {tags.get('data_window', 'not recorded')}.",
                 "Split by time at month boundaries: the fit window trains, the validation window calibrates and "
                 "(with the holdout's scores) sets thresholds, the holdout measures.",
             ],

@@ -73,6 +73,7 @@ class JobResult:
     raised: list[str] = field(default_factory=list)  # alert keys actually raised (not deduplicated)
     html: Path | None = None
     outcome_counts: dict[str, int] = field(default_factory=dict)
+    verdict: Any = None  # the guardian's verdict (set by governance.guardian.guarded_analysis)
 
 
 def run_name(cadence: str, analysis_date: date) -> str:
@@ -456,7 +457,7 @@ def run_analysis(
     write_html: bool = True,
 ) -> JobResult:
     """One analysis end to end (see the module docstring); ``write_html=False`` skips the report page (and so the
-    MLflow runs, whose artifact it is)."""
+    MLflow runs, whose artifact it is). ``governance.guardian.guarded_analysis`` runs the guardian after it."""
     from performance.html import render_html
     from warehouse.base import make_warehouse
 

@@ -147,3 +147,28 @@ def test_outcomes_table_is_partitioned_by_outcome_date_and_outcomes_carry_their_
     row = stored[events[0].outcome_id]
     assert row["transaction_id"] == records[0]["transaction_id"]
     assert row["outcome_date"].startswith(records[0]["outcome_date"][:10])
+
+
+def test_audit_records_land_in_a_partitioned_model_events_table_with_their_ids(fake, bq):
+    from governance.audit import ModelEvent
+
+    table = fake.tables[(DATASET, "model_events")]
+    assert table["timePartitioning"] == {"type": "DAY", "field": "occurred_at"}
+    assert table["clustering"] == {"fields": ["model_name", "alias"]}
+    events = [
+        ModelEvent("m", "promote", "ops@host", "champion", None, "3", False, "first", {"gate": {"passed": True}}),
+        ModelEvent("m", "fallback_on", "guardian", reason="no model passes"),
+    ]
+    bq.insert_model_events([e.row() for e in events])
+    bq.insert_model_events([events[0].row()])  # a catch-up that re-sends one: BigQuery dedups on insertId
+    assert len(fake.rows[(DATASET, "model_events")]) == 2
+    (call, _) = [body for method, path, body in fake.requests if path.endswith("/model_events/insertAll")]
+    assert [r["insertId"] for r in call["rows"]] == [e.event_id for e in events]
+    first = call["rows"][0]["json"]
+    assert (first["action"], first["alias"], first["to_version"], first["forced"]) == (
+        "promote",
+        "champion",
+        "3",
+        False,
+    )
+    assert json.loads(first["evidence"]) == {"gate": {"passed": True}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -14,6 +15,7 @@ def test_train_then_demo_skips_training_and_promote_moves_alias(tmp_path, capsys
     data_dir = str(tmp_path / "data")
     # 20,000 rows leave ~1,700 holdout loans per season: a wider calibration tolerance than production's.
     monkeypatch.setenv("BNPL_GATE_CALIBRATION_ERROR", "0.5")
+    monkeypatch.setenv("BNPL_TRAIN_ROWS", "20000")  # the demo's retrain too
     assert main(["--data-dir", data_dir, "train", "--rows", "20000", "--families", "logreg", "hgb", "--promote"]) == 0
     out = capsys.readouterr().out
     assert "@champion: held by nobody; best new v" in out
@@ -47,8 +49,13 @@ def test_train_then_demo_skips_training_and_promote_moves_alias(tmp_path, capsys
     assert "outcome calls: Counter({202: " in out
     assert "the 5,000 re-sent changed nothing" in out
     assert "measured on funded loans (approved + manual reviews a reviewer funded)" in out
-    assert "MLflow experiment 'bnpl-performance': 32 runs (one per version and analysis date" in out
+    assert "MLflow experiment 'bnpl-performance': 10 runs (one per version and analysis date" in out
     assert "A/B guardrail with outcomes, challenger vs champion: default rate among approved " in out
+    assert "== governance: the guardian, the emergency fallback, a retrained challenger ==" in out
+    assert "registered v3 (holdout AUC " in out  # the retrain registered, and moved no alias by itself
+    # The audit trail holds the retrained model's move into the challenger alias.
+    assert re.search(r"^\S+ \S+\s+promote( \(forced\))?\s+challenger\s+1\s+3\s", out, re.M)
+    assert "bnpl_default_predictor@champion is now v" in out
 
     from common.settings import Settings
 

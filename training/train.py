@@ -35,6 +35,7 @@ from analysis.performance import customer_codes, delong
 from common.progress import step
 from common.settings import Settings, TrainingSettings
 from datagen import Dataset, generate
+from datagen.drift import Drift
 from features import FEATURE_NAMES, featurize_columns
 from features.spec import AGE_BRACKETS, FEATURE_SPEC_VERSION, feature_columns, metric_key
 from governance.cards import publish_card
@@ -118,10 +119,17 @@ def objective_of(settings: TrainingSettings) -> Objective:
     )
 
 
-def training_data(settings: TrainingSettings, rows: int | None = None) -> Dataset:
-    """The synthetic history training fits on (``BNPL_TRAIN_ROWS`` rows over ``BNPL_TRAIN_DAYS`` days)."""
+def training_data(settings: TrainingSettings, rows: int | None = None, drifts: Sequence[Drift] = ()) -> Dataset:
+    """The synthetic history training fits on (``BNPL_TRAIN_ROWS`` rows over ``BNPL_TRAIN_DAYS`` days); ``drifts``
+    model a world that changed (e.g. a retrain after a concept shift: the shift over the whole history)."""
     start = datetime.fromisoformat(settings.train_start).replace(tzinfo=UTC)
-    return generate(rows or settings.train_rows, seed=settings.train_seed, start=start, days=settings.train_days)
+    return generate(
+        rows or settings.train_rows,
+        seed=settings.train_seed,
+        start=start,
+        days=settings.train_days,
+        drifts=list(drifts),
+    )
 
 
 def _month_start(instant: datetime) -> datetime:
@@ -255,6 +263,7 @@ def _fit_and_log(
     settings: Settings,
     experiment_id: str,
     parent_run_id: str,
+    data_description: str,
 ) -> tuple[TrainedModel, npt.NDArray[np.float64]]:
     import mlflow
     import mlflow.sklearn
@@ -403,6 +412,7 @@ def _fit_and_log(
         "training_run_id": run.info.run_id,
         "data_window": "; ".join(f"{name} {_window(split)}" for name, split in zip(SPLIT_NAMES, splits, strict=True)),
         "code_commit": _code_commit(),
+        "data_description": data_description,
     }.items():
         client.set_model_version_tag(settings.registry.model_name, version, key, value)
     publish_card(client, settings.registry.model_name, version)
@@ -416,15 +426,21 @@ def train_and_register(
     aliases: Sequence[str] = ("champion", "challenger"),
     data: Dataset | None = None,
     promote: bool = False,
+    data_description: str = "",
 ) -> TrainingReport:
     """Train every family and register each as a version; propose the best ones by holdout AUC for ``aliases``
-    (in order) and, with ``promote``, move each alias whose proposal passes the promotion gate."""
+    (in order) and, with ``promote``, move each alias whose proposal passes the promotion gate. ``data_description``
+    says what ``data`` is (its model cards print it; default: the synthetic history of the training settings)."""
     import mlflow
 
     started = time.perf_counter()
     rows = rows or settings.training.train_rows
     client = mlflow_client(settings.registry)
     experiment_id = ensure_experiment(client, settings.registry, settings.training.training_experiment)
+    t = settings.training
+    data_description = data_description or (
+        f"synthetic BNPL applications, seed {t.train_seed}, {t.train_days} days from {t.train_start}"
+    )
     with step(f"generating {rows:,} synthetic transactions (seed {settings.training.train_seed}) and features"):
         data = data if data is not None else training_data(settings.training, rows)
         rows = len(data)
@@ -449,7 +465,9 @@ def train_and_register(
         for name in families:
             with step(f"training {name} and registering it in {settings.registry.model_name}"):
                 try:
-                    model, scores = _fit_and_log(FAMILIES[name], splits, settings, experiment_id, parent.info.run_id)
+                    model, scores = _fit_and_log(
+                        FAMILIES[name], splits, settings, experiment_id, parent.info.run_id, data_description
+                    )
                 except FairLendingError as exc:
                     rejected[name] = str(exc)
                     print(f"    {exc}", flush=True)

@@ -205,16 +205,20 @@ class DuckDBWarehouse:
             conn.execute("COMMIT")
         return InsertResult(inserted=inserted, duplicates=len(payloads) - len(rejected) - inserted), rejected
 
-    def upsert_experiment(self, row: dict[str, Any]) -> None:
-        """Mirror an experiment's configuration (one row per experiment, replaced on change)."""
-        columns, _ = TABLES["experiments"]
+    def _write_rows(self, table: str, rows: list[dict[str, Any]], verb: str) -> None:
+        """``verb`` (``INSERT OR REPLACE`` / ``INSERT OR IGNORE``) ``rows`` into ``table`` by its declared columns."""
+        columns, _ = TABLES[table]
         names = ", ".join(f'"{c.name}"' for c in columns)
         marks = ", ".join("?" for _ in columns)
         with self.connect() as conn:
-            conn.execute(
-                f"INSERT OR REPLACE INTO experiments ({names}) VALUES ({marks})",  # noqa: S608 - constants
-                [row.get(c.name) for c in columns],
+            conn.executemany(
+                f"{verb} INTO {table} ({names}) VALUES ({marks})",
+                [[row.get(c.name) for c in columns] for row in rows],
             )
+
+    def upsert_experiment(self, row: dict[str, Any]) -> None:
+        """Mirror an experiment's configuration (one row per experiment, replaced on change)."""
+        self._write_rows("experiments", [row], "INSERT OR REPLACE")
 
     def insert_outcomes(self, events: list[OutcomeEvent]) -> OutcomeResult:
         """Land outcomes: new loans are inserted, a later outcome supersedes the current one, the same outcome again
@@ -253,16 +257,8 @@ class DuckDBWarehouse:
 
     def insert_model_events(self, rows: list[dict[str, Any]]) -> None:
         """Append audit records; a record already there (same ``event_id``) is left as it is."""
-        if not rows:
-            return
-        columns, _ = TABLES["model_events"]
-        names = ", ".join(f'"{c.name}"' for c in columns)
-        marks = ", ".join("?" for _ in columns)
-        with self.connect() as conn:
-            conn.executemany(
-                f"INSERT OR IGNORE INTO model_events ({names}) VALUES ({marks})",  # noqa: S608 - constants
-                [[row.get(c.name) for c in columns] for row in rows],
-            )
+        if rows:
+            self._write_rows("model_events", rows, "INSERT OR IGNORE")
 
     def model_event_ids(self) -> set[str]:
         """Ids of the audit records the table holds."""
