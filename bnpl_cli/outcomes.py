@@ -199,6 +199,10 @@ def run_performance(settings: Settings, args: argparse.Namespace) -> int:
         html_dir=Path(args.html_dir) if args.html_dir else None,
     )
     print(performance_text(result))
+    if result.verdict is not None:
+        print(result.verdict.summary())
+        for event in result.verdict.events:
+            print(f"  audit {event.event_id}: {event.summary()}")
     return 0
 
 

@@ -167,7 +167,7 @@ class Verdict:
 
     def summary(self) -> str:
         what = {
-            "none": "champion within its guardrails",
+            "none": "no action" if self.reason else "champion within its guardrails",
             "switch": f"switch champion v{self.champion} → v{self.target}",
             "rollback": f"roll back champion v{self.champion} → v{self.target}",
             "fallback": "engage the emergency fallback (no model passes its guardrails)",
