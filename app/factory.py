@@ -73,7 +73,8 @@ async def _front_door(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
-    client = connect(app[SETTINGS].streams.redis_url, role="api")
+    streams = app[SETTINGS].streams
+    client = connect(streams.redis_url, role="api", cluster=streams.redis_cluster)
     app[REDIS] = client
     yield
     await client.aclose()

@@ -27,7 +27,9 @@ the only code that writes or reads that layout; Lua scripts that append entries 
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import zlib
 from dataclasses import dataclass
 from typing import Final
@@ -117,6 +119,35 @@ def dead_letter_fields(
     }
 
 
+#: Cluster key slots (Redis Cluster hashes the hash tag with CRC16 into this many).
+SLOTS: Final = 16_384
+
+
+def slot_of(key: str) -> int:
+    """The cluster slot of ``key`` (CRC16 of its hash tag, as Redis computes it)."""
+    from redis.crc import key_slot
+
+    slot: int = key_slot(key.encode())
+    return slot
+
+
+@functools.cache
+def spread_tag(shard: int, shards: int) -> str:
+    """``{s<shard>-<k>}`` with the smallest ``k`` whose slot is within a quarter share of the middle of the shard's
+    share of the slots (deterministic: every process derives the same names).
+
+    >>> sorted(slot_of(spread_tag(s, 6)) * 6 // SLOTS for s in range(6))
+    [0, 1, 2, 3, 4, 5]
+    """
+    share = SLOTS / shards
+    middle = (shard + 0.5) * share
+    for k in itertools.count():
+        tag = f"{{s{shard}-{k}}}"
+        if abs(slot_of(tag) - middle) <= share / 4:
+            return tag
+    raise AssertionError("unreachable")
+
+
 @dataclass(frozen=True, slots=True)
 class Keys:
     """Key names for one deployment (``prefix`` separates deployments sharing a Redis)."""
@@ -125,10 +156,15 @@ class Keys:
     shards: int = 1
 
     # --- slots -------------------------------------------------------------------------------------------------
-    @staticmethod
-    def tag(shard: int) -> str:
-        """The hash tag every key of ``shard`` carries."""
-        return f"{{{shard}}}"
+    def tag(self, shard: int) -> str:
+        """The hash tag every key of ``shard`` carries: ``{0}`` with one shard; with more, one whose slot lies in the
+        middle of the shard's equal share of the 16,384 cluster slots, so a cluster whose masters split the slots
+        evenly (what ``redis-cli --cluster create`` does) gets the same number of shards on every master.
+
+        >>> Keys("bnpl", 1).tag(0), [slot_of(Keys("bnpl", 3).tag(s)) * 3 // 16_384 for s in range(3)]
+        ('{0}', [0, 1, 2])
+        """
+        return "{0}" if self.shards == 1 else spread_tag(shard, self.shards)
 
     def shard_of(self, customer_id: str) -> int:
         """Stable shard of a customer (crc32, identical in every process)."""
@@ -137,7 +173,8 @@ class Keys:
     def shard_of_stream(self, stream: str) -> int:
         """The shard of a prediction stream name.
 
-        >>> Keys("bnpl", 4).shard_of_stream("bnpl:predictions:{3}")
+        >>> keys = Keys("bnpl", 4)
+        >>> keys.shard_of_stream(keys.predictions(3))
         3
         """
         return self.prediction_streams().index(stream)

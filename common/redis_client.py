@@ -22,11 +22,19 @@ def require_url(url: str) -> str:
     return url
 
 
-def connect(url: str, role: Role = "tool") -> Any:
-    """An asyncio client (``redis.asyncio.Redis``) for ``url``."""
+def connect(url: str, role: Role = "tool", cluster: bool = False) -> Any:
+    """An asyncio client for ``url``: ``redis.asyncio.Redis``, or with ``cluster`` a
+    ``redis.asyncio.cluster.RedisCluster`` seeded from that node (it discovers the others, follows MOVED/ASK and
+    refreshes its slot map after a failover)."""
     from redis.asyncio import Redis
 
     socket_timeout, connect_timeout = TIMEOUTS[role]
+    if cluster:
+        from redis.asyncio.cluster import RedisCluster
+
+        return RedisCluster.from_url(
+            require_url(url), socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout
+        )
     return Redis.from_url(
         require_url(url),
         socket_timeout=socket_timeout,

@@ -137,6 +137,11 @@ class StreamSettings:
     stream_shards: int = setting(
         "BNPL_STREAM_SHARDS", 1, "prediction-stream shards (by customer_id, hash-tagged for Redis Cluster)"
     )
+    redis_cluster: bool = setting(
+        "BNPL_REDIS_CLUSTER",
+        False,
+        "`BNPL_REDIS_URL` is a Redis Cluster node (any one): the API publishes through a cluster client",
+    )
 
     @property
     def keys(self) -> Keys:
