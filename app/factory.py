@@ -18,7 +18,7 @@ from app.openapi import openapi_document
 from app.routes import JSON, add_routes
 from app.validation import BatchDecoder, RequestError
 from app.watcher import RegistryWatcher
-from common.redis_client import connect
+from common.redis_client import redis_for
 from common.settings import Settings
 from decision.engine import DecisionEngine
 from producers.publisher import EventPublisher
@@ -73,8 +73,7 @@ async def _front_door(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
-    streams = app[SETTINGS].streams
-    client = connect(streams.redis_url, role="api", cluster=streams.redis_cluster)
+    client = redis_for(app[SETTINGS].streams, role="api")
     app[REDIS] = client
     yield
     await client.aclose()

@@ -158,10 +158,10 @@ async def _raise_crossings(settings: Settings, report: AbReport) -> list[str]:
     import uuid_utils
 
     from alerting.channel import raise_alert
-    from common.redis_client import connect
+    from common.redis_client import redis_for
     from schemas.alerts import Alert
 
-    redis = connect(settings.streams.redis_url)
+    redis = redis_for(settings.streams)
     sent = []
     try:
         for c in report.comparisons:

@@ -543,11 +543,11 @@ def _outcome_guardrail(settings: Settings, experiment: str) -> None:
 
 
 async def _groups_drained(settings: Settings) -> None:
-    from common.redis_client import connect
+    from common.redis_client import redis_for
     from consumers.status import wait_drained
 
     keys = settings.keys
-    client = connect(settings.streams.redis_url)
+    client = redis_for(settings.streams)
     try:
         for stream in keys.prediction_streams():
             await wait_drained(client, stream, "warehouse", seconds=180)

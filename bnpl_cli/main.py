@@ -95,9 +95,9 @@ def _cmd_fallback(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     if args.state == "status":
-        from common.redis_client import connect_sync
+        from common.redis_client import redis_for_sync
 
-        redis = connect_sync(settings.streams.redis_url)
+        redis = redis_for_sync(settings.streams)
         try:
             state = read_state_sync(redis, settings.keys)
         finally:

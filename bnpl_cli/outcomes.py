@@ -57,7 +57,7 @@ def validate_file(path: Path, source: str | None) -> tuple[list[Outcome], list[s
 
 def load(settings: Settings, path: Path, source: str | None, skip_invalid: bool, chunk: int = 1_000) -> int:
     """Validate the whole file, then publish it to the outcome stream in chunks, with progress on stderr."""
-    from common.redis_client import connect_sync
+    from common.redis_client import redis_for_sync
     from producers.outcomes import outcome_events, publish_outcomes_sync
 
     if not path.exists():
@@ -73,7 +73,7 @@ def load(settings: Settings, path: Path, source: str | None, skip_invalid: bool,
                 f"{len(errors):,} invalid line(s): nothing was loaded (--skip-invalid loads the rest)", file=sys.stderr
             )
             return 2
-    redis = connect_sync(settings.streams.redis_url)
+    redis = redis_for_sync(settings.streams)
     sent = 0
     try:
         for start in range(0, len(outcomes), chunk):

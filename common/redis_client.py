@@ -6,7 +6,10 @@ may wait longer for a blocking read. Nothing connects at import or at constructi
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+if TYPE_CHECKING:
+    from common.settings import StreamSettings
 
 Role = Literal["api", "worker", "tool"]
 
@@ -49,3 +52,21 @@ def connect_sync(url: str) -> Any:
 
     socket_timeout, connect_timeout = TIMEOUTS["tool"]
     return redis.Redis.from_url(require_url(url), socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout)
+
+
+def redis_for(streams: StreamSettings, role: Role = "tool") -> Any:
+    """The asyncio client of a deployment's Redis (``BNPL_REDIS_URL``; a cluster client with
+    ``BNPL_REDIS_CLUSTER``)."""
+    return connect(streams.redis_url, role, cluster=streams.redis_cluster)
+
+
+def redis_for_sync(streams: StreamSettings) -> Any:
+    """The blocking client of a deployment's Redis (command-line tools and reports)."""
+    if streams.redis_cluster:
+        from redis.cluster import RedisCluster
+
+        socket_timeout, connect_timeout = TIMEOUTS["tool"]
+        return RedisCluster.from_url(
+            require_url(streams.redis_url), socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout
+        )
+    return connect_sync(streams.redis_url)

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from common.processes import Child, bnpl_command, supervise
-from common.redis_client import connect, connect_sync
+from common.redis_client import redis_for, redis_for_sync
 from common.settings import Settings
 from consumers.groups import GROUPS
 from consumers.runtime import ConsumerWorker, run_worker
@@ -52,7 +52,7 @@ def _serve_metrics(worker: ConsumerWorker, port: int) -> None:
 
 
 async def _run_one(settings: Settings, group: str) -> int:
-    redis = connect(settings.streams.redis_url, role="worker")
+    redis = redis_for(settings.streams, role="worker")
     worker = ConsumerWorker(redis, settings.keys, GROUPS[group](settings, redis), settings.consumers)
     if settings.consumers.metrics_port:
         _serve_metrics(worker, settings.consumers.metrics_port + settings.consumers.worker_index)
@@ -70,7 +70,7 @@ async def check(settings: Settings, group: str) -> int:
     exists here) and beating (a fresh health key); otherwise at least one live worker of the group on this host."""
     host = socket.gethostname()
     keys = settings.keys
-    redis = connect(settings.streams.redis_url)
+    redis = redis_for(settings.streams)
     problems: list[str] = []
     try:
         supervisors = [k async for k in redis.scan_iter(match=keys.supervisor_pattern(group, host))]
@@ -112,7 +112,7 @@ def _supervisor_beat(settings: Settings, group: str) -> Any:
     """Report the children to Redis about once a second (``--check`` reads it); errors are the caller's to log."""
     keys = settings.keys
     key = keys.supervisor(group, socket.gethostname(), os.getpid())
-    client = connect_sync(settings.streams.redis_url)
+    client = redis_for_sync(settings.streams)
 
     def beat(children: list[Child]) -> None:
         report = {
@@ -142,7 +142,7 @@ def consume(settings: Settings, group: str, workers: int = 1) -> int:
 async def status(settings: Settings) -> int:
     from consumers.status import collect, healthy, render
 
-    redis = connect(settings.streams.redis_url)
+    redis = redis_for(settings.streams)
     try:
         streams = await collect(redis, settings.keys, settings.consumers)
     finally:

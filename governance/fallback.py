@@ -76,9 +76,9 @@ def _alert(settings: Settings, event: ModelEvent, engaged: bool) -> Alert:
 
 async def _publish(settings: Settings, alert: Alert) -> None:
     from alerting.channel import raise_alert
-    from common.redis_client import connect
+    from common.redis_client import redis_for
 
-    redis = connect(settings.streams.redis_url)
+    redis = redis_for(settings.streams)
     try:
         await raise_alert(redis, settings.keys, alert, None)
     finally:
@@ -96,9 +96,9 @@ def switch(
 ) -> ModelEvent | None:
     """Engage (``engage=True``) or release the fallback; None when it already was in that state. Writes the Redis
     switch first (what the replicas act on), then the audit record, then the alert."""
-    from common.redis_client import connect_sync
+    from common.redis_client import redis_for_sync
 
-    redis = connect_sync(settings.streams.redis_url)
+    redis = redis_for_sync(settings.streams)
     try:
         current = read_state_sync(redis, settings.keys)
         if (current is not None) == engage:

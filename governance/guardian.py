@@ -384,10 +384,10 @@ def run_guardian(settings: Settings, report: PerformanceReport, alerts: list[Ale
     state = GuardianState.from_history(history(client, registry.model_name), registry.model_aliases[0])
     engaged = False
     if settings.streams.redis_url:
-        from common.redis_client import connect_sync
+        from common.redis_client import redis_for_sync
         from governance.fallback import read_state_sync
 
-        redis = connect_sync(settings.streams.redis_url)
+        redis = redis_for_sync(settings.streams)
         try:
             engaged = read_state_sync(redis, settings.keys) is not None
         finally:
@@ -434,10 +434,10 @@ def run_guardian(settings: Settings, report: PerformanceReport, alerts: list[Ale
         import asyncio
 
         from alerting.channel import raise_alert
-        from common.redis_client import connect
+        from common.redis_client import redis_for
 
         async def publish() -> None:
-            redis = connect(settings.streams.redis_url)
+            redis = redis_for(settings.streams)
             try:
                 for alert in verdict.alerts:
                     await raise_alert(redis, settings.keys, alert, 90 * 86_400)

@@ -373,9 +373,9 @@ async def _drift_alerts(redis: Any, settings: Settings) -> dict[str, list[Alert]
 
 async def _raise(settings: Settings, report: PerformanceReport, alerts: list[Alert]) -> tuple[list[Alert], list[str]]:
     from alerting.channel import raise_alert
-    from common.redis_client import connect
+    from common.redis_client import redis_for
 
-    redis = connect(settings.streams.redis_url)
+    redis = redis_for(settings.streams)
     raised = []
     try:
         alerts = alerts + retraining(report, alerts, await _drift_alerts(redis, settings))

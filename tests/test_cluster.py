@@ -11,6 +11,7 @@ import pytest
 from redis.cluster import RedisCluster
 
 from common.keys import decode_entry, slot_of
+from common.redis_client import redis_for_sync
 from common.redis_server import RedisClusterServers
 from datagen import generate
 from decision.engine import DecisionEngine
@@ -42,7 +43,8 @@ async def test_api_publishes_every_decision_once_into_shards_spread_over_the_mas
     finally:
         await stop()  # the publisher drains on shutdown
     assert result.statuses == Counter({200: 1_000})
-    client = RedisCluster.from_url(cluster.url)
+    client = redis_for_sync(settings.streams)  # what the CLI tools use: a cluster client here
+    assert isinstance(client, RedisCluster)
     try:
         keys = settings.keys
         streams = keys.prediction_streams()
