@@ -53,6 +53,27 @@ DEFAULT_MARGINS: Final[dict[str, float]] = {
     "latency_ms": 2.0,
     "default_rate_approved": 0.005,
 }
+
+
+def parse_margins(text: str) -> dict[str, float]:
+    """Guardrail margins from ``"deny_rate:0.01,latency_ms:2"``; raises ``ValueError`` on an unknown guardrail or a
+    margin that is not a number.
+
+    >>> parse_margins("deny_rate:0.01, latency_ms:2")
+    {'deny_rate': 0.01, 'latency_ms': 2.0}
+    """
+    margins: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        metric, _, value = (s.strip() for s in part.partition(":"))
+        if metric not in DEFAULT_MARGINS:
+            raise ValueError(f"unknown guardrail {metric!r}; known: {', '.join(DEFAULT_MARGINS)}")
+        try:
+            margins[metric] = float(value)
+        except ValueError:
+            raise ValueError(f"guardrail margin {part!r} is not metric:number") from None
+    return margins
+
+
 LABELS: Final = {
     "approval_rate": "approval rate",
     "deny_rate": "deny rate",

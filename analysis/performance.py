@@ -140,7 +140,9 @@ def paired_test(result: DeLong, a: int = 0, b: int = 1, confidence: float = 0.95
     variance = float(c[a, a] + c[b, b] - 2 * c[a, b])
     if not variance > 0:
         same = delta == 0 or math.isnan(delta)
-        return PairedTest(delta, 0.0, 0.0 if same else math.inf, 1.0 if same else 0.0, delta, delta)
+        return PairedTest(
+            delta, 0.0, 0.0 if same else math.copysign(math.inf, delta), 1.0 if same else 0.0, delta, delta
+        )
     se = math.sqrt(variance)
     z = delta / se
     half = two_sided_z(confidence) * se

@@ -27,7 +27,7 @@ from typing import Any
 
 from common.settings import Settings
 from datagen import ConceptShift, generate
-from performance.analysis import windows
+from performance.analysis import weekly_analysis_dates, windows
 from performance.job import run_analysis
 from traffic.landing import decide_into, land_outcomes
 from warehouse.duckdb_store import DuckDBWarehouse
@@ -70,16 +70,6 @@ def _progress(done: int, total: int) -> None:
     print(f"  {done:,}/{total:,} decided and landed", file=sys.stderr, flush=True)
 
 
-def _analysis_dates(days: int, maturity: int, start: datetime = START) -> list[date]:
-    first = (start + timedelta(days=7 + maturity)).date()
-    last = (start + timedelta(days=days + maturity)).date()
-    out, d = [], first
-    while d <= last:
-        out.append(d)
-        d += timedelta(days=7)
-    return out
-
-
 def _run(settings: Settings, path: Path, dates: list[date]) -> list[Any]:
     wh = DuckDBWarehouse(path)
     return [
@@ -107,7 +97,7 @@ def main() -> int:
     outcomes = _land(engine, settings, tmp / "undrifted.duckdb", n, days, seed=101, drifts=[])
     landed_s = time.perf_counter() - t
     t = time.perf_counter()
-    results = _run(settings, tmp / "undrifted.duckdb", _analysis_dates(days, perf.maturity_days))
+    results = _run(settings, tmp / "undrifted.duckdb", weekly_analysis_dates(START, days, perf.maturity_days))
     analysis_s = (time.perf_counter() - t) / max(len(results), 1)
     alerts = Counter(a.kind for r in results for a in r.alerts)
     covered, checked, gaps, misses = 0, 0, [], []
@@ -160,7 +150,7 @@ def main() -> int:
     )
     shift = ConceptShift(start_time=SHIFT_START, factor=2.0, segment={"customer_income_bracket": "<25k"})
     _land(engine, settings, tmp / "shift.duckdb", shift_n, shift_days, seed=202, drifts=[shift])
-    dates = _analysis_dates(shift_days, perf.maturity_days)
+    dates = weekly_analysis_dates(START, shift_days, perf.maturity_days)
     shifted = _run(settings, tmp / "shift.duckdb", dates)
     matured = next(d for d in dates if windows(d, "weekly", perf.maturity_days).cohort_end > SHIFT_START)
     print("| analysis date | cohort | shifted | alerts |\n|---|---|---|---|")
@@ -187,7 +177,7 @@ def main() -> int:
     holiday_n = max(n // 4, 100_000)
     print(f"\nthe holiday season, for comparison: {holiday_n:,} decisions from {holiday_start:%Y-%m-%d}, 13 weeks …")
     _land(engine, settings, tmp / "holiday.duckdb", holiday_n, 91, seed=303, drifts=[], start=holiday_start)
-    dates = _analysis_dates(91, perf.maturity_days, holiday_start)
+    dates = weekly_analysis_dates(holiday_start, 91, perf.maturity_days)
     print("| cohort | observed/expected (deciding version) | alerts |\n|---|---|---|")
     for r in _run(settings, tmp / "holiday.duckdb", dates):
         w = r.report.windows

@@ -19,7 +19,16 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from analysis.ab_report import DEFAULT_MARGINS, SUCCESS, AbReport, Decisions, Plan, build_report, render_text
+from analysis.ab_report import (
+    DEFAULT_MARGINS,
+    SUCCESS,
+    AbReport,
+    Decisions,
+    Plan,
+    build_report,
+    parse_margins,
+    render_text,
+)
 from analysis.clustered import customer_sums, linearised
 from analysis.paired import PairedComparison, mcnemar
 from common.settings import Settings
@@ -76,12 +85,7 @@ def _defaulted(rows: list[tuple[Any, ...]]) -> npt.NDArray[np.float64] | None:
 
 def plan_of(tags: dict[str, str], allocation: dict[str, float]) -> Plan:
     """The experiment's plan from its MLflow tags (``bnpl.minimum_sample_size`` counts customers per arm)."""
-    margins = dict(DEFAULT_MARGINS)
-    for part in filter(None, (p.strip() for p in tags.get("bnpl.guardrail_margins", "").split(","))):
-        metric, _, value = part.partition(":")
-        if metric.strip() not in DEFAULT_MARGINS:
-            raise ValueError(f"unknown guardrail {metric!r}; known: {', '.join(DEFAULT_MARGINS)}")
-        margins[metric.strip()] = float(value)
+    margins = {**DEFAULT_MARGINS, **parse_margins(tags.get("bnpl.guardrail_margins", ""))}
     return Plan(
         allocation=allocation,
         minimum_customers=int(tags.get("bnpl.minimum_sample_size") or 1_000),

@@ -340,7 +340,7 @@ def _performance_loop(settings: Settings, base_url: str, key: str, n: int = PERF
     returns how many performance alerts they raised."""
     from bnpl_cli.outcomes import performance_text
     from datagen import ConceptShift
-    from performance.analysis import windows
+    from performance.analysis import weekly_analysis_dates, windows
     from traffic.http import post_batches
 
     perf = settings.replace(time_column="transaction", schedule_s=0, guardian_mode="auto")
@@ -374,7 +374,7 @@ def _performance_loop(settings: Settings, base_url: str, key: str, n: int = PERF
         f"outcomes table: {loans:,} loans ({distinct:,} distinct; {expected:,} expected), {superseded or 0:,} "
         f"outcomes superseded by a later one (defaults charged off); the 5,000 re-sent changed nothing"
     )
-    dates = _cohort_dates(PERF_START, PERF_WEEKS, maturity)
+    dates = weekly_analysis_dates(PERF_START, 7 * PERF_WEEKS, maturity)
     shifted_from = next(d for d in dates if windows(d, "weekly", maturity).cohort_end > PERF_SHIFT)
     print(
         f"\nweekly analyses ({len(dates)}; cohorts mature {maturity} days after the decision; the first shifted "
@@ -394,12 +394,6 @@ def _performance_loop(settings: Settings, base_url: str, key: str, n: int = PERF
     )
     _verdicts(results)
     return sum(len(r.raised) for r in results)
-
-
-def _cohort_dates(start: datetime, weeks: int, maturity: int) -> list[Any]:
-    """One weekly analysis date per decided week, each when that week's cohort has matured."""
-    first = (start + timedelta(days=7 + maturity)).date()
-    return [first + timedelta(days=7 * k) for k in range(weeks)]
 
 
 def _verdicts(results: list[Any]) -> None:
@@ -449,6 +443,7 @@ def _governance(settings: Settings, client: Any, base_url: str, key: str, n: int
     from governance.aliases import GovernanceError, promote
     from governance.audit import history
     from governance.fallback import switch
+    from performance.analysis import weekly_analysis_dates
     from training.train import train_and_register, training_data
 
     perf = settings.replace(time_column="transaction", schedule_s=0, guardian_mode="auto")
@@ -492,7 +487,7 @@ def _governance(settings: Settings, client: Any, base_url: str, key: str, n: int
     with step(f"sending their {len(records):,} outcomes and landing them"):
         asyncio.run(post_batches(base_url, "/v1/bnpl/outcomes", "outcomes", records, api_key=key, batch=2_500))
         asyncio.run(_groups_drained(settings))
-    dates = _cohort_dates(start, weeks, perf.performance.maturity_days)
+    dates = weekly_analysis_dates(start, 7 * weeks, perf.performance.maturity_days)
     results = _analyses(perf, dates, "phase 2")
     _verdicts(results)
     _banner("audit trail: bnpl models --history")

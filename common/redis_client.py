@@ -46,12 +46,17 @@ def connect(url: str, role: Role = "tool", cluster: bool = False) -> Any:
     )
 
 
-def connect_sync(url: str) -> Any:
-    """A blocking client (``redis.Redis``), for command-line tools and reports."""
+def connect_sync(url: str, cluster: bool = False) -> Any:
+    """A blocking client (``redis.Redis``, or with ``cluster`` ``redis.cluster.RedisCluster``), for command-line
+    tools and reports."""
     import redis
+    from redis.cluster import RedisCluster
 
     socket_timeout, connect_timeout = TIMEOUTS["tool"]
-    return redis.Redis.from_url(require_url(url), socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout)
+    client_class = RedisCluster if cluster else redis.Redis
+    return client_class.from_url(
+        require_url(url), socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout
+    )
 
 
 def redis_for(streams: StreamSettings, role: Role = "tool") -> Any:
@@ -62,11 +67,4 @@ def redis_for(streams: StreamSettings, role: Role = "tool") -> Any:
 
 def redis_for_sync(streams: StreamSettings) -> Any:
     """The blocking client of a deployment's Redis (command-line tools and reports)."""
-    if streams.redis_cluster:
-        from redis.cluster import RedisCluster
-
-        socket_timeout, connect_timeout = TIMEOUTS["tool"]
-        return RedisCluster.from_url(
-            require_url(streams.redis_url), socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout
-        )
-    return connect_sync(streams.redis_url)
+    return connect_sync(streams.redis_url, cluster=streams.redis_cluster)

@@ -73,13 +73,13 @@ class DecisionEngine:
         versions: dict[str, str] = {}
         reasons: list[ReasonCode]
         inference_start = time.perf_counter()
+        if models is not None:  # every model scores, also while the emergency fallback decides (shadow)
+            for model in models.models:
+                scores[model.alias] = model.scorer.score(x)
+            versions = models.versions
+        inference_ms = (time.perf_counter() - inference_start) * 1000.0
         if models is None or self.fallback_reason is not None:
-            if models is not None:  # engaged by an operator or the guardian: models still score (shadow)
-                for model in models.models:
-                    scores[model.alias] = model.scorer.score(x)
-                versions = models.versions
             outcome = fallback_policy(request)
-            inference_ms = (time.perf_counter() - inference_start) * 1000.0
             probability = None
             family, alias, version, arm, policy = "rules", None, None, "fallback", FALLBACK_POLICY
             thresholds: dict[str, float] = {}
@@ -88,10 +88,6 @@ class DecisionEngine:
             champion_family = None
             experiment = None
         else:
-            for model in models.models:
-                scores[model.alias] = model.scorer.score(x)
-            versions = models.versions
-            inference_ms = (time.perf_counter() - inference_start) * 1000.0
             experiment = models.experiment
             champion = models.models[0]
             arm = experiment.assign(request.customer_id) if experiment else champion.alias

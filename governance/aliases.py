@@ -21,6 +21,15 @@ class GovernanceError(Exception):
     """A change refused (the CLI exits 2 with the message)."""
 
 
+def _check_override(refusals: list[str], force: bool, reason: str) -> None:
+    """Pass when nothing refuses the change, or ``force`` with a reason overrides; else raise
+    :class:`GovernanceError`."""
+    if refusals and not force:
+        raise GovernanceError("; ".join(refusals) + ' (--force --reason "…" overrides, and is recorded)')
+    if force and not reason.strip():
+        raise GovernanceError("--force needs --reason: the audit record must say why")
+
+
 @dataclass(frozen=True, slots=True)
 class AliasChange:
     alias: str
@@ -100,10 +109,7 @@ def promote(
     )
     if change.experiments:
         refusals.append(f"active experiment(s) {', '.join(change.experiments)} decide with @{alias}")
-    if refusals and not force:
-        raise GovernanceError("; ".join(refusals) + ' (--force --reason "…" overrides, and is recorded)')
-    if force and not reason.strip():
-        raise GovernanceError("--force needs --reason: the audit record must say why")
+    _check_override(refusals, force, reason)
     model_name = settings.registry.model_name
     client.set_registered_model_alias(model_name, alias, change.candidate.version)
     event = record(
@@ -142,10 +148,7 @@ def unalias(client: Any, settings: Settings, alias: str, *, force: bool = False,
     experiments = experiments_using(client, settings, alias)
     if experiments:
         refusals.append(f"active experiment(s) {', '.join(experiments)} decide with @{alias}")
-    if refusals and not force:
-        raise GovernanceError("; ".join(refusals) + ' (--force --reason "…" overrides, and is recorded)')
-    if force and not reason.strip():
-        raise GovernanceError("--force needs --reason: the audit record must say why")
+    _check_override(refusals, force, reason)
     client.delete_registered_model_alias(model_name, alias)
     return record(
         client,

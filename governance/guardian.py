@@ -82,7 +82,7 @@ class Comparison:
 
     @property
     def p_one_sided(self) -> float:
-        return float(stats.norm.sf(self.z)) if math.isfinite(self.z) else (0.0 if self.z > 0 else 1.0)
+        return float(stats.norm.sf(self.z))  # 0 for z = +inf, 1 for z = -inf
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -225,17 +225,14 @@ def _report_of(report: PerformanceReport, version: str) -> VersionReport | None:
     return next((v for v in report.versions if v.version == version), None)
 
 
-def comparisons(report: PerformanceReport, aliases: dict[str, str], settings: Settings) -> list[Comparison]:
+def comparisons(report: PerformanceReport, aliases: dict[str, str]) -> list[Comparison]:
     """Every other aliased version against the champion on the same matured loans."""
     by_version = {version: alias for alias, version in aliases.items()}
-    out = []
-    for v in report.versions:
-        if v.version == report.champion or v.version not in by_version or v.vs_champion is None:
-            continue
-        t = v.vs_champion
-        z = t.z if t.se > 0 else (math.inf if t.delta > 0 else -math.inf if t.delta < 0 else 0.0)
-        out.append(Comparison(v.version, by_version[v.version], t.delta, t.se, z, v.loans))
-    return out
+    return [
+        Comparison(v.version, by_version[v.version], v.vs_champion.delta, v.vs_champion.se, v.vs_champion.z, v.loans)
+        for v in report.versions
+        if v.version != report.champion and v.version in by_version and v.vs_champion is not None
+    ]
 
 
 def assess(
@@ -263,12 +260,12 @@ def assess(
         return verdict
     z_crit = float(stats.norm.isf(gov.guardian_alpha))
     verdict.probation = state.on_probation(champion, today, report.windows.period, gov.guardian_probation_periods)
-    verdict.comparisons = comparisons(report, aliases, settings)
+    verdict.comparisons = comparisons(report, aliases)
     verdict.breaches = breaches_of(report, alerts, champion, settings)
     verdict.drift = [a.message for a in alerts if a.kind == "retraining_recommended" and champion in _names(a)]
+    previous = state.last_switch.from_version if verdict.probation and state.last_switch else None
     if verdict.probation:
         verdict.breaches += shadow_breaches(report, champion, settings)
-        previous = state.last_switch.from_version if state.last_switch else None
         for c in verdict.comparisons:
             if c.version == previous and c.z > z_crit:
                 verdict.breaches.append(
@@ -285,12 +282,10 @@ def assess(
     def healthy(version: str) -> bool:
         return not breaches_of(report, alerts, version, settings) and not shadow_breaches(report, version, settings)
 
-    if verdict.probation and state.last_switch is not None and state.last_switch.from_version:
-        previous = state.last_switch.from_version
-        if previous in aliases.values() and healthy(previous):
-            verdict.action, verdict.target = "rollback", previous
-            verdict.reason = f"v{champion} breached on probation; v{previous} passes its guardrails"
-            return verdict
+    if previous and previous in aliases.values() and healthy(previous):
+        verdict.action, verdict.target = "rollback", previous
+        verdict.reason = f"v{champion} breached on probation; v{previous} passes its guardrails"
+        return verdict
     better, gated = [], []
     for c in verdict.comparisons:
         if c.z <= z_crit or not healthy(c.version):

@@ -102,6 +102,18 @@ def windows(analysis_date: date, cadence: str, maturity_days: int) -> Windows:
     )
 
 
+def weekly_analysis_dates(start: datetime, days: int, maturity_days: int) -> list[date]:
+    """The weekly analysis dates whose matured cohorts cover decisions made from ``start`` for ``days`` days: the
+    first when the first week has matured, then every 7 days.
+
+    >>> weekly_analysis_dates(datetime(2026, 4, 6, tzinfo=UTC), 14, 42)
+    [datetime.date(2026, 5, 25), datetime.date(2026, 6, 1)]
+    """
+    first = (start + timedelta(days=7 + maturity_days)).date()
+    last = (start + timedelta(days=days + maturity_days)).date()
+    return [first + timedelta(days=7 * k) for k in range((last - first).days // 7 + 1)]
+
+
 def due_date(now: datetime, cadence: str) -> date:
     """The latest analysis date at or before ``now``: a Monday (weekly) or today (daily)."""
     today = now.astimezone(UTC).date()

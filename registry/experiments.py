@@ -155,22 +155,18 @@ def validate_arms(client: Any, settings: RegistrySettings, allocation_text: str,
 
 def validate_spec(client: Any, settings: RegistrySettings, spec: ExperimentSpec) -> None:
     """Every check a new configuration must pass (arms, allocation, metrics, numbers), before anything is written."""
-    from analysis.ab_report import DEFAULT_MARGINS, SUCCESS
+    from analysis.ab_report import SUCCESS, parse_margins
 
     validate_arms(client, settings, spec.allocation, spec.arm_models)
     problems = []
     if spec.success_metric != SUCCESS:
         problems.append(f"unknown success metric {spec.success_metric!r}: the report decides on {SUCCESS}")
-    for part in filter(None, (p.strip() for p in spec.guardrail_margins.split(","))):
-        metric, _, value = part.partition(":")
-        if metric.strip() not in DEFAULT_MARGINS:
-            problems.append(f"unknown guardrail {metric.strip()!r} (known: {', '.join(DEFAULT_MARGINS)})")
-            continue
-        try:
-            if float(value) < 0:
-                problems.append(f"guardrail margin of {metric.strip()} must be ≥ 0")
-        except ValueError:
-            problems.append(f"guardrail margin {part!r} is not metric:number")
+    try:
+        margins = parse_margins(spec.guardrail_margins)
+    except ValueError as exc:
+        problems.append(str(exc))
+        margins = {}
+    problems += [f"guardrail margin of {metric} must be ≥ 0" for metric, value in margins.items() if value < 0]
     if not 0.5 <= spec.confidence_level < 1:
         problems.append(f"confidence {spec.confidence_level} must be in [0.5, 1)")
     if spec.minimum_sample_size < 1:
