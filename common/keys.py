@@ -15,9 +15,11 @@ Streams that are not sharded (alerts) carry their own name as tag, so their dead
 
 Keys used alone (no slot constraint): ``bnpl:health:<group>:<consumer>`` (worker liveness, with a TTL),
 ``bnpl:supervisor:<group>:<host>-<pid>`` (what a ``--workers N`` supervisor runs),
-``bnpl:rates:<group>:<stream>`` (progress samples for ``bnpl status``), ``bnpl:drift:state:<slot>`` (detector
-checkpoints), ``bnpl:alerted:<cause>`` (alert dedup with a cooldown), ``bnpl:delivered:<alert id>:<url hash>``
-(webhook delivery markers), ``bnpl:performance:done:<analysis date>`` (analyses the outcomes group's schedule ran).
+``bnpl:rates:<group>:<stream>`` (progress samples for ``bnpl status``), ``bnpl:drift:state:<stream>`` (detector
+checkpoints per shard), ``bnpl:lease:<group>:<stream>`` (which worker reads a stream), ``bnpl:members:<group>``
+(the group's live workers), ``bnpl:alerted:<cause>`` (alert dedup with a cooldown),
+``bnpl:delivered:<alert id>:<url hash>`` (webhook delivery markers), ``bnpl:performance:done:<analysis date>``
+(analyses the outcomes group's schedule ran).
 
 **Entries.** Every stream entry has the fields ``v`` (schema version of the payload), ``id`` (the record's own
 id: prediction id, alert id), ``e`` (the payload) and, when the payload is encoded, ``c`` (its codec, e.g.
@@ -241,9 +243,23 @@ class Keys:
         """Progress samples (time, entries added, entries read) of ``group`` on ``stream``."""
         return f"{self.prefix}:rates:{group}:{stream}"
 
-    def drift_state(self, slot: int) -> str:
-        """Checkpointed detector state of drift worker ``slot``."""
-        return f"{self.prefix}:drift:state:{slot}"
+    def lease(self, group: str, stream: str) -> str:
+        """Which worker of ``group`` reads ``stream`` (its consumer name; ``SET NX PX``, renewed while it lives).
+        Carries the stream's hash tag, so it lives on the stream's node.
+
+        >>> Keys("bnpl").lease("warehouse", "bnpl:predictions:{0}")
+        'bnpl:lease:warehouse:predictions:{0}'
+        """
+        return f"{self.prefix}:lease:{group}:{stream.removeprefix(self.prefix + ':')}"
+
+    def members(self, group: str) -> str:
+        """Sorted set of the live workers of ``group``, scored by when their membership expires (Redis time, ms)."""
+        return f"{self.prefix}:members:{group}"
+
+    def drift_state(self, stream: str) -> str:
+        """Checkpointed detector state of the drift group for the events of ``stream`` (it follows the stream's
+        lease from worker to worker)."""
+        return f"{self.prefix}:drift:state:{stream.removeprefix(self.prefix + ':')}"
 
     def mlflow_agg(self, shard: int, experiment: str, arm: str, version: str, window: int) -> str:
         """Counts of one (experiment, arm, model version, window) from ``shard``'s stream."""

@@ -159,6 +159,11 @@ class ConsumerSettings:
     max_deliveries: int = setting("BNPL_MAX_DELIVERIES", 5, "an entry delivered this often goes to the dead letters")
     claim_idle_ms: int = setting("BNPL_CLAIM_IDLE_MS", 30_000, "another worker claims entries pending this long (ms)")
     claim_every_s: float = setting("BNPL_CLAIM_EVERY_S", 5.0, "how often a worker looks for idle entries")
+    lease_ttl_s: float = setting(
+        "BNPL_LEASE_TTL_S",
+        10.0,
+        "a worker's lease on a stream shard lapses this long after its last renewal; its shards then move",
+    )
     health_ttl_s: int = setting("BNPL_HEALTH_TTL_S", 15, "a worker's health key expires this long after its beat")
     trim_every_s: float = setting("BNPL_TRIM_EVERY_S", 30.0, "how often a worker trims the streams it reads")
     stream_retention_hours: float = setting(
@@ -173,7 +178,7 @@ class ConsumerSettings:
     max_backoff_s: float = setting("BNPL_MAX_BACKOFF_S", 30.0, "ceiling of the retry backoff of a failing sink")
     metrics_port: int = setting("BNPL_METRICS_PORT", 0, "Prometheus port of a worker (worker i: port + i); 0: off")
     worker_index: int = setting(
-        "BNPL_WORKER_INDEX", 0, "slot of a worker within `--workers N` (set by the supervisor; names drift state)"
+        "BNPL_WORKER_INDEX", 0, "slot of a worker within `--workers N` (set by the supervisor; offsets its metrics)"
     )
     mlflow_window_s: int = setting("BNPL_MLFLOW_WINDOW_S", 60, "window of the MLflow group's per-arm metrics (s)")
     mlflow_lateness_s: int = setting(

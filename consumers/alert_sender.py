@@ -53,6 +53,9 @@ class AlertSender:
     async def start(self) -> None:
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
 
+    async def released(self, stream: str, lost: bool) -> None:
+        return None
+
     async def tick(self) -> None:
         return None
 

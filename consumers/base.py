@@ -85,6 +85,11 @@ class BatchHandler(Protocol):
         """Time-driven work between batches (also while no events arrive); errors are logged and retried."""
         ...
 
+    async def released(self, stream: str, lost: bool) -> None:
+        """This worker stops reading ``stream``: handed back to another worker (``lost`` False: save per-stream
+        state now, the next holder loads it) or taken by another after a missed renewal (``lost``: drop it)."""
+        ...
+
     async def close(self) -> None:
         """Flush and release the sink; called once, after the last batch."""
         ...

@@ -3,8 +3,10 @@
 Every score of every loaded version (shadow scores included) feeds that version's score detectors; requests feed the
 detectors of the version that decided them. Findings become alerts on ``<prefix>:alerts``, at most one per cause
 (``drift:<version>:<kind>:<feature>``) per cooldown: ``SET NX`` with a TTL, so several workers and restarts never
-double-alert. Detector state is pickled to Redis per worker slot (``BNPL_WORKER_INDEX``) every few seconds and on
-stop, so a restarted worker resumes where it was (a checkpoint that no longer loads is logged and dropped).
+double-alert. Detectors are kept per stream shard (a worker reads the shards it holds the lease of, see
+``consumers.leases``) and pickled to Redis per shard every few seconds, when the shard is handed to another worker and
+on stop: whoever reads a shard next resumes its detectors where they were (a checkpoint that no longer loads is
+logged and dropped).
 """
 
 from __future__ import annotations
@@ -81,15 +83,14 @@ class DriftHandler:
         registry: RegistrySettings,
         redis: Any,
         keys: Keys,
-        slot: int = 0,
     ) -> None:
         self.config = settings
         self.alert_settings = alerts
         self.registry = registry
         self.redis = redis
         self.keys = keys
-        self.slot = slot
-        self.monitors: dict[str, DriftMonitor] = {}
+        #: stream → model version → its detectors (the streams this worker reads now)
+        self.shards: dict[str, dict[str, DriftMonitor]] = {}
         self.alerts_sent: list[str] = []
         self._last_checkpoint = 0.0
         self._client: Any = None
@@ -98,24 +99,46 @@ class DriftHandler:
     def streams(self) -> list[str]:
         return self.keys.prediction_streams()
 
+    @property
+    def monitors(self) -> dict[str, DriftMonitor]:
+        """Model version → detectors, over every shard held (with one shard: that shard's)."""
+        return {v: m for monitors in self.shards.values() for v, m in monitors.items()}
+
     async def start(self) -> None:
-        raw = await self.redis.get(self.keys.drift_state(self.slot))
+        return None
+
+    async def resume(self, stream: str) -> dict[str, DriftMonitor]:
+        """``stream``'s detectors: in memory, or from its checkpoint, or new."""
+        monitors = self.shards.get(stream)
+        if monitors is not None:
+            return monitors
+        monitors = {}
+        raw = await self.redis.get(self.keys.drift_state(stream))
         if raw:
             try:
-                self.monitors = pickle.loads(raw)  # noqa: S301 - written by this group
+                monitors = pickle.loads(raw)  # noqa: S301 - written by this group
             except Exception as exc:  # written by an older version: detectors start over rather than not at all
-                log.warning("drift slot %s: checkpoint does not load (%s); starting fresh", self.slot, exc)
+                log.warning("drift %s: checkpoint does not load (%s); starting fresh", stream, exc)
             else:
-                log.info("drift slot %s resumed %d monitor(s) from its checkpoint", self.slot, len(self.monitors))
+                log.info("drift %s: resumed %d monitor(s) from its checkpoint", stream, len(monitors))
+        self.shards[stream] = monitors
+        return monitors
 
     async def tick(self) -> None:
         return None
 
+    async def released(self, stream: str, lost: bool) -> None:
+        if not lost:
+            await self.checkpoint([stream])
+        self.shards.pop(stream, None)
+
     async def close(self) -> None:
         await self.checkpoint()
 
-    async def checkpoint(self) -> None:
-        await self.redis.set(self.keys.drift_state(self.slot), pickle.dumps(self.monitors), ex=30 * 86_400)
+    async def checkpoint(self, streams: list[str] | None = None) -> None:
+        for stream in self.shards if streams is None else streams:
+            if stream in self.shards:
+                await self.redis.set(self.keys.drift_state(stream), pickle.dumps(self.shards[stream]), ex=30 * 86_400)
         self._last_checkpoint = time.monotonic()
 
     def _load_profile(self, model_name: str, version: str) -> dict[str, Any]:
@@ -125,19 +148,33 @@ class DriftHandler:
             self._client = mlflow_client(self.registry)
         return read_profile(get_version(self._client, model_name, version))
 
-    async def _monitor(self, model_name: str | None, version: str) -> DriftMonitor | None:
-        monitor = self.monitors.get(version)
+    async def _monitor(self, stream: str, model_name: str | None, version: str) -> DriftMonitor | None:
+        monitors = await self.resume(stream)
+        monitor = monitors.get(version)
         if monitor is None and model_name:
             profile = await asyncio.to_thread(self._load_profile, model_name, version)
-            monitor = self.monitors[version] = DriftMonitor(version, profile, self.config)
+            monitor = monitors[version] = DriftMonitor(version, profile, self.config)
         return monitor
 
     async def handle(self, entries: list[Entry]) -> BatchResult:
         decoded, failed = decode_entries(entries, _DECODER.decode)
+        by_stream: dict[str, list[Any]] = {}
+        for entry, event in decoded:
+            by_stream.setdefault(entry.stream, []).append(event)
+        findings: list[tuple[str, Finding]] = []
+        for stream, events in by_stream.items():
+            findings += await self._observe(stream, events)
+        for version, finding in findings:
+            await self._alert(version, finding)
+        if time.monotonic() - self._last_checkpoint >= self.config.checkpoint_every_s:
+            await self.checkpoint()
+        return BatchResult(failed)
+
+    async def _observe(self, stream: str, events: list[Any]) -> list[tuple[str, Finding]]:
         scores: dict[str, list[float]] = {}
         requests: dict[str, list[Any]] = {}
         names: dict[str, str | None] = {}
-        for _, event in decoded:
+        for event in events:
             d = event.decision
             for alias, score in d.all_predictions.items():
                 version = d.model_versions[alias]
@@ -147,7 +184,7 @@ class DriftHandler:
                 requests.setdefault(d.model_version, []).append(event)
         findings: list[tuple[str, Finding]] = []
         for version in sorted(set(scores) | set(requests)):
-            monitor = await self._monitor(names.get(version), version)
+            monitor = await self._monitor(stream, names.get(version), version)
             if monitor is None:
                 continue
             findings += [(version, f) for f in monitor.observe_scores(scores.get(version, []))]
@@ -170,11 +207,7 @@ class DriftHandler:
                         [e.decision.business_decision == "approve" for e in decided],
                     )
                 ]
-        for version, finding in findings:
-            await self._alert(version, finding)
-        if time.monotonic() - self._last_checkpoint >= self.config.checkpoint_every_s:
-            await self.checkpoint()
-        return BatchResult(failed)
+        return findings
 
     async def _alert(self, version: str, finding: Finding) -> None:
         severity = "critical" if finding.kind in ("score_change", "approval_rate") else "warning"

@@ -25,9 +25,7 @@ def _mlflow_group(settings: Settings, redis: Any) -> BatchHandler:
 def _drift_group(settings: Settings, redis: Any) -> BatchHandler:
     from consumers.drift_group import DriftHandler
 
-    return DriftHandler(
-        settings.drift, settings.alerts, settings.registry, redis, settings.keys, slot=settings.consumers.worker_index
-    )
+    return DriftHandler(settings.drift, settings.alerts, settings.registry, redis, settings.keys)
 
 
 def _alert_sender(settings: Settings, redis: Any) -> BatchHandler:

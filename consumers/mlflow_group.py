@@ -147,6 +147,9 @@ class MlflowMetricsHandler:
     async def close(self) -> None:
         return None
 
+    async def released(self, stream: str, lost: bool) -> None:
+        return None
+
     async def tick(self) -> None:
         """Called by the runtime between batches: log windows that closed while no events came."""
         await self.flush_closed_windows()

@@ -63,6 +63,9 @@ class OutcomesHandler:
             self.totals.unchanged += result.unchanged
         return BatchResult(failed)
 
+    async def released(self, stream: str, lost: bool) -> None:
+        return None
+
     async def tick(self) -> None:
         perf = self.settings.performance
         if perf.schedule_s <= 0 or time.monotonic() < self._next_check:

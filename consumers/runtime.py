@@ -1,10 +1,14 @@
 """The one consumer-group runtime every group reuses: the handler (``consumers.base.BatchHandler``) only commits.
 
-Per worker: create the group (MKSTREAM, tolerate BUSYGROUP); first re-read this consumer's own pending entries;
-then ``XREADGROUP COUNT/BLOCK`` into batches that flush when full or when ``max_wait`` is up; hand each batch to
-the group's handler and ``XACK`` only after it committed. Periodically ``XAUTOCLAIM`` entries idle longer than
-``claim_idle_ms`` (a dead worker's batch is finished by a live one). An entry delivered more than
-``max_deliveries`` times is copied with its error to the dead-letter stream and acked in one MULTI/EXEC.
+Per worker: create the group on every stream (MKSTREAM, tolerate BUSYGROUP); lease its share of the streams
+(``consumers.leases``: each stream — a shard — has one reader, the group's workers split them and rebalance when
+one joins or leaves); on each newly leased stream, re-read this consumer's own pending entries, then take over what
+other consumers left pending; then one ``XREADGROUP COUNT/BLOCK`` reader per leased stream (one key per command:
+Redis Cluster allows nothing else) fills batches that flush when full, when a read comes back empty or when
+``max_wait`` is up; hand each batch to the group's handler and ``XACK`` only after it committed. Periodically
+``XAUTOCLAIM`` entries idle longer than ``claim_idle_ms`` (a dead worker's batch is finished by a live one). An
+entry delivered more than ``max_deliveries`` times is copied with its error to the dead-letter stream and acked in
+one MULTI/EXEC.
 Transient handler failures retry the same batch with exponential backoff (ceiling, jitter), logging attempts.
 A health key with a TTL is refreshed; the first SIGTERM/SIGINT stops reading and drains, the second exits now.
 
@@ -25,6 +29,7 @@ import random
 import signal
 import socket
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +42,7 @@ from common.keys import Keys, dead_letter_fields
 from common.redact import redact_text
 from common.settings import ConsumerSettings
 from consumers.base import BatchHandler, BatchResult, Entry
+from consumers.leases import ShardLeases
 from consumers.status import record_rate_sample
 from consumers.trim import trim_stream
 
@@ -89,10 +95,22 @@ class ConsumerWorker:
         self._last_health = 0.0
         self._last_sample = 0.0
         self._warned: dict[str, bool] = {}
+        self.leases = ShardLeases(redis, keys, self.group, self.streams, self.name, self.config.lease_ttl_s)
+        self._members = 0
+        self._readers: dict[str, asyncio.Task[None]] = {}
+        self._chunks: asyncio.Queue[tuple[str, list[Entry] | BaseException]] = asyncio.Queue()
+        self._queued = 0  # entries in the queue
+        self._reserved = 0  # entries asked for by reads in flight
+        self._unfinished: Counter[str] = Counter()  # per stream: read, not yet processed
+        self._taking: set[str] = set()  # leased, not yet taken over
+        self._releasing: set[str] = set()  # to hand back once nothing of them is in hand
+        self._stopping_readers: set[str] = set()
+        self._changed = asyncio.Event()
 
     # --- lifecycle -----------------------------------------------------------------------------------------------
     def request_stop(self) -> None:
         self._stopping.set()
+        self._notify()
 
     @property
     def stopping(self) -> bool:
@@ -118,7 +136,6 @@ class ConsumerWorker:
                         await self.handler.start()
                         started = True
                     await self._beat()
-                    await self._own_pending()
                     await self._consume()
                     return
                 except (redis_errors.RedisError, OSError) as exc:
@@ -140,27 +157,133 @@ class ConsumerWorker:
             if started:
                 await self.handler.close()
             with contextlib.suppress(redis_errors.RedisError, OSError):
+                await self.leases.leave()
+            with contextlib.suppress(redis_errors.RedisError, OSError):
                 await self.redis.delete(self.keys.health(self.group, self.name))
 
     def _backoff(self, attempt: int) -> float:
         delay: float = min(self.config.max_backoff_s, 0.2 * 2 ** min(attempt, 8)) * (0.5 + random.random() / 2)  # noqa: S311
         return delay
 
+    @property
+    def owned(self) -> list[str]:
+        """The streams this worker holds the lease of (it alone reads their new entries)."""
+        return sorted(self.leases.owned)
+
     async def _consume(self) -> None:
-        """Read, handle and ack until stopped. Prefetches one batch while the previous one is in the sink (bounded:
-        at most two batches in hand); a prefetched batch left behind by an error stays pending for this consumer."""
-        upcoming: asyncio.Task[list[Entry]] | None = asyncio.create_task(self._collect())
+        """Read, handle and ack until stopped. One reader task per leased stream feeds a bounded queue (at most one
+        batch read ahead while the previous one is in the sink); the loop below batches, processes and acks, hands
+        back the leases it is asked to release once it holds nothing of them, and takes over newly leased streams
+        (their pending entries first). Every stream held when this starts counts as newly taken: after a Redis
+        error, this consumer's own pending entries are re-read first."""
+        self._taking = self.leases.owned - self._releasing
+        await self._refresh_leases()
+        lease_task = asyncio.create_task(self._lease_loop(), name=f"{self.group}-leases")
         try:
-            while upcoming is not None:
-                batch = await upcoming
-                upcoming = None if self.stopping else asyncio.create_task(self._collect())
-                if batch:
-                    await self._process(batch)
+            while not self.stopping:
+                await self._take_over()
+                await self._process_read(await self._collect())
+                await self._hand_back()
                 await self._housekeeping()
+                if lease_task.done():
+                    lease_task.result()
+            await self._stop_readers(set(self._readers))
+            drained: list[Entry] = []
+            while self._chunks.qsize():  # what the readers had delivered: finish it before handing the leases back
+                drained += self._take_chunk(self._chunks.get_nowait()) or []
+            for i in range(0, len(drained), self.config.batch_size):
+                await self._process_read(drained[i : i + self.config.batch_size])
         finally:
-            if upcoming is not None and not upcoming.done():
-                upcoming.cancel()
-                await asyncio.gather(upcoming, return_exceptions=True)
+            lease_task.cancel()
+            await asyncio.gather(lease_task, return_exceptions=True)
+            for task in self._readers.values():
+                task.cancel()
+            await asyncio.gather(*self._readers.values(), return_exceptions=True)
+            self._readers.clear()
+            self._chunks = asyncio.Queue()  # entries left in it stay pending for this consumer: re-read on resume
+            self._queued = self._reserved = 0
+            self._unfinished.clear()
+
+    # --- leases --------------------------------------------------------------------------------------------------
+    async def _lease_loop(self) -> None:
+        """Renew and balance the leases every TTL/3, independent of how long a batch takes. While Redis refuses,
+        keep trying; leases not renewed within the TTL are treated as lost (their streams are not read)."""
+        interval = self.config.lease_ttl_s / 3
+        renewed = time.monotonic()
+        while not self.stopping:
+            await asyncio.sleep(interval)
+            try:
+                await self._refresh_leases()
+                renewed = time.monotonic()
+            except (redis_errors.RedisError, OSError) as exc:
+                log.warning("group %s: lease renewal failed (%s: %s)", self.group, exc.__class__.__name__, exc)
+                if time.monotonic() - renewed > self.config.lease_ttl_s:
+                    self._lose(self.leases.owned)
+
+    async def _refresh_leases(self) -> None:
+        changes = await self.leases.refresh(frozenset(self._releasing))
+        self._members = changes.members
+        if changes.lost:
+            log.warning("group %s: lost the lease of %s to another worker", self.group, ", ".join(changes.lost))
+            self._lose(set(changes.lost))
+        for stream in changes.release:
+            log.info("group %s: handing %s back (%d workers share the streams)", self.group, stream, changes.members)
+            self._releasing.add(stream)
+        self._taking |= set(changes.acquired)
+        if changes.release or changes.lost:
+            self._notify()
+
+    def _lose(self, streams: set[str]) -> None:
+        """Stop reading ``streams`` (another worker holds them now); what is in hand of them is still processed."""
+        for stream in list(streams):
+            self.leases.owned.discard(stream)
+            self._taking.discard(stream)
+            self._releasing.discard(stream)
+            self._stopping_readers.add(stream)
+        self._notify()
+
+    async def _take_over(self) -> None:
+        """Newly leased streams: this consumer's own pending entries first, then what other consumers left pending
+        (the previous holder finished or died), then a reader for new entries."""
+        while self._taking and not self.stopping:
+            stream = min(self._taking)
+            await self._own_pending(stream)
+            await self._claim(stream, min_idle_ms=0)
+            self._taking.discard(stream)
+            if stream in self.leases.owned and stream not in self._releasing:
+                self._stopping_readers.discard(stream)
+                self._readers[stream] = asyncio.create_task(self._read(stream), name=f"{self.group}-read-{stream}")
+                log.info("group %s: reading %s", self.group, stream)
+
+    async def _hand_back(self) -> None:
+        """Release leases marked for release once their reader stopped and nothing read from them is unprocessed."""
+        for stream in sorted(self._releasing):
+            self._stopping_readers.add(stream)
+            task = self._readers.get(stream)
+            if task is not None and not task.done():
+                continue
+            if self._unfinished[stream]:
+                continue
+            self._readers.pop(stream, None)
+            self._releasing.discard(stream)
+            await self.handler.released(stream, lost=False)
+            await self.leases.release(stream)
+            log.info("group %s: handed %s back", self.group, stream)
+        for stream in [s for s, t in self._readers.items() if t.done() and s not in self._releasing]:
+            task = self._readers.pop(stream)
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                raise error
+            if stream not in self.leases.owned:  # lost to another worker: forget its state without saving it
+                await self.handler.released(stream, lost=True)
+
+    async def _stop_readers(self, streams: set[str]) -> None:
+        self._stopping_readers |= streams
+        self._notify()
+        await asyncio.gather(*(self._readers[s] for s in streams if s in self._readers), return_exceptions=True)
+
+    def _notify(self) -> None:
+        self._changed.set()
 
     # --- reading -------------------------------------------------------------------------------------------------
     def _entries(self, response: Any) -> list[Entry]:
@@ -173,38 +296,100 @@ class ConsumerWorker:
                 out.append(Entry(name, entry_id.decode() if isinstance(entry_id, bytes) else entry_id, fields))
         return out
 
-    async def _own_pending(self) -> None:
-        """Re-read what this consumer name already had (a restart under the same name)."""
-        cursor: dict[Any, Any] = dict.fromkeys(self.streams, "0")
+    async def _own_pending(self, stream: str) -> None:
+        """Re-read what this consumer name already had on ``stream`` (a restart under the same name)."""
+        cursor = "0"
         while not self.stopping:
-            response = await self.redis.xreadgroup(self.group, self.name, cursor, count=self.config.batch_size)
+            response = await self.redis.xreadgroup(
+                self.group, self.name, {stream: cursor}, count=self.config.batch_size
+            )
             entries = self._entries(response)
             if not entries:
                 return
-            for entry in entries:
-                cursor[entry.stream] = entry.id
+            cursor = entries[-1].id
             await self._process(entries)
 
+    async def _read(self, stream: str) -> None:
+        """A leased stream's reader: blocking ``XREADGROUP`` of new entries into the queue, while there is room
+        (at most one batch queued). An empty read posts an empty chunk: the collector flushes a partial batch on
+        it. Never cancelled mid-read by the runtime (entries delivered to a cancelled read would wait for a
+        claim): asked to stop, it finishes its read (≤ ``block_ms``) and returns."""
+        try:
+            while not self.stopping and stream not in self._stopping_readers:
+                count = self._batch_room()
+                if count <= 0:
+                    self._changed.clear()
+                    await self._changed.wait()
+                    continue
+                self._reserved += count
+                try:
+                    response = await self.redis.xreadgroup(
+                        self.group, self.name, {stream: ">"}, count=count, block=self.config.block_ms
+                    )
+                finally:
+                    self._reserved -= count
+                entries = self._entries(response)
+                self._unfinished[stream] += len(entries)
+                self._queued += len(entries)
+                self._chunks.put_nowait((stream, entries))
+        except (redis_errors.RedisError, OSError) as exc:
+            self._chunks.put_nowait((stream, exc))
+            raise
+
+    def _batch_room(self) -> int:
+        return min(self.config.batch_size, self.config.batch_size - self._queued - self._reserved)
+
     async def _collect(self) -> list[Entry]:
+        """A batch from the readers: full, or the first read that came back empty after some data, or
+        ``max_wait`` up."""
         batch: list[Entry] = []
         deadline = time.monotonic() + self.config.max_wait_s
         while len(batch) < self.config.batch_size and not self.stopping:
-            remaining_ms = int((deadline - time.monotonic()) * 1000)
-            if remaining_ms <= 0:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 break
-            response = await self.redis.xreadgroup(
-                self.group,
-                self.name,
-                dict.fromkeys(self.streams, ">"),
-                count=self.config.batch_size - len(batch),
-                block=min(remaining_ms, self.config.block_ms),
-            )
-            entries = self._entries(response)
+            if not self._readers and not self._chunks.qsize():
+                with contextlib.suppress(TimeoutError):  # nothing leased: wait for a change, not a busy loop
+                    await asyncio.wait_for(self._changed.wait(), min(remaining, self.config.block_ms / 1000))
+                self._changed.clear()
+                break
+            try:
+                item = await asyncio.wait_for(self._chunks.get(), min(remaining, self.config.block_ms / 1000))
+            except TimeoutError:
+                if batch:
+                    break
+                continue
+            entries = self._take_chunk(item)
+            if entries is None:
+                continue
             if not entries and batch:
-                break  # idle after some data: flush now rather than wait out the window
+                break  # a read came back empty after some data: flush now rather than wait out the window
             batch += entries
             await self._beat()
         return batch
+
+    def _take_chunk(self, item: tuple[str, list[Entry] | BaseException]) -> list[Entry] | None:
+        """A reader's chunk out of the queue; None for a stream whose lease was lost meanwhile (its entries stay
+        pending for the new holder to claim)."""
+        stream, chunk = item
+        if isinstance(chunk, BaseException):
+            raise chunk
+        self._queued -= len(chunk)
+        self._notify()
+        if stream not in self.leases.owned:
+            self._unfinished[stream] -= len(chunk)
+            return None
+        return chunk
+
+    async def _process_read(self, batch: list[Entry]) -> None:
+        """Process a batch the readers delivered and count it done per stream (releases wait for that)."""
+        if not batch:
+            return
+        try:
+            await self._process(batch)
+        finally:
+            for stream, n in Counter(e.stream for e in batch).items():
+                self._unfinished[stream] -= n
 
     # --- processing ----------------------------------------------------------------------------------------------
     async def _process(self, entries: list[Entry]) -> None:
@@ -284,12 +469,14 @@ class ConsumerWorker:
     # --- housekeeping --------------------------------------------------------------------------------------------
     async def _housekeeping(self) -> None:
         now = time.monotonic()
+        owned = self.owned
         if now - self._last_claim >= self.config.claim_every_s:
             self._last_claim = now
-            await self._claim_idle()
+            for stream in owned:
+                await self._claim(stream, self.config.claim_idle_ms)
         if now - self._last_trim >= self.config.trim_every_s:
             self._last_trim = now
-            for stream in self.streams:  # every group trims what it reads; XTRIM MINID is idempotent
+            for stream in owned:  # every group trims what it reads; XTRIM MINID is idempotent
                 audit = stream in (self.keys.alerts(), self.keys.outcomes())  # alerts and outcomes: a trail
                 await trim_stream(
                     self.redis, stream, self.config.alert_retention_ms if audit else self.config.retention_ms
@@ -301,7 +488,7 @@ class ConsumerWorker:
         if now - self._last_sample >= 5.0:
             self._last_sample = now
             lag = 0
-            for stream in self.streams:
+            for stream in owned:
                 with self._best_effort("progress sample"):
                     await record_rate_sample(self.redis, self.keys, stream, self.group)
                 for group in await self.redis.xinfo_groups(stream):
@@ -311,36 +498,31 @@ class ConsumerWorker:
             self.stats.lag = lag
         await self._beat()
 
-    async def _claim_idle(self) -> None:
-        """Take over entries another consumer left idle too long (it died mid-batch)."""
-        for stream in self.streams:
-            start = "0-0"
-            while not self.stopping:
-                reply = await self.redis.xautoclaim(
-                    stream,
-                    self.group,
-                    self.name,
-                    self.config.claim_idle_ms,
-                    start_id=start,
-                    count=self.config.batch_size,
-                )
-                start = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
-                entries = self._entries([(stream, reply[1])])
-                if entries:
-                    self.stats.claimed += len(entries)
-                    log.info("group %s: claimed %d idle entries from %s", self.group, len(entries), stream)
-                    counts = await self._delivery_counts(stream, [e.id for e in entries])
-                    fresh = []
-                    for entry in entries:
-                        if counts.get(entry.id, 0) > self.config.max_deliveries:
-                            error = self.stats.last_errors.get(entry.id, "exceeded the delivery limit")
-                            await self._dead_letter(entry, error, counts[entry.id])
-                        else:
-                            fresh.append(entry)
-                    if fresh:
-                        await self._process(fresh)
-                if start == "0-0":
-                    break
+    async def _claim(self, stream: str, min_idle_ms: int) -> None:
+        """Take over entries of ``stream`` another consumer left pending at least ``min_idle_ms`` (it died mid-batch;
+        0 when this worker has just leased the stream: whoever held it is gone or handed it back)."""
+        start = "0-0"
+        while not self.stopping:
+            reply = await self.redis.xautoclaim(
+                stream, self.group, self.name, min_idle_ms, start_id=start, count=self.config.batch_size
+            )
+            start = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
+            entries = self._entries([(stream, reply[1])])
+            if entries:
+                self.stats.claimed += len(entries)
+                log.info("group %s: claimed %d idle entries from %s", self.group, len(entries), stream)
+                counts = await self._delivery_counts(stream, [e.id for e in entries])
+                fresh = []
+                for entry in entries:
+                    if counts.get(entry.id, 0) > self.config.max_deliveries:
+                        error = self.stats.last_errors.get(entry.id, "exceeded the delivery limit")
+                        await self._dead_letter(entry, error, counts[entry.id])
+                    else:
+                        fresh.append(entry)
+                if fresh:
+                    await self._process(fresh)
+            if start == "0-0":
+                break
 
     @contextlib.contextmanager
     def _best_effort(self, what: str) -> Iterator[None]:

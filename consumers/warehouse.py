@@ -51,6 +51,9 @@ class WarehouseHandler:
         # Decoding and the (blocking) warehouse client run off the event loop, which keeps health beats going.
         return await asyncio.to_thread(self._handle, entries)
 
+    async def released(self, stream: str, lost: bool) -> None:
+        return None
+
     async def tick(self) -> None:
         return None
 

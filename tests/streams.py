@@ -23,13 +23,14 @@ __all__ = ["add_events", "kill_workers_mid_batch", "make_events", "spawn_worker"
 
 def worker_env(redis_url: str, prefix: str, duckdb_path: Path, data_dir: Path, **extra: str) -> dict[str, str]:
     """The environment of a worker process under test: its Redis, key prefix, DuckDB file and data dir, quick batch
-    flushes and claims (1 s idle), plus ``extra`` variables."""
+    flushes and claims (1 s idle), a dead worker's streams taken over after 2 s, plus ``extra`` variables."""
     return {
         "BNPL_REDIS_URL": redis_url,
         "BNPL_KEY_PREFIX": prefix,
         "BNPL_DUCKDB_PATH": str(duckdb_path),
         "BNPL_CONSUMER_WAIT_S": "0.3",
         "BNPL_CLAIM_IDLE_MS": "1000",
+        "BNPL_LEASE_TTL_S": "2",
         "BNPL_DATA_DIR": str(data_dir),
         **extra,
     }

@@ -157,6 +157,9 @@ class _Recorder:
     async def start(self) -> None:
         return None
 
+    async def released(self, stream: str, lost: bool) -> None:
+        return None
+
     async def tick(self) -> None:
         return None
 

@@ -124,15 +124,15 @@ async def test_worker_restart_resumes_detector_state(trained_registry, loaded_mo
     keys = Keys(key_prefix)
     try:
         await add_events(redis, keys.predictions(), await _events(loaded_models, 1_000, 1))
-        first = DriftHandler(SMALL, settings.alerts, settings.registry, redis, keys, slot=0)
+        first = DriftHandler(SMALL, settings.alerts, settings.registry, redis, keys)
         worker = ConsumerWorker(redis, keys, first, FAST, name="d1")
         task = asyncio.create_task(worker.run())
         await wait_group_drained(redis, keys.predictions(), "drift")
         worker.request_stop()
         await task
         seen = {v: m.requests_seen for v, m in first.monitors.items()}
-        second = DriftHandler(SMALL, settings.alerts, settings.registry, redis, keys, slot=0)
-        await second.start()
+        second = DriftHandler(SMALL, settings.alerts, settings.registry, redis, keys)
+        await second.resume(keys.predictions())  # the shard's checkpoint, as the next holder of its lease loads it
         assert {v: m.requests_seen for v, m in second.monitors.items()} == seen
         assert sum(m.scores_seen for m in second.monitors.values()) == 2_000  # champion + challenger scores
     finally:
@@ -171,10 +171,11 @@ async def test_api_to_receiver_with_receiver_down_30s_and_one_alert_per_cause(
 
         result = await simulate(api.url("/"), data.iter_requests(), api_key="test-key", connections=4)
         assert result.statuses[200] == 4_000
-        # Two drift workers (slots 0 and 1) and the alert sender; the receiver is down for the first 30 s.
-        for slot in (0, 1):
-            handler = DriftHandler(SMALL, settings.alerts, settings.registry, redis, keys, slot=slot)
-            workers.append(ConsumerWorker(redis, keys, handler, FAST, name=f"drift-{slot}"))
+        # Two drift workers (one holds the lease, one stands by) and the alert sender; the receiver is down for the
+        # first 30 s.
+        for i in (0, 1):
+            handler = DriftHandler(SMALL, settings.alerts, settings.registry, redis, keys)
+            workers.append(ConsumerWorker(redis, keys, handler, FAST, name=f"drift-{i}"))
         sender = ConsumerWorker(redis, keys, AlertSender(settings.alerts, redis, keys), FAST, name="sender")
         tasks = [asyncio.create_task(w.run()) for w in [*workers, sender]]
         await asyncio.sleep(30)
@@ -187,9 +188,11 @@ async def test_api_to_receiver_with_receiver_down_30s_and_one_alert_per_cause(
                 await asyncio.sleep(0.2)
             await wait_group_drained(redis, keys.alerts(), "alert-sender", seconds=60)
             # A restarted drift worker sees the same cause again: still no second alert.
-            restarted = DriftHandler(SMALL, settings.alerts, settings.registry, redis, keys, slot=0)
-            await restarted.start()
-            restarted.monitors.clear()
+            for w in workers:
+                w.request_stop()
+            await asyncio.gather(*tasks[:2])  # they hand their lease back
+            restarted = DriftHandler(SMALL, settings.alerts, settings.registry, redis, keys)
+            await redis.delete(keys.drift_state(keys.predictions()))  # its detectors start over
             replay = ConsumerWorker(redis, keys, restarted, FAST, name="drift-restarted")
             await replay.ensure_groups()
             await redis.xgroup_setid(keys.predictions(), "drift", "0")  # redeliver everything to the new worker

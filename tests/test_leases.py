@@ -1,0 +1,207 @@
+"""Shard leases on a real redis-server: the workers of a group split the shard streams between them, rebalance when
+one joins, leaves or dies, and every entry is read by one worker only (a dead worker's unacked entries excepted: they
+are claimed and read again, as they must be)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+import redis.asyncio as aioredis
+
+from common.keys import Keys
+from common.settings import ConsumerSettings
+from consumers.base import BatchResult, Entry
+from consumers.leases import ShardLeases
+from consumers.runtime import ConsumerWorker
+from tests.streams import wait_group_drained
+
+SHARDS = 6
+TTL_S = 1.5
+CONFIG = ConsumerSettings(
+    batch_size=200,
+    max_wait_s=0.2,
+    block_ms=100,
+    claim_idle_ms=2_000,
+    claim_every_s=0.5,
+    trim_every_s=3_600,
+    max_backoff_s=1.0,
+    lease_ttl_s=TTL_S,
+)
+
+
+class _Recorder:
+    """Records which worker handled which entry; ``slow`` seconds per batch keep batches in hand."""
+
+    group = "leased"
+
+    def __init__(self, keys: Keys, name: str, seen: list[tuple[str, str, str]], slow: float = 0.0) -> None:
+        self.streams = keys.prediction_streams()
+        self.name = name
+        self.seen = seen
+        self.slow = slow
+        self.released_streams: list[tuple[str, bool]] = []
+
+    async def start(self) -> None:
+        return None
+
+    async def released(self, stream: str, lost: bool) -> None:
+        self.released_streams.append((stream, lost))
+
+    async def tick(self) -> None:
+        return None
+
+    async def handle(self, entries: list[Entry]) -> BatchResult:
+        if self.slow:
+            await asyncio.sleep(self.slow)
+        self.seen += [(self.name, e.stream, e.id) for e in entries]
+        return BatchResult()
+
+    async def close(self) -> None:
+        return None
+
+
+@pytest.fixture
+async def redis(redis_server):
+    client = aioredis.from_url(redis_server.url)
+    yield client
+    await client.aclose()
+
+
+async def _produce(redis, keys: Keys, published: list[tuple[str, str]], stop: asyncio.Event) -> None:
+    counter = itertools.count()
+    while not stop.is_set():
+        streams = [keys.predictions(next(counter) % SHARDS) for _ in range(60)]
+        async with redis.pipeline(transaction=False) as pipe:
+            for stream in streams:
+                pipe.xadd(stream, {"v": 1, "id": "x", "e": b"{}"})
+            published += [(s, i.decode()) for s, i in zip(streams, await pipe.execute(), strict=True)]
+        await asyncio.sleep(0.05)
+
+
+async def _until(check: Callable[[], bool], seconds: float, what: str) -> float:
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > seconds:
+            raise AssertionError(f"not within {seconds:.0f}s: {what}")
+        await asyncio.sleep(0.05)
+    return time.monotonic() - started
+
+
+def _split(workers: list[ConsumerWorker], sizes: list[int], streams: list[str]) -> Callable[[], bool]:
+    """Every stream held by exactly one of ``workers``, who hold ``sizes`` streams each."""
+
+    def check() -> bool:
+        owned = [w.owned for w in workers]
+        flat = [s for o in owned for s in o]
+        return sorted(len(o) for o in owned) == sorted(sizes) and sorted(flat) == sorted(streams)
+
+    return check
+
+
+async def _drained(redis, keys: Keys, group: str) -> None:
+    for stream in keys.prediction_streams():
+        await wait_group_drained(redis, stream, group, seconds=60)
+
+
+async def test_workers_split_the_shards_rebalance_on_join_and_leave_and_read_every_entry_once(redis, key_prefix):
+    keys = Keys(key_prefix, SHARDS)
+    streams = keys.prediction_streams()
+    seen: list[tuple[str, str, str]] = []
+    published: list[tuple[str, str]] = []
+    stop = asyncio.Event()
+    producer = asyncio.create_task(_produce(redis, keys, published, stop))
+    workers: dict[str, ConsumerWorker] = {}
+    tasks: dict[str, asyncio.Task[None]] = {}
+
+    def start(name: str) -> None:
+        workers[name] = ConsumerWorker(redis, keys, _Recorder(keys, name, seen, slow=0.05), CONFIG, name=name)
+        tasks[name] = asyncio.create_task(workers[name].run())
+
+    try:
+        start("w0")
+        start("w1")
+        await _until(_split([workers["w0"], workers["w1"]], [3, 3], streams), 20, "two workers, 3 + 3 shards")
+        start("w2")
+        await _until(_split(list(workers.values()), [2, 2, 2], streams), 20, "a third joins: 2 + 2 + 2")
+        workers["w0"].request_stop()  # a graceful leave hands its leases back at once
+        await tasks.pop("w0")
+        left = [workers["w1"], workers["w2"]]
+        await _until(_split(left, [3, 3], streams), 2 * TTL_S, "w0 left: 3 + 3")
+        await asyncio.sleep(1.0)
+    finally:
+        stop.set()
+        await producer
+    await _drained(redis, keys, "leased")
+    for name in list(tasks):
+        workers[name].request_stop()
+    await asyncio.gather(*tasks.values())
+    by_id = Counter((stream, entry_id) for _, stream, entry_id in seen)
+    assert len(published) > 3_000
+    assert sorted(by_id) == sorted(published)  # nothing unread
+    assert set(by_id.values()) == {1}  # nothing read twice, through two rebalances
+    for name in ("w1", "w2"):  # each worker read only streams it held
+        assert {s for w, s, _ in seen if w == name} <= set(streams)
+    handed_back = [s for w in workers.values() for s, lost in w.handler.released_streams if not lost]  # type: ignore[attr-defined]
+    assert len(handed_back) >= 2  # w2 joining took two shards, handed over by their holders after their batches
+
+
+async def test_a_dead_workers_shards_move_within_the_lease_ttl_and_only_its_unacked_entries_are_read_again(
+    redis, key_prefix
+):
+    keys = Keys(key_prefix, SHARDS)
+    streams = keys.prediction_streams()
+    seen: list[tuple[str, str, str]] = []
+    published: list[tuple[str, str]] = []
+    stop = asyncio.Event()
+    producer = asyncio.create_task(_produce(redis, keys, published, stop))
+    workers = {
+        name: ConsumerWorker(redis, keys, _Recorder(keys, name, seen, slow=0.2), CONFIG, name=name)
+        for name in ("w0", "w1", "w2")
+    }
+    tasks = {name: asyncio.create_task(w.run()) for name, w in workers.items()}
+    try:
+        await _until(_split(list(workers.values()), [2, 2, 2], streams), 20, "2 + 2 + 2")
+        await asyncio.sleep(0.5)
+        # w1 dies: no hand-back, no more renewals or acks (what SIGKILL does to a process).
+        dead = workers["w1"]
+        dead_streams = dead.owned
+
+        async def no_goodbye() -> None:
+            return None
+
+        dead.leases.leave = no_goodbye  # type: ignore[method-assign]
+        tasks["w1"].cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await tasks.pop("w1")
+        killed_at = time.monotonic()
+        unacked = {
+            (stream, row["message_id"].decode())
+            for stream in dead_streams
+            for row in await redis.xpending_range(stream, "leased", "-", "+", 10_000, consumername="w1")
+        }
+        alive = [workers["w0"], workers["w2"]]
+        leases = ShardLeases(redis, keys, "leased", streams, "observer", TTL_S)
+        moved_after = await _until(_split(alive, [3, 3], streams), 4 * TTL_S + 5, "the dead worker's shards taken over")
+        holders = await leases.holders()
+        await asyncio.sleep(1.0)
+    finally:
+        stop.set()
+        await producer
+    await _drained(redis, keys, "leased")
+    for task_name in tasks:
+        workers[task_name].request_stop()
+    await asyncio.gather(*tasks.values())
+    assert set(holders.values()) <= {"w0", "w2"}
+    print(f"shards moved {moved_after:.2f}s after the kill")
+    assert moved_after <= TTL_S + CONFIG.lease_ttl_s / 3 + 2.0, time.monotonic() - killed_at
+    by_id = Counter((stream, entry_id) for _, stream, entry_id in seen)
+    assert sorted(by_id) == sorted(published)  # no shard left unread
+    twice = {entry_id for entry_id, n in by_id.items() if n > 1}
+    assert twice <= unacked  # read again only what the dead worker held unacked
+    assert max(by_id.values()) <= 2
