@@ -136,6 +136,7 @@ class ApiMetrics:
             ("bnpl_event_queue_depth", pub.queue_depth, "Events waiting in memory"),
             ("bnpl_spool_pending_bytes", pub.spool.pending_bytes, "Spool bytes not yet in Redis"),
             ("bnpl_redis_ok", int(pub.redis_ok), "1 while events go straight to Redis"),
+            ("bnpl_spooled_shards", pub.spooled_streams, "Stream shards whose events wait in the spool"),
             ("bnpl_publish_degraded", int(not health.ok), "1 while events are not reaching Redis (see /readyz)"),
             ("bnpl_publish_seconds_since_success", health.seconds_since_success, "Seconds since a write to Redis"),
         ):

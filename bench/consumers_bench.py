@@ -1,9 +1,11 @@
-"""``make bench-consumers``: events/s of the warehouse group (into DuckDB) and of the drift group, with 1 and 2
-worker processes each.
+"""``make bench-consumers``: events/s of the warehouse group (into DuckDB) and of the drift group — on one
+redis-server with 1 worker / 1 shard and 2 workers / 2 shards, then on a private Redis Cluster (3 masters + 3
+replicas) with 1 shard / 1 worker and 3 shards / 3 workers. A group's workers split the shard streams (one reader
+per shard), so workers beyond the shard count would only stand by: each run has as many shards as workers.
 
 Puts the same generated prediction events (decided by the registry's champion and challenger, so every event
-carries two model scores) on a fresh stream for each run, starts ``bnpl consume <group> --workers N`` and times
-from the first read until the group has acked everything.
+carries two model scores) on fresh shard streams for each run, starts ``bnpl consume <group> --workers N`` and
+times from the first read until the group has acked everything on every shard.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from common import processes
 from common.keys import Keys
 from common.redis_client import connect
-from common.redis_server import RedisServer
+from common.redis_server import RedisClusterServers, RedisServer
 from common.settings import Settings
 from schemas.events import PredictionEvent
 from traffic.events import add_events, make_events
@@ -29,15 +32,21 @@ GROUPS = BENCH.bench_groups
 
 
 async def _run(
-    redis_url: str, work: Path, events: list[PredictionEvent], group: str, workers: int
+    redis_url: str, work: Path, events: list[PredictionEvent], group: str, workers: int, cluster: bool
 ) -> tuple[float, int]:
-    prefix = f"bench{group}{workers}w"
-    stream = Keys(prefix).predictions()
-    redis = connect(redis_url)
+    prefix = f"bench{group}{workers}w{'c' if cluster else ''}"
+    keys = Keys(prefix, shards=workers)
+    redis = connect(redis_url, cluster=cluster)
     try:
-        await add_events(redis, stream, events)
+        by_shard: dict[str, list[PredictionEvent]] = {}
+        for event in events:
+            by_shard.setdefault(keys.predictions(keys.shard_of(event.request.customer_id)), []).append(event)
+        for stream, shard_events in by_shard.items():
+            await add_events(redis, stream, shard_events)
         env = {
             "BNPL_REDIS_URL": redis_url,
+            "BNPL_REDIS_CLUSTER": "true" if cluster else "false",
+            "BNPL_STREAM_SHARDS": str(workers),
             "BNPL_KEY_PREFIX": prefix,
             "BNPL_DATA_DIR": str(work),
             "BNPL_DUCKDB_PATH": str(work / f"{prefix}.duckdb"),
@@ -55,21 +64,12 @@ async def _run(
             while True:
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise RuntimeError(f"{group} did not finish; see {work / f'{prefix}.log'}")
-                groups = (
-                    {g["name"].decode(): g for g in await redis.xinfo_groups(stream)}
-                    if await redis.exists(stream)
-                    else {}
-                )
-                g = groups.get(group)
-                if g is not None and started is None and int(g.get("entries-read") or 0) > 0:
+                states = [await _group_state(redis, stream, group) for stream in by_shard]
+                if started is None and any(int(g.get("entries-read") or 0) > 0 for g in states if g):
                     started = time.perf_counter()
-                lag = g.get("lag") if g is not None else None
-                if (
-                    g is not None
-                    and started is not None
-                    and int(g["pending"]) == 0
-                    and lag is not None
-                    and int(lag) == 0
+                if started is not None and all(
+                    g is not None and int(g["pending"]) == 0 and g.get("lag") is not None and int(g["lag"]) == 0
+                    for g in states
                 ):
                     elapsed = time.perf_counter() - started
                     break
@@ -86,6 +86,15 @@ async def _run(
     return elapsed, int(rows[0][0])
 
 
+async def _group_state(redis: Any, stream: str, group: str) -> dict[str, Any] | None:
+    if not await redis.exists(stream):
+        return None
+    groups = {
+        (g["name"].decode() if isinstance(g["name"], bytes) else g["name"]): g for g in await redis.xinfo_groups(stream)
+    }
+    return groups.get(group)
+
+
 def main() -> int:
     from decision.engine import DecisionEngine
     from registry import mlflow_client
@@ -96,23 +105,28 @@ def main() -> int:
     models = build_model_set(*registry_pointers(mlflow_client(registry), registry))
     print(f"generating {EVENTS:,} prediction events …", flush=True)
     events = make_events(EVENTS, seed=5, engine=DecisionEngine(models))
-    redis = RedisServer(work / "redis").start()
     results = {}
-    try:
-        for group in GROUPS:
-            for workers in (1, 2):
-                elapsed, landed = asyncio.run(_run(redis.url, work, events, group, workers))
-                results[(group, workers)] = (elapsed, landed)
-                print(f"  {group}, {workers} worker(s): {EVENTS / elapsed:,.0f} events/s", flush=True)
-    finally:
-        redis.stop()
-    print("\n| group | workers | events | seconds | events/s | events/s per worker | rows landed |")
-    print("|---|---|---|---|---|---|---|")
-    for (group, workers), (elapsed, landed) in results.items():
+    setups = [("one redis-server", False, (1, 2)), ("Redis Cluster, 3 masters + 3 replicas", True, (1, 3))]
+    for setup, cluster, worker_counts in setups:
+        server: Any = RedisClusterServers(work / "cluster").start() if cluster else RedisServer(work / "redis").start()
+        try:
+            for group in GROUPS:
+                for workers in worker_counts:
+                    elapsed, landed = asyncio.run(_run(server.url, work, events, group, workers, cluster))
+                    results[(setup, group, workers)] = (elapsed, landed)
+                    print(f"  {setup}: {group}, {workers} shard(s) / worker(s): {EVENTS / elapsed:,.0f} events/s")
+        finally:
+            server.stop()
+    print("\n| Redis | group | shards = workers | events | seconds | events/s | vs 1 shard | rows landed |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (setup, group, workers), (elapsed, landed) in results.items():
         rate = EVENTS / elapsed
+        base = EVENTS / results[(setup, group, 1)][0]
         name = "warehouse → DuckDB" if group == "warehouse" else group
         rows = f"{landed:,}" if group == "warehouse" else "—"
-        print(f"| {name} | {workers} | {EVENTS:,} | {elapsed:.2f} | {rate:,.0f} | {rate / workers:,.0f} | {rows} |")
+        print(
+            f"| {setup} | {name} | {workers} | {EVENTS:,} | {elapsed:.2f} | {rate:,.0f} | {rate / base:.2f}x | {rows} |"
+        )
     shutil.rmtree(work, ignore_errors=True)
     return 0
 

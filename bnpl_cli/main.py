@@ -198,7 +198,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     from consumers.cli import status
 
-    return asyncio.run(status(_settings(args)))
+    return asyncio.run(status(_settings(args), as_json=args.json))
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
@@ -351,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     consume.set_defaults(func=_cmd_consume)
 
     status = sub.add_parser("status", help="streams, groups, consumers, lag; exit 1 when a group is stuck")
+    status.add_argument(
+        "--json", action="store_true", help="as JSON: per stream and (group, shard): lag, pending, rate, holder"
+    )
     status.set_defaults(func=_cmd_status)
 
     from bnpl_cli.experiments import add_parser

@@ -17,9 +17,9 @@ Keys used alone (no slot constraint): ``bnpl:health:<group>:<consumer>`` (worker
 ``bnpl:supervisor:<group>:<host>-<pid>`` (what a ``--workers N`` supervisor runs),
 ``bnpl:rates:<group>:<stream>`` (progress samples for ``bnpl status``), ``bnpl:drift:state:<stream>`` (detector
 checkpoints per shard), ``bnpl:lease:<group>:<stream>`` (which worker reads a stream), ``bnpl:members:<group>``
-(the group's live workers), ``bnpl:alerted:<cause>`` (alert dedup with a cooldown),
-``bnpl:delivered:<alert id>:<url hash>`` (webhook delivery markers), ``bnpl:performance:done:<analysis date>``
-(analyses the outcomes group's schedule ran).
+(the group's live workers), ``bnpl:mlflow:flush-lock`` (the MLflow worker logging windows),
+``bnpl:alerted:<cause>`` (alert dedup with a cooldown), ``bnpl:delivered:<alert id>:<url hash>`` (webhook delivery
+markers), ``bnpl:performance:done:<analysis date>`` (analyses the outcomes group's schedule ran).
 
 **Entries.** Every stream entry has the fields ``v`` (schema version of the payload), ``id`` (the record's own
 id: prediction id, alert id), ``e`` (the payload) and, when the payload is encoded, ``c`` (its codec, e.g.
@@ -282,6 +282,10 @@ class Keys:
     def mlflow_late(self, shard: int) -> str:
         """Counter of events that arrived after their window was logged."""
         return f"{self.prefix}:mlflow:{self.tag(shard)}:late"
+
+    def mlflow_flush_lock(self) -> str:
+        """Lock held by the MLflow group's worker that is logging closed windows."""
+        return f"{self.prefix}:mlflow:flush-lock"
 
     def mlflow_closed(self, shard: int, window: int) -> str:
         """Marker: ``window`` was logged (events for it now count as late)."""

@@ -34,9 +34,15 @@ def connect(url: str, role: Role = "tool", cluster: bool = False) -> Any:
     socket_timeout, connect_timeout = TIMEOUTS[role]
     if cluster:
         from redis.asyncio.cluster import RedisCluster
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
+        # The API retries once (after refreshing the slot map: a failover's new master) and then lets the error
+        # reach the publisher, which spools at once; redis-py's default (10 attempts with backoff) would hold the
+        # flush for many seconds while a master is down. Workers keep the default: they have nothing to spool.
+        retry = {"retry": Retry(NoBackoff(), 1)} if role == "api" else {}
         return RedisCluster.from_url(
-            require_url(url), socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout
+            require_url(url), socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout, **retry
         )
     return Redis.from_url(
         require_url(url),

@@ -145,6 +145,8 @@ class RedisClusterServers:
                         "nodes.conf",
                         "--cluster-node-timeout",
                         str(node_timeout_ms),
+                        "--repl-diskless-sync-delay",
+                        "0",
                     ),
                 )
             )
@@ -176,7 +178,32 @@ class RedisClusterServers:
             timeout=timeout,
         )
         self.wait_ok(timeout)
+        self.wait_replicas_synced(timeout)
         return self
+
+    def wait_replicas_synced(self, timeout: float = 30.0) -> None:
+        """Until every running replica has completed its sync with its master (a replica that never synced does not
+        take over when its master fails)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pending = []
+            for node in self.nodes:
+                if node._proc is None:
+                    continue
+                client = redis.Redis(port=node.port, socket_connect_timeout=0.5, socket_timeout=1)
+                try:
+                    info = client.info("replication")
+                    if info.get("role") == "slave" and info.get("master_link_status") != "up":
+                        pending.append(node.port)
+                except redis.RedisError:
+                    pending.append(node.port)
+                finally:
+                    client.close()
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Redis Cluster replicas not in sync: {pending}")
+            time.sleep(0.1)
 
     def wait_ok(self, timeout: float = 30.0) -> None:
         """Until every running node reports ``cluster_state:ok`` and every slot is served."""
@@ -199,6 +226,16 @@ class RedisClusterServers:
             if time.monotonic() > deadline:
                 raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")
             time.sleep(0.1)
+
+    def wait_failed_over(self, timeout: float = 60.0) -> None:
+        """After a master was killed: until one of its replicas is master (as many running masters as at the start)
+        and the cluster is ok again."""
+        deadline = time.monotonic() + timeout
+        while len(self.masters()) < len(self.nodes) // (1 + self.replicas):
+            if time.monotonic() > deadline:
+                raise RuntimeError("no replica took over the killed master")
+            time.sleep(0.1)
+        self.wait_ok(max(1.0, deadline - time.monotonic()))
 
     def masters(self) -> list[RedisServer]:
         """The nodes that are masters now."""

@@ -139,13 +139,13 @@ def consume(settings: Settings, group: str, workers: int = 1) -> int:
     return supervise(commands, beat=_supervisor_beat(settings, group))
 
 
-async def status(settings: Settings) -> int:
-    from consumers.status import collect, healthy, render
+async def status(settings: Settings, as_json: bool = False) -> int:
+    from consumers.status import collect, healthy, render, to_json
 
     redis = redis_for(settings.streams)
     try:
         streams = await collect(redis, settings.keys, settings.consumers)
     finally:
         await redis.aclose()
-    print(render(streams))
+    print(to_json(streams).decode() if as_json else render(streams))
     return 0 if healthy(streams) else 1

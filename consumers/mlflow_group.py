@@ -6,7 +6,9 @@ Aggregates are kept per stream shard, in the shard's hash slot (``common.keys``)
 Windows are tumbling by event time (``window_s``); a window is logged once it is older than
 ``window_s + lateness_s``: it is first marked closed in every shard (from then on the script counts its events as
 late, atomically), then the shards' aggregates are summed and logged with ``log_batch`` (step = window index,
-timestamp = window end, so re-logging after a crash writes identical points), then deleted.
+timestamp = window end, so re-logging after a crash writes identical points), then deleted. The group's workers
+each hold some shards (``consumers.leases``); one of them at a time logs (a lock with a timeout), so each window is
+logged once.
 When MLflow is unreachable, logging raises *before* the batch is counted: the batch stays pending and is retried
 with backoff.
 **Never one run per prediction**: one run per (experiment, arm, model version), one point per window.
@@ -15,11 +17,14 @@ with backoff.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
 from datetime import datetime
 from typing import Any
+
+from redis.exceptions import LockError
 
 from common.keys import Keys
 from common.settings import ConsumerSettings, RegistrySettings
@@ -200,6 +205,19 @@ class MlflowMetricsHandler:
         """Log every window older than window + lateness; returns how many (experiment, arm, version, window)
         aggregates were logged."""
         cutoff = (now or time.time()) - self.lateness_s
+        if not await self._due(cutoff):
+            return 0
+        # One worker of the group logs at a time (the others hold other shards and would log the same windows).
+        lock = self.redis.lock(self.keys.mlflow_flush_lock(), timeout=300, blocking=False)
+        if not await lock.acquire():
+            return 0
+        try:
+            return await self._flush(cutoff)
+        finally:
+            with contextlib.suppress(LockError):  # held longer than its timeout: another worker may log again
+                await lock.release()
+
+    async def _flush(self, cutoff: float) -> int:
         windows = {window for (_, _, _, window) in await self._due(cutoff)}
         if not windows:
             return 0

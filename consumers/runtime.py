@@ -29,7 +29,7 @@ import random
 import signal
 import socket
 import time
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,7 +101,7 @@ class ConsumerWorker:
         self._chunks: asyncio.Queue[tuple[str, list[Entry] | BaseException]] = asyncio.Queue()
         self._queued = 0  # entries in the queue
         self._reserved = 0  # entries asked for by reads in flight
-        self._unfinished: Counter[str] = Counter()  # per stream: read, not yet processed
+        self._in_hand: defaultdict[str, set[str]] = defaultdict(set)  # per stream: ids read, not yet processed
         self._taking: set[str] = set()  # leased, not yet taken over
         self._releasing: set[str] = set()  # to hand back once nothing of them is in hand
         self._stopping_readers: set[str] = set()
@@ -202,7 +202,7 @@ class ConsumerWorker:
             self._readers.clear()
             self._chunks = asyncio.Queue()  # entries left in it stay pending for this consumer: re-read on resume
             self._queued = self._reserved = 0
-            self._unfinished.clear()
+            self._in_hand.clear()
 
     # --- leases --------------------------------------------------------------------------------------------------
     async def _lease_loop(self) -> None:
@@ -248,7 +248,7 @@ class ConsumerWorker:
         while self._taking and not self.stopping:
             stream = min(self._taking)
             await self._own_pending(stream)
-            await self._claim(stream, min_idle_ms=0)
+            await self._take_pending(stream)
             self._taking.discard(stream)
             if stream in self.leases.owned and stream not in self._releasing:
                 self._stopping_readers.discard(stream)
@@ -262,7 +262,7 @@ class ConsumerWorker:
             task = self._readers.get(stream)
             if task is not None and not task.done():
                 continue
-            if self._unfinished[stream]:
+            if self._in_hand[stream]:
                 continue
             self._readers.pop(stream, None)
             self._releasing.discard(stream)
@@ -329,7 +329,7 @@ class ConsumerWorker:
                 finally:
                     self._reserved -= count
                 entries = self._entries(response)
-                self._unfinished[stream] += len(entries)
+                self._in_hand[stream].update(e.id for e in entries)
                 self._queued += len(entries)
                 self._chunks.put_nowait((stream, entries))
         except (redis_errors.RedisError, OSError) as exc:
@@ -377,7 +377,7 @@ class ConsumerWorker:
         self._queued -= len(chunk)
         self._notify()
         if stream not in self.leases.owned:
-            self._unfinished[stream] -= len(chunk)
+            self._in_hand[stream].difference_update(e.id for e in chunk)
             return None
         return chunk
 
@@ -388,8 +388,8 @@ class ConsumerWorker:
         try:
             await self._process(batch)
         finally:
-            for stream, n in Counter(e.stream for e in batch).items():
-                self._unfinished[stream] -= n
+            for entry in batch:
+                self._in_hand[entry.stream].discard(entry.id)
 
     # --- processing ----------------------------------------------------------------------------------------------
     async def _process(self, entries: list[Entry]) -> None:
@@ -498,16 +498,63 @@ class ConsumerWorker:
             self.stats.lag = lag
         await self._beat()
 
-    async def _claim(self, stream: str, min_idle_ms: int) -> None:
-        """Take over entries of ``stream`` another consumer left pending at least ``min_idle_ms`` (it died mid-batch;
-        0 when this worker has just leased the stream: whoever held it is gone or handed it back)."""
-        start = "0-0"
+    async def _take_pending(self, stream: str) -> None:
+        """A newly leased stream: take over what other consumers left pending on it (the previous holder handed it
+        back, died, or lost its lease) and process it. Claimed with ``XCLAIM … JUSTID``, which does not count a
+        delivery: a shard handed from worker to worker (a failover can make leases move several times) must not
+        push entries over the delivery limit and into the dead letters."""
+        start = "-"
         while not self.stopping:
-            reply = await self.redis.xautoclaim(
-                stream, self.group, self.name, min_idle_ms, start_id=start, count=self.config.batch_size
+            rows = await self.redis.xpending_range(stream, self.group, min=start, max="+", count=self.config.batch_size)
+            if not rows:
+                return
+            ids: list[Any] = [_text(r["message_id"]) for r in rows if _text(r["consumer"]) != self.name]
+            if ids:
+                claimed = [
+                    _text(i) for i in await self.redis.xclaim(stream, self.group, self.name, 0, ids, justid=True)
+                ]
+                entries = await self._fetch(stream, claimed)
+                if entries:
+                    self.stats.claimed += len(entries)
+                    log.info("group %s: took over %d pending entries of %s", self.group, len(entries), stream)
+                    await self._process(entries)
+            if len(rows) < self.config.batch_size:
+                return
+            start = "(" + _text(rows[-1]["message_id"])
+
+    async def _fetch(self, stream: str, ids: list[str]) -> list[Entry]:
+        """The entries ``ids`` of ``stream``; ids trimmed away meanwhile are acked (nothing left to process)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for entry_id in ids:
+                pipe.xrange(stream, min=entry_id, max=entry_id, count=1)
+            found = await pipe.execute()
+        entries = self._entries([(stream, [row[0] for row in found if row])])
+        gone = [i for i, row in zip(ids, found, strict=True) if not row]
+        if gone:
+            await self.redis.xack(stream, self.group, *gone)
+        return entries
+
+    async def _claim(self, stream: str, min_idle_ms: int) -> None:
+        """Take over entries of ``stream`` another consumer left pending at least ``min_idle_ms`` (it died
+        mid-batch); an entry delivered more than ``max_deliveries`` times (e.g. it crashes every worker that reads
+        it) goes to the dead letters. This consumer's own entries are claimed too (entries its sink failed are
+        retried that way), except those in hand (read ahead, or the batch in the sink)."""
+        start = "-"
+        while not self.stopping:
+            rows = await self.redis.xpending_range(
+                stream, self.group, min=start, max="+", count=self.config.batch_size, idle=min_idle_ms
             )
-            start = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
-            entries = self._entries([(stream, reply[1])])
+            if not rows:
+                return
+            in_hand = self._in_hand[stream]
+            ids: list[Any] = [
+                i for r in rows if (i := _text(r["message_id"])) not in in_hand or _text(r["consumer"]) != self.name
+            ]
+            entries = (
+                self._entries([(stream, await self.redis.xclaim(stream, self.group, self.name, min_idle_ms, ids))])
+                if ids
+                else []
+            )
             if entries:
                 self.stats.claimed += len(entries)
                 log.info("group %s: claimed %d idle entries from %s", self.group, len(entries), stream)
@@ -521,8 +568,9 @@ class ConsumerWorker:
                         fresh.append(entry)
                 if fresh:
                     await self._process(fresh)
-            if start == "0-0":
-                break
+            if len(rows) < self.config.batch_size:
+                return
+            start = "(" + _text(rows[-1]["message_id"])
 
     @contextlib.contextmanager
     def _best_effort(self, what: str) -> Iterator[None]:
@@ -556,6 +604,10 @@ class ConsumerWorker:
             "retries": self.stats.retries,
         }
         await self.redis.set(self.keys.health(self.group, self.name), orjson.dumps(status), ex=self.config.health_ttl_s)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 async def run_worker(worker: ConsumerWorker) -> None:

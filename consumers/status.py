@@ -1,4 +1,6 @@
-"""``bnpl status``: every stream (predictions, alerts) and group at a glance; non-zero exit when a group is stuck.
+"""``bnpl status``: every stream (each shard of the predictions, alerts, outcomes) and group at a glance — per
+(group, shard): lag, pending, read rate, which worker holds the shard's lease; per shard: the Redis node serving it.
+Non-zero exit when a group is stuck. ``--json`` gives the same as one document (what a scaler or a probe reads).
 
 A group is **stuck** when work is waiting (lag or pending entries) and no consumer of it is alive (no fresh health
 key), or when work is waiting and the group made no progress over the last minute.
@@ -7,6 +9,7 @@ key), or when work is waiting and the group made no progress over the last minut
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +33,8 @@ class GroupStatus:
     events_per_s: float | None
     stuck: bool
     reason: str = ""
+    #: the worker holding this group's lease on the stream (None: free, e.g. while shards move)
+    holder: str | None = None
 
 
 @dataclass(slots=True)
@@ -42,6 +47,8 @@ class StreamStatus:
     groups: list[GroupStatus] = field(default_factory=list)
     #: How long acked entries stay (trimming never removes what a group still needs).
     retention_s: float = 0.0
+    #: the Redis node serving the stream (``host:port``; on a cluster, the master of its slot)
+    node: str = ""
 
     @property
     def bytes_per_event(self) -> float | None:
@@ -100,7 +107,7 @@ async def collect(redis: Any, keys: Keys, settings: ConsumerSettings | None = No
         retention = (settings.alert_retention_ms if stream in audit else settings.retention_ms) / 1000
         if not await redis.exists(stream):
             dead = int(await redis.xlen(keys.dead_letter(stream)))
-            out.append(StreamStatus(stream, 0, None, dead, None, retention_s=retention))
+            out.append(StreamStatus(stream, 0, None, dead, None, retention_s=retention, node=node_of(redis, stream)))
             continue
         try:
             memory = await redis.memory_usage(stream)
@@ -113,6 +120,7 @@ async def collect(redis: Any, keys: Keys, settings: ConsumerSettings | None = No
             int(await redis.xlen(keys.dead_letter(stream))),
             None,
             retention_s=retention,
+            node=node_of(redis, stream),
         )
         for group in await redis.xinfo_groups(stream):
             name = _text(group["name"])
@@ -151,10 +159,32 @@ async def collect(redis: Any, keys: Keys, settings: ConsumerSettings | None = No
                     rate,
                     stuck,
                     reason,
+                    _text(holder) if (holder := await redis.get(keys.lease(name, stream))) is not None else None,
                 )
             )
         out.append(status)
     return out
+
+
+def node_of(redis: Any, key: str) -> str:
+    """``host:port`` of the node serving ``key`` (on a cluster: the master of its slot)."""
+    if hasattr(redis, "get_node_from_key"):
+        node = redis.get_node_from_key(key)
+        return f"{node.host}:{node.port}"
+    kwargs = redis.connection_pool.connection_kwargs
+    return f"{kwargs.get('host', kwargs.get('path', ''))}:{kwargs.get('port', '')}".rstrip(":")
+
+
+def to_json(streams: list[StreamStatus]) -> bytes:
+    """The status as one JSON document: per stream (node, length, memory, rate) and per (group, stream) lag,
+    pending, rate, live consumers and lease holder; ``healthy`` on top."""
+    return orjson.dumps(
+        {
+            "healthy": healthy(streams),
+            "streams": [{**dataclasses.asdict(s), "bytes_per_event": s.bytes_per_event} for s in streams],
+        },
+        option=orjson.OPT_INDENT_2,
+    )
 
 
 async def count_live(redis: Any, keys: Keys, group: str) -> int:
@@ -196,8 +226,8 @@ def render(streams: list[StreamStatus]) -> str:
         per_event = f" ({s.bytes_per_event:,.0f} B/event)" if s.bytes_per_event is not None else ""
         rate = _rate_text(s.events_per_s) if s.events_per_s is not None else "n/a"
         lines.append(
-            f"stream {s.stream}: {s.length:,} entries, {mem}{per_event}, in {rate} (last minute), "
-            f"dead letters {s.dead_letters:,}"
+            f"stream {s.stream}{f' on {s.node}' if s.node else ''}: {s.length:,} entries, {mem}{per_event}, "
+            f"in {rate} (last minute), dead letters {s.dead_letters:,}"
         )
         projected = s.projected_bytes()
         retention = f"{s.retention_s / 3600:g} h" if s.retention_s < 72 * 3600 else f"{s.retention_s / 86400:g} days"
@@ -214,7 +244,7 @@ def render(streams: list[StreamStatus]) -> str:
             lines.append(
                 f"  group {g.name}: {flag}; live consumers {g.live_consumers}, pending {g.pending:,}, "
                 f"lag {g.lag if g.lag is not None else 'unknown'}, last delivered {g.last_delivered_id}, "
-                f"read {grate}"
+                f"read {grate}, read by {g.holder or 'no worker (lease free)'}"
             )
             for c in g.consumers:
                 lines.append(f"    consumer {c['name']}: pending {c['pending']:,}, idle {c['idle_ms'] / 1000:.1f}s")

@@ -9,9 +9,11 @@
   atomic step. Sequence numbers grow per instance, so re-sending a block whose outcome was unknown (connection lost
   mid-call, process restarted) is skipped by Redis: every event lands exactly once.
 * **Any** failed write (connection, timeout, ``OOM``, ``READONLY``, ``MOVED``, a script error …, see
-  ``producers.errors``) spools the block it concerns, with its sequence number, and everything queued behind it,
-  before anything else happens. A replay task drains the spool in order, several blocks per call, with exponential
-  backoff and jitter, once Redis takes writes again; then publishing goes back to the queue.
+  ``producers.errors``) spools the block it concerns, with its sequence number, before anything else happens; from
+  then on that **shard's** events go to the spool (those still queued first, so a shard's blocks keep their order)
+  while the other shards keep writing directly — on a Redis Cluster, a master failing over holds back only its
+  own shards. A replay task drains the spool in order, several blocks per call, with exponential backoff and
+  jitter, once Redis takes writes again; a shard goes back to the queue once none of its blocks waits in the spool.
 * Both tasks are supervised: an exception is logged with its class and the task restarts with backoff.
 * :meth:`health` says when events are not reaching Redis (spooling, queue above its high-water mark, or no write
   for ``BNPL_PUBLISH_STALL_S``); ``/readyz`` and the metrics show it. Once Redis is back and the spool drained, an
@@ -28,7 +30,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -125,16 +127,25 @@ class EventPublisher:
         self._wakeup = asyncio.Event()
         self._spool_dirty = asyncio.Event()
         self._stopping = False
-        self._redis_ok = True
+        #: blocks of each stream appended to the spool by this process and not yet confirmed: such a stream is
+        #: spooled (its new events too, to keep its blocks in sequence order) until they are replayed
+        self._spooled: Counter[str] = Counter()
+        #: every stream is spooled: blocks left by an earlier process wait in the spool, or the sequence floor
+        #: could not be read from Redis yet
+        self._hold_all = self.spool.pending
+        self._floor_synced = False
         self.outage = Outage(instance_id, settings)
         self._tasks: set[asyncio.Task[None]] = set()
         self.stats = PublisherStats()
 
     # --- request path --------------------------------------------------------------------------------------------
     def publish(self, event: PredictionEvent) -> None:
-        """Enqueue one event; while events are not reaching Redis (or at the queue bound), spool it instead."""
+        """Enqueue one event; while its shard's events are not reaching Redis (or at the queue bound), spool it
+        instead."""
         queue = self._queue
-        if self._redis_ok and len(queue) < self._queue_max and not self.spool.pending:
+        if len(queue) < self._queue_max and (
+            not (self._spooled or self._hold_all) or self._direct(self._stream_of(event))
+        ):
             queue.append(event)
             depth = len(queue)
             if depth == 1 or depth >= self._batch_size:  # wake the flusher: first event, or a full batch
@@ -142,12 +153,22 @@ class EventPublisher:
             return
         self._write_through(event)
 
+    def _stream_of(self, event: PredictionEvent) -> str:
+        return self._keys.predictions(self._keys.shard_of(event.request.customer_id))
+
+    def _direct(self, stream: str) -> bool:
+        """Whether ``stream``'s events go to Redis directly (none of its blocks waits in the spool)."""
+        return not self._hold_all and not self._spooled[stream]
+
     def _write_through(self, event: PredictionEvent) -> None:
-        """Spool ``event`` behind whatever is queued (order kept) and hand it to the OS before the answer."""
+        """Spool ``event`` behind its shard's queued events (its shard's order kept) and hand it to the OS before
+        the answer."""
+        stream = self._stream_of(event)
         try:
-            if self._queue:
-                self._spool_events(list(self._queue))
-                self._queue.clear()
+            behind = [e for e in self._queue if self._stream_of(e) == stream]
+            if behind:
+                self._queue = deque(e for e in self._queue if self._stream_of(e) != stream)
+                self._spool_events(behind)
             self._spool_events([event], flush=True)
         except OSError as exc:  # disk full or gone: keep it in memory (beyond the bound) rather than lose it
             self.stats.spool_errors += 1
@@ -162,7 +183,19 @@ class EventPublisher:
 
     @property
     def redis_ok(self) -> bool:
-        return self._redis_ok
+        """True while every shard's events go straight to Redis."""
+        return not self._hold_all and not self._spooled
+
+    @property
+    def spooled_streams(self) -> int:
+        """Streams (shards) whose events wait in the spool now."""
+        return len(self.spooled_stream_names)
+
+    @property
+    def spooled_stream_names(self) -> list[str]:
+        if self._hold_all:
+            return self._keys.prediction_streams()
+        return sorted(stream for stream, blocks in self._spooled.items() if blocks)
 
     @property
     def last_error(self) -> str | None:
@@ -171,7 +204,7 @@ class EventPublisher:
 
     def health(self) -> PublishHealth:
         """Whether events are reaching Redis (see :meth:`producers.outage.Outage.health`)."""
-        return self.outage.health(self._redis_ok, len(self._queue), self.spool.pending)
+        return self.outage.health(self.redis_ok, len(self._queue), self.spool.pending)
 
     # --- background tasks ----------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -235,7 +268,7 @@ class EventPublisher:
         attempt = 0
         while not (self._stopping and not self.spool.pending):
             if not self.spool.pending:
-                if self.outage.since is not None and self._redis_ok:
+                if self.outage.since is not None and self.redis_ok:
                     await self.outage.alert_if_over(self._redis, self._keys)
                 await asyncio.sleep(0.05)
                 continue
@@ -274,16 +307,19 @@ class EventPublisher:
     def _group(self, events: list[PredictionEvent]) -> dict[str, list[PredictionEvent]]:
         groups: dict[str, list[PredictionEvent]] = {}
         for event in events:
-            stream = self._keys.predictions(self._keys.shard_of(event.request.customer_id))
-            groups.setdefault(stream, []).append(event)
+            groups.setdefault(self._stream_of(event), []).append(event)
         return groups
 
     def _spool_events(self, events: list[PredictionEvent], flush: bool = False) -> None:
         for stream, group in self._group(events).items():
             lines = [self._encoder.encode(e) for e in group]
-            self.spool.append(self._seq.take(), stream, lines, PREDICTION_EVENT_VERSION, flush=flush)
-            self.stats.spooled += len(group)
-            self.outage.spooled += len(group)
+            self._spool_block(self._seq.take(), stream, lines, flush)
+
+    def _spool_block(self, seq: int, stream: str, documents: list[bytes], flush: bool = False) -> None:
+        self.spool.append(seq, stream, documents, PREDICTION_EVENT_VERSION, flush=flush)
+        self._spooled[stream] += 1
+        self.stats.spooled += len(documents)
+        self.outage.spooled += len(documents)
 
     async def _append_blocks(self, stream: str, blocks: list[tuple[int, str, list[bytes]]]) -> tuple[int, int]:
         """Write blocks (seq, newline-terminated ids, JSON documents) of one stream, each document compressed
@@ -303,12 +339,14 @@ class EventPublisher:
         return int(written), int(skipped)
 
     async def _write_batch(self, batch: list[PredictionEvent]) -> None:
-        if self.spool.pending or not self._redis_ok:
-            self._spool_events(batch)
-            self._spool_dirty.set()
-            return
+        """Write each shard's part of ``batch`` as one block; a shard whose events are spooled is spooled, and a
+        failed write spools that block alone (the other shards go on)."""
         groups = list(self._group(batch).items())
         for i, (stream, group) in enumerate(groups):
+            if not self._direct(stream):  # checked after every await: a write-through may have spooled it meanwhile
+                self._spool_events(group)
+                self._spool_dirty.set()
+                continue
             seq = self._seq.take()
             documents = self._encoder.encode_lines(group).split(b"\n")[:-1]  # one C call for the whole block
             try:
@@ -316,20 +354,16 @@ class EventPublisher:
                     stream, [(seq, "".join([f"{e.decision.prediction_id}\n" for e in group]), documents)]
                 )
             except BaseException as exc:
-                # Outcome unknown: keep the block with the same seq, so a retry is skipped if this one landed;
-                # then everything behind it, in order. Only then does anything else happen.
-                self.spool.append(seq, stream, documents, PREDICTION_EVENT_VERSION, flush=True)
-                self.stats.spooled += len(group)
-                self.outage.spooled += len(group)
-                self._spool_events([e for _, rest in groups[i + 1 :] for e in rest])
-                if self._queue:
-                    self._spool_events(list(self._queue))
-                    self._queue.clear()
+                # Outcome unknown: keep the block with the same seq, so a retry is skipped if this one landed.
+                # From now on this shard's events are spooled (see _direct); only then does anything else happen.
+                first = self.redis_ok
+                self._spool_block(seq, stream, documents, flush=True)
                 self._spool_dirty.set()
                 if not isinstance(exc, Exception):  # cancelled (stop), interrupted: nothing lost, pass it on
+                    self._spool_events([e for _, rest in groups[i + 1 :] for e in rest])
                     raise
-                self._failed(exc, "write")
-                return
+                self._failed(exc, "write", first)
+                continue
             self.stats.published += written
             self.outage.succeeded()
 
@@ -337,7 +371,7 @@ class EventPublisher:
         blocks = await asyncio.to_thread(self.spool.read, max(self._batch_size, 1))
         if not blocks:
             return
-        if not self._redis_ok:
+        if not self._floor_synced:
             await self._sync_floor(raise_errors=True)
         # Consecutive blocks of one stream go in one call; blocks spooled by an older version are upgraded to the
         # current layout and stream names first.
@@ -358,9 +392,13 @@ class EventPublisher:
             self.stats.replayed += written
             self.stats.skipped_duplicates += skipped
             self.spool.confirm(end)
+            self._spooled[stream] -= len(run)
+            if self._spooled[stream] <= 0:
+                del self._spooled[stream]
             self.outage.succeeded()
         if not self.spool.pending:
-            self._redis_ok = True
+            self._spooled.clear()
+            self._hold_all = False
             log.info("spool drained; publishing directly again")
 
     async def _sync_floor(self, raise_errors: bool = False) -> None:
@@ -370,17 +408,20 @@ class EventPublisher:
                 last = await self._redis.hget(self._keys.publish_state(stream), self._instance)
                 if last is not None:
                     self._seq.raise_floor(max(int(last), self.spool.max_seq))
+            self._floor_synced = True
         except (redis_errors.RedisError, OSError) as exc:
             if raise_errors:
                 raise
-            self._failed(exc, "start-up")
+            first = self.redis_ok
+            self._hold_all = True  # until the floor is known, every stream goes through the spool
+            self._failed(exc, "start-up", first)
 
-    def _failed(self, exc: BaseException, during: str) -> None:
-        self.outage.failed(exc, during, first=self._redis_ok)
+    def _failed(self, exc: BaseException, during: str, first: bool = False) -> None:
+        """Record a failed Redis call; ``first``: every shard was still writing directly."""
+        self.outage.failed(exc, during, first=first)
         self.stats.write_failures += 1
         if isinstance(exc, redis_errors.NoScriptError):  # the script cache was flushed: load it again
             self._script = self._redis.register_script(APPEND_BLOCKS)
-        self._redis_ok = False
 
 
 _ID_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder(projection("EventId", decision=["prediction_id"]))

@@ -364,3 +364,43 @@ async def _decide_until_killed(tmp_path: Path, redis_url: str, key_prefix: str, 
         proc.send_signal(signal.SIGKILL)  # while Redis still refuses writes
         proc.wait()
     return ids
+
+
+async def test_a_failing_shard_spools_alone_and_the_others_keep_writing(
+    tmp_path, redis_server, key_prefix, loaded_models
+):
+    """One shard's stream refuses writes (a plain string sits at its key: WRONGTYPE, as a master failing over refuses
+    them): only that shard's events are spooled, the other shards' events reach Redis directly; once the key is
+    fixed, the spool replays and every decision is in its shard exactly once."""
+    shards = 4
+    settings = api_settings(tmp_path, redis_server.url, key_prefix, stream_shards=shards)
+    keys = settings.keys
+    broken = keys.predictions(2)
+    redis = aioredis.from_url(redis_server.url)
+    await redis.set(broken, "not a stream")
+    client, stop = await start_api(settings, DecisionEngine(loaded_models))
+    try:
+        data = generate(2_000, seed=43)
+        result = await simulate(client.url("/"), data.iter_requests(), api_key="test-key", connections=8)
+        assert result.statuses == Counter({200: 2_000})
+        publisher = client.app[PUBLISHER]
+        for _ in range(200):  # the flusher writes what is queued
+            if publisher.queue_depth == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert publisher.spooled_stream_names == [broken]  # the failing shard alone
+        assert not publisher.redis_ok
+        direct = {s: await redis.xlen(s) for s in keys.prediction_streams() if s != broken}
+        expected = Counter(keys.shard_of(data.request(i)["customer_id"]) for i in range(2_000))
+        assert direct == {keys.predictions(s): n for s, n in expected.items() if keys.predictions(s) != broken}
+        await redis.delete(broken)  # the shard takes writes again
+        await _wait_drained(publisher)
+        ids: Counter[str] = Counter()
+        for stream in keys.prediction_streams():
+            ids += await _stream_ids(redis_server.url, stream)
+        assert set(ids) == set(result.prediction_ids)
+        assert max(ids.values()) == 1
+        assert publisher.stats.spooled == expected[2]  # exactly the failing shard's events went to the spool
+    finally:
+        await stop()
+        await redis.aclose()

@@ -323,3 +323,16 @@ def test_redis_clients_are_created_in_one_place():
         if path not in allowed and any(_creates_client(n) for n in ast.walk(tree))
     }
     assert creating == set()
+
+
+def test_the_scaling_example_names_every_shard_stream_and_caps_workers_at_the_shard_count():
+    import yaml
+
+    from common.keys import Keys
+
+    manifest = yaml.safe_load((ROOT / "deploy" / "keda-scaledobject.yaml").read_text())
+    triggers = manifest["spec"]["triggers"]
+    shards = manifest["spec"]["maxReplicaCount"]
+    assert [t["metadata"]["stream"] for t in triggers] == Keys("bnpl", shards).prediction_streams()
+    assert {t["type"] for t in triggers} == {"redis-cluster-streams"}
+    assert all(int(t["metadata"]["lagCount"]) > 0 for t in triggers)  # lag mode (XINFO GROUPS), Redis 7+
