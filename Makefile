@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: venv lint typecheck test demo bench bench-api bench-consumers bench-ab bench-drift bench-memory bench-performance bench-model bench-guardian clean
+.PHONY: venv lint typecheck test demo bench bench-api bench-consumers bench-ab bench-drift bench-memory bench-performance bench-model bench-guardian bench-replication clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
@@ -36,6 +36,9 @@ bench-api: venv
 bench-consumers: venv
 	$(BIN)/python -m bench.consumers_bench
 
+bench-replication: venv
+	$(BIN)/python -m bench.replication_bench
+
 bench-ab: venv
 	$(BIN)/python -m bench.ab_simulation
 
@@ -54,7 +57,7 @@ bench-model: venv
 bench-guardian: venv
 	$(BIN)/python -m bench.guardian_bench
 
-bench: bench-api bench-consumers bench-ab bench-drift bench-memory bench-performance bench-model bench-guardian
+bench: bench-api bench-consumers bench-ab bench-drift bench-memory bench-performance bench-model bench-guardian bench-replication
 
 clean:
 	rm -rf $(VENV) .bnpl .pytest_cache .mypy_cache .ruff_cache

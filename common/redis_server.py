@@ -6,6 +6,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -184,29 +185,24 @@ class RedisClusterServers:
     def wait_replicas_synced(self, timeout: float = 30.0) -> None:
         """Until every running replica has completed its sync with its master (a replica that never synced does not
         take over when its master fails)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            pending = []
-            for node in self.nodes:
-                if node._proc is None:
-                    continue
-                client = redis.Redis(port=node.port, socket_connect_timeout=0.5, socket_timeout=1)
-                try:
-                    info = client.info("replication")
-                    if info.get("role") == "slave" and info.get("master_link_status") != "up":
-                        pending.append(node.port)
-                except redis.RedisError:
-                    pending.append(node.port)
-                finally:
-                    client.close()
-            if not pending:
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"Redis Cluster replicas not in sync: {pending}")
-            time.sleep(0.1)
+
+        def synced(client: redis.Redis) -> bool:
+            info = client.info("replication")
+            return bool(info.get("role") != "slave" or info.get("master_link_status") == "up")
+
+        self._until_every_node(synced, timeout, "Redis Cluster replicas did not sync with their masters")
 
     def wait_ok(self, timeout: float = 30.0) -> None:
         """Until every running node reports ``cluster_state:ok`` and every slot is served."""
+
+        def ok(client: redis.Redis) -> bool:
+            info = client.cluster("info")
+            return bool(info.get("cluster_state") == "ok" and int(info.get("cluster_slots_ok", 0)) == 16_384)
+
+        self._until_every_node(ok, timeout, "the Redis Cluster did not reach cluster_state:ok")
+
+    def _until_every_node(self, check: Callable[[redis.Redis], bool], timeout: float, failure: str) -> None:
+        """Poll every running node with ``check`` until all pass (an unreachable node fails)."""
         deadline = time.monotonic() + timeout
         while True:
             states = []
@@ -215,8 +211,7 @@ class RedisClusterServers:
                     continue
                 client = redis.Redis(port=node.port, socket_connect_timeout=0.5, socket_timeout=1)
                 try:
-                    info = client.cluster("info")
-                    states.append(info.get("cluster_state") == "ok" and int(info.get("cluster_slots_ok", 0)) == 16_384)
+                    states.append(check(client))
                 except redis.RedisError:
                     states.append(False)
                 finally:
@@ -224,7 +219,7 @@ class RedisClusterServers:
             if states and all(states):
                 return
             if time.monotonic() > deadline:
-                raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")
+                raise RuntimeError(failure)
             time.sleep(0.1)
 
     def wait_failed_over(self, timeout: float = 60.0) -> None:

@@ -116,6 +116,14 @@ class PublisherSettings:
     stall_s: float = setting(
         "BNPL_PUBLISH_STALL_S", 10.0, "events waiting and none reached Redis for this long: /readyz says degraded"
     )
+    publish_wait_replicas: int = setting(
+        "BNPL_PUBLISH_WAIT_REPLICAS",
+        0,
+        "replicas that must acknowledge each written block (WAIT) or it is spooled and re-sent; 0: no wait",
+    )
+    publish_wait_ms: int = setting(
+        "BNPL_PUBLISH_WAIT_MS", 200, "longest WAIT (ms) for those replicas' acknowledgement of a block"
+    )
 
     def spool_path(self, instance_id: str) -> Path:
         """The spool file of API instance ``instance_id``."""

@@ -2,7 +2,7 @@
 
 With S streams (the shards of the prediction stream, or one alert / outcome stream) and N live workers, each
 worker holds ⌈S/N⌉ leases at most, so every stream has exactly one reader and a group scales up to S workers
-(more are hot standbys). Every ``ttl / 3`` a worker:
+(more are hot standbys). Every second (``ttl / 3`` if shorter) a worker:
 
 1. renews its membership in the group's sorted set (scored by expiry in Redis's own clock, so host clocks do not
    matter) and drops members that did not renew within the TTL — the count of the rest is N;

@@ -206,9 +206,10 @@ class ConsumerWorker:
 
     # --- leases --------------------------------------------------------------------------------------------------
     async def _lease_loop(self) -> None:
-        """Renew and balance the leases every TTL/3, independent of how long a batch takes. While Redis refuses,
-        keep trying; leases not renewed within the TTL are treated as lost (their streams are not read)."""
-        interval = self.config.lease_ttl_s / 3
+        """Renew and balance the leases every second (TTL/3 if shorter), independent of how long a batch takes.
+        While Redis refuses, keep trying; leases not renewed within the TTL are treated as lost (their streams are not
+        read)."""
+        interval = min(1.0, self.config.lease_ttl_s / 3)  # a joining worker gets its share within about a second
         renewed = time.monotonic()
         while not self.stopping:
             await asyncio.sleep(interval)

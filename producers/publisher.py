@@ -22,6 +22,11 @@
 
 While Redis is healthy, a ``kill -9`` loses what was answered within the last publish interval (the queue is
 memory); a graceful stop writes or spools everything.
+
+Redis replicates asynchronously: a block its master acknowledged and had not sent to a replica dies with the master.
+With ``BNPL_PUBLISH_WAIT_REPLICAS`` = n > 0 each block's script is followed, on the same connection to the master
+of its shard, by ``WAIT n timeout``; a block fewer than n replicas acknowledged in time counts as failed — it is
+spooled with its sequence number and re-sent (skipped by Redis if it survived, written again if a failover lost it).
 """
 
 from __future__ import annotations
@@ -89,6 +94,10 @@ return {written, skipped}
 _OFFLOAD_EVENTS = 100
 
 
+class ReplicaAckError(redis_errors.RedisError):
+    """Fewer replicas than ``BNPL_PUBLISH_WAIT_REPLICAS`` acknowledged a block within ``BNPL_PUBLISH_WAIT_MS``."""
+
+
 @dataclass(slots=True)
 class PublisherStats:
     """Counters exported on /metrics."""
@@ -124,6 +133,9 @@ class EventPublisher:
         self.spool = Spool(spool_path)
         self._seq = SeqAllocator(spool_path.with_name(spool_path.name + ".seq"), self.spool.max_seq)
         self._script = redis.register_script(APPEND_BLOCKS)
+        self._wait_replicas = settings.publish_wait_replicas
+        self._wait_ms = settings.publish_wait_ms
+        self._masters: dict[str, tuple[Any, Any]] = {}  # cluster node name → (its own client, the script on it)
         self._wakeup = asyncio.Event()
         self._spool_dirty = asyncio.Event()
         self._stopping = False
@@ -302,6 +314,7 @@ class EventPublisher:
             self._spool_events(list(self._queue))
             self._queue.clear()
         await asyncio.to_thread(self.spool.close)
+        await self._forget_masters()
 
     # --- writing -------------------------------------------------------------------------------------------------
     def _group(self, events: list[PredictionEvent]) -> dict[str, list[PredictionEvent]]:
@@ -335,8 +348,52 @@ class EventPublisher:
         compressed = await asyncio.to_thread(compress_blocks) if events >= _OFFLOAD_EVENTS else compress_blocks()
         for (seq, ids, _), payloads in zip(blocks, compressed, strict=True):
             args += [seq, ids, ",".join([str(len(p)) for p in payloads]), b"".join(payloads)]
-        written, skipped = await self._script(keys=[stream, self._keys.publish_state(stream)], args=args)
+        keys = [stream, self._keys.publish_state(stream)]
+        if self._wait_replicas:
+            written, skipped = await self._append_and_wait(keys, args)
+        else:
+            written, skipped = await self._script(keys=keys, args=args)
         return int(written), int(skipped)
+
+    async def _append_and_wait(self, keys: list[str], args: list[Any]) -> Any:
+        """The script, then ``WAIT`` on the same connection (WAIT counts the replicas that have this connection's
+        writes): on a cluster through a plain client of the master serving the shard."""
+        client, script = self._master_of(keys[0])
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                await script(keys=keys, args=args, client=pipe)
+                pipe.execute_command("WAIT", self._wait_replicas, self._wait_ms)
+                result, acked = await pipe.execute()
+        except (redis_errors.MovedError, redis_errors.AskError, redis_errors.ConnectionError) as exc:
+            await self._forget_masters(refresh=True)  # a failover moved the shard: learn the new master first
+            raise redis_errors.TryAgainError(f"{exc.__class__.__name__}: {exc}") from exc
+        if int(acked) < self._wait_replicas:
+            raise ReplicaAckError(
+                f"{acked} of {self._wait_replicas} replica(s) acknowledged the block within {self._wait_ms} ms"
+            )
+        return result
+
+    def _master_of(self, stream: str) -> tuple[Any, Any]:
+        if not hasattr(self._redis, "get_node_from_key"):  # one Redis: its own connections
+            return self._redis, self._script
+        node = self._redis.get_node_from_key(stream)
+        found = self._masters.get(node.name)
+        if found is None:
+            from redis.asyncio import ConnectionPool, Redis
+
+            pool = ConnectionPool(connection_class=node.connection_class, **node.connection_kwargs)
+            client = Redis.from_pool(pool)  # owns the pool: aclose() disconnects it
+            found = self._masters[node.name] = (client, client.register_script(APPEND_BLOCKS))
+        return found
+
+    async def _forget_masters(self, refresh: bool = False) -> None:
+        masters, self._masters = self._masters, {}
+        for client, _ in masters.values():
+            with contextlib.suppress(Exception):
+                await client.aclose()
+        if refresh and hasattr(self._redis, "nodes_manager"):
+            with contextlib.suppress(redis_errors.RedisError, OSError):
+                await self._redis.nodes_manager.initialize()
 
     async def _write_batch(self, batch: list[PredictionEvent]) -> None:
         """Write each shard's part of ``batch`` as one block; a shard whose events are spooled is spooled, and a

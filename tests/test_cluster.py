@@ -262,3 +262,52 @@ def _metric(text: str, name: str) -> float:
         if line.split("{")[0].split(" ")[0] in (name, name + "_total"):
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"{name} not in /metrics")
+
+
+async def test_with_wait_a_block_counts_as_written_only_once_a_replica_acknowledged_it(
+    cluster, tmp_path: Path, key_prefix, loaded_models
+):
+    engine = DecisionEngine(loaded_models)
+    # One replica per master: WAIT 1 is met, every decision lands once.
+    settings = api_settings(
+        tmp_path / "one", cluster.url, key_prefix, redis_cluster=True, stream_shards=6, publish_wait_replicas=1
+    )
+    api, stop = await start_api(settings, engine)
+    try:
+        result = await simulate(api.url("/"), generate(1_000, seed=3).iter_requests(), api_key="test-key")
+        publisher = api.app[PUBLISHER]
+        await _until_spool_drained(publisher)
+        while publisher.queue_depth:  # noqa: ASYNC110 - the flusher empties the in-memory queue
+            await asyncio.sleep(0.05)
+        assert publisher.stats.write_failures == 0
+    finally:
+        await stop()
+    client = redis_for(settings.streams, "tool")
+    try:
+        ids = [decode_entry(f).record_id for s in settings.keys.prediction_streams() for _, f in await client.xrange(s)]
+    finally:
+        await client.aclose()
+    assert sorted(ids) == sorted(result.prediction_ids)
+    # Two replicas asked for, one exists: no block counts as written; every one waits in the spool to be re-sent.
+    settings = api_settings(
+        tmp_path / "two",
+        cluster.url,
+        key_prefix + "-two",
+        redis_cluster=True,
+        stream_shards=6,
+        publish_wait_replicas=2,
+        publish_wait_ms=20,
+    )
+    api, stop = await start_api(settings, engine)
+    try:
+        result = await simulate(api.url("/"), generate(300, seed=4).iter_requests(), api_key="test-key")
+        assert result.statuses == Counter({200: 300})  # answers never wait for Redis
+        publisher = api.app[PUBLISHER]
+        while publisher.queue_depth:  # noqa: ASYNC110 - the flusher empties the in-memory queue
+            await asyncio.sleep(0.05)
+        assert publisher.stats.published == 0
+        assert publisher.stats.write_failures > 0
+        assert publisher.spool.pending
+        assert not publisher.health().ok
+    finally:
+        await stop()

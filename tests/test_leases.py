@@ -84,6 +84,20 @@ async def _produce(redis, keys: Keys, published: list[tuple[str, str]], stop: as
         await asyncio.sleep(0.05)
 
 
+class _Traffic:
+    """Entries appended to every shard until stopped; what the workers recorded."""
+
+    def __init__(self, redis, keys: Keys) -> None:
+        self.seen: list[tuple[str, str, str]] = []
+        self.published: list[tuple[str, str]] = []
+        self.stop = asyncio.Event()
+        self.task = asyncio.create_task(_produce(redis, keys, self.published, self.stop))
+
+    async def end(self) -> None:
+        self.stop.set()
+        await self.task
+
+
 async def _until(check: Callable[[], bool], seconds: float, what: str) -> float:
     started = time.monotonic()
     while not check():
@@ -112,10 +126,8 @@ async def _drained(redis, keys: Keys, group: str) -> None:
 async def test_workers_split_the_shards_rebalance_on_join_and_leave_and_read_every_entry_once(redis, key_prefix):
     keys = Keys(key_prefix, SHARDS)
     streams = keys.prediction_streams()
-    seen: list[tuple[str, str, str]] = []
-    published: list[tuple[str, str]] = []
-    stop = asyncio.Event()
-    producer = asyncio.create_task(_produce(redis, keys, published, stop))
+    traffic = _Traffic(redis, keys)
+    seen, published = traffic.seen, traffic.published
     workers: dict[str, ConsumerWorker] = {}
     tasks: dict[str, asyncio.Task[None]] = {}
 
@@ -135,8 +147,7 @@ async def test_workers_split_the_shards_rebalance_on_join_and_leave_and_read_eve
         await _until(_split(left, [3, 3], streams), 2 * TTL_S, "w0 left: 3 + 3")
         await asyncio.sleep(1.0)
     finally:
-        stop.set()
-        await producer
+        await traffic.end()
     await _drained(redis, keys, "leased")
     for name in list(tasks):
         workers[name].request_stop()
@@ -151,15 +162,13 @@ async def test_workers_split_the_shards_rebalance_on_join_and_leave_and_read_eve
     assert len(handed_back) >= 2  # w2 joining took two shards, handed over by their holders after their batches
 
 
-async def test_a_dead_workers_shards_move_within_the_lease_ttl_and_only_its_unacked_entries_are_read_again(
+async def test_a_dead_workers_shards_move_within_the_lease_ttl_a_replacement_rebalances_and_only_unacked_entries_repeat(
     redis, key_prefix
 ):
     keys = Keys(key_prefix, SHARDS)
     streams = keys.prediction_streams()
-    seen: list[tuple[str, str, str]] = []
-    published: list[tuple[str, str]] = []
-    stop = asyncio.Event()
-    producer = asyncio.create_task(_produce(redis, keys, published, stop))
+    traffic = _Traffic(redis, keys)
+    seen, published = traffic.seen, traffic.published
     workers = {
         name: ConsumerWorker(redis, keys, _Recorder(keys, name, seen, slow=0.2), CONFIG, name=name)
         for name in ("w0", "w1", "w2")
@@ -189,16 +198,19 @@ async def test_a_dead_workers_shards_move_within_the_lease_ttl_and_only_its_unac
         leases = ShardLeases(redis, keys, "leased", streams, "observer", TTL_S)
         moved_after = await _until(_split(alive, [3, 3], streams), 4 * TTL_S + 5, "the dead worker's shards taken over")
         holders = await leases.holders()
+        # A replacement starts: it gets its share back from the survivors (handed over after their batches).
+        workers["w3"] = ConsumerWorker(redis, keys, _Recorder(keys, "w3", seen, slow=0.2), CONFIG, name="w3")
+        tasks["w3"] = asyncio.create_task(workers["w3"].run())
+        alive.append(workers["w3"])
+        await _until(_split(alive, [2, 2, 2], streams), 20, "the replacement takes two shards: 2 + 2 + 2")
         await asyncio.sleep(1.0)
     finally:
-        stop.set()
-        await producer
+        await traffic.end()
     await _drained(redis, keys, "leased")
     for task_name in tasks:
         workers[task_name].request_stop()
     await asyncio.gather(*tasks.values())
     assert set(holders.values()) <= {"w0", "w2"}
-    print(f"shards moved {moved_after:.2f}s after the kill")
     assert moved_after <= TTL_S + CONFIG.lease_ttl_s / 3 + 2.0, time.monotonic() - killed_at
     by_id = Counter((stream, entry_id) for _, stream, entry_id in seen)
     assert sorted(by_id) == sorted(published)  # no shard left unread
