@@ -15,14 +15,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     exp = sub.add_parser("experiment", help="create, start, pause, stop or list A/B experiments")
     actions = exp.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="create (or reconfigure) an experiment as a draft")
-    create.add_argument("name")
+    create.add_argument("name", help="experiment name (an MLflow experiment of that name holds it)")
     create.add_argument(
         "--allocation", required=True, help="arm:share pairs summing to 1, e.g. champion:0.7,challenger:0.3"
     )
     create.add_argument("--arm-models", default="", help="arm=alias pairs when arms are not aliases themselves")
-    create.add_argument("--success-metric", default="approval_rate")
+    create.add_argument(
+        "--success-metric", default="approval_rate", help="the metric the verdict is about (approval_rate)"
+    )
     create.add_argument("--min-samples", type=int, default=1_000, help="minimum customers per arm before a verdict")
-    create.add_argument("--confidence", type=float, default=0.95)
+    create.add_argument("--confidence", type=float, default=0.95, help="confidence level of intervals and tests")
     create.add_argument("--min-effect", type=float, default=0.02, help="approval change to plan the sample size for")
     create.add_argument(
         "--margins", default="", help="guardrail non-inferiority margins, e.g. deny_rate:0.01,latency_ms:2"
@@ -31,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     create.add_argument("--start", default="", help="planned start (ISO-8601)")
     create.add_argument("--end", default="", help="planned end (ISO-8601)")
     for action in ("start", "pause", "stop"):
-        actions.add_parser(action, help=f"{action} an experiment").add_argument("name")
+        actions.add_parser(action, help=f"{action} an experiment").add_argument("name", help="experiment name")
     actions.add_parser("list", help="list the experiments of the registered model")
 
 

@@ -18,11 +18,20 @@ from pathlib import Path
 from common.settings import Settings
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(
+def _settings(args: argparse.Namespace, reads_registry: bool = False) -> Settings:
+    """The effective settings; ``reads_registry``: the command only reads MLflow, so a SQLite store that does not
+    exist is a mistake (a mistyped path or data dir), not something to create empty."""
+    settings = Settings.from_env(
         data_dir=Path(args.data_dir) if args.data_dir else None,
         tracking_uri=args.tracking_uri,
     )
+    uri = settings.registry.tracking_uri
+    if reads_registry and uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        raise CliError(
+            f"no MLflow registry at {uri.removeprefix('sqlite:///')}: run `bnpl train` (or `make demo`) first, or "
+            "point --data-dir / --tracking-uri at an existing one"
+        )
+    return settings
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -65,7 +74,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from bnpl_cli.report import history_table, registry_table
     from registry import list_versions, mlflow_client
 
-    settings = _settings(args)
+    settings = _settings(args, reads_registry=True)
     registry = settings.registry
     client = mlflow_client(registry)
     if args.card:
@@ -210,7 +219,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 def _cmd_ab_report(args: argparse.Namespace) -> int:
     from bnpl_cli.ab_report import run
 
-    return run(_settings(args), args.experiment, args.html)
+    return run(_settings(args, reads_registry=True), args.experiment, args.html)
 
 
 def _cmd_webhook_receiver(args: argparse.Namespace) -> int:
@@ -286,14 +295,20 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and ``--help``)."""
     from training.models import FAMILIES
 
-    parser = argparse.ArgumentParser(prog="bnpl", description="Streaming BNPL credit-risk decision service.")
-    parser.add_argument("--data-dir", help="directory for embedded stores (env BNPL_DATA_DIR, default .bnpl)")
-    parser.add_argument("--tracking-uri", help="MLflow tracking/registry URI (env MLFLOW_TRACKING_URI)")
+    parser = argparse.ArgumentParser(
+        prog="bnpl",
+        description="Streaming BNPL credit-risk decision service.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _global_flags(parser, None)
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train every model family and register them in MLflow")
     train.add_argument("--rows", type=int, help="synthetic rows (env BNPL_TRAIN_ROWS, default 200000)")
-    train.add_argument("--families", nargs="+", choices=sorted(FAMILIES), default=list(FAMILIES))
+    train.add_argument(
+        "--families", nargs="+", choices=sorted(FAMILIES), default=list(FAMILIES), help="model families to train"
+    )
     train.add_argument(
         "--promote",
         action="store_true",
@@ -312,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     promote.set_defaults(func=_cmd_promote)
 
     unalias = sub.add_parser("unalias", help="remove a configured alias (audited)")
-    unalias.add_argument("--alias", required=True)
+    unalias.add_argument("--alias", required=True, help="a configured alias (BNPL_MODEL_ALIASES)")
     unalias.add_argument("--force", action="store_true", help="remove the champion or an alias in an experiment")
     unalias.add_argument("--reason", default="", help="why (required with --force)")
     unalias.set_defaults(func=_cmd_unalias)
@@ -326,14 +341,16 @@ def build_parser() -> argparse.ArgumentParser:
     fallback = sub.add_parser(
         "fallback", help="emergency switch: every API replica decides with the rule-based policy (audited, alerted)"
     )
-    fallback.add_argument("state", choices=("on", "off", "status"))
+    fallback.add_argument(
+        "state", choices=("on", "off", "status"), help="on: rule-based decisions everywhere; off: models; status"
+    )
     fallback.add_argument("--reason", default="", help="why (required with on)")
     fallback.set_defaults(func=_cmd_fallback)
 
     gen = sub.add_parser("generate", help="write synthetic requests (+ outcomes) as JSON lines")
-    gen.add_argument("--rows", type=int, default=10_000)
-    gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--out", default="requests.jsonl")
+    gen.add_argument("--rows", type=int, default=10_000, help="requests to generate")
+    gen.add_argument("--seed", type=int, default=0, help="random seed (the same seed gives the same requests)")
+    gen.add_argument("--out", default="requests.jsonl", help="JSON lines file to write")
     gen.set_defaults(func=_cmd_generate)
 
     serve = sub.add_parser("serve", help="run the decision API (aiohttp)")
@@ -344,8 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(func=_cmd_serve)
 
-    consume = sub.add_parser("consume", help="run workers of a consumer group (warehouse, …)")
-    consume.add_argument("group")
+    from consumers.groups import GROUPS
+
+    consume = sub.add_parser("consume", help=f"run workers of a consumer group ({', '.join(GROUPS)})")
+    consume.add_argument("group", choices=list(GROUPS), help="the consumer group: " + ", ".join(GROUPS))
     consume.add_argument("--workers", type=int, default=1, help="worker processes in this group")
     consume.add_argument("--check", action="store_true", help="exit 0 if a worker of the group is alive")
     consume.set_defaults(func=_cmd_consume)
@@ -362,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.choices["experiment"].set_defaults(func=_cmd_experiment)
 
     report = sub.add_parser("ab-report", help="A/B report of an experiment (terminal + HTML + MLflow run)")
-    report.add_argument("experiment")
+    report.add_argument("experiment", help="experiment name (bnpl experiment list)")
     report.add_argument("--html", help="where to write the HTML report (default: a temp file)")
     report.set_defaults(func=_cmd_ab_report)
 
@@ -383,8 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.choices["performance"].set_defaults(func=_cmd_performance)
 
     receiver = sub.add_parser("webhook-receiver", help="local webhook receiver: verifies signatures, prints alerts")
-    receiver.add_argument("--host", default="127.0.0.1")
-    receiver.add_argument("--port", type=int, default=9099)
+    receiver.add_argument("--host", default="127.0.0.1", help="listen address")
+    receiver.add_argument("--port", type=int, default=9099, help="listen port")
     receiver.add_argument("--secret", help="shared secret (env BNPL_WEBHOOK_SECRET)")
     receiver.set_defaults(func=_cmd_webhook_receiver)
 
@@ -398,7 +417,42 @@ def build_parser() -> argparse.ArgumentParser:
         help="requests of the weeks decided for the performance loop (outcomes, concept shift)",
     )
     demo.set_defaults(func=_cmd_demo)
+    for command in _subcommands(parser):  # global flags after the subcommand too; every default in --help
+        _global_flags(command, argparse.SUPPRESS)
+        command.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     return parser
+
+
+#: What ``bnpl`` exits with (also in ``bnpl --help``).
+EXIT_CODES = """exit codes:
+  0  done
+  1  failed (one line says why; --debug shows the traceback)
+  2  usage error, or a change refused (promotion gate, experiment validation, a missing reason)
+  3  a dependency is unreachable (Redis, the MLflow server)"""
+
+
+def _global_flags(parser: argparse.ArgumentParser, default: object) -> None:
+    """``--data-dir``, ``--tracking-uri`` and ``--debug``: on the top parser (defaults) and on every subcommand
+    (``SUPPRESS``: given there, they override; not given, the top parser's value stands)."""
+    parser.add_argument(
+        "--data-dir", default=default, help="directory for embedded stores (env BNPL_DATA_DIR; default .bnpl)"
+    )
+    parser.add_argument(
+        "--tracking-uri", default=default, help="MLflow tracking/registry URI (env MLFLOW_TRACKING_URI)"
+    )
+    parser.add_argument(
+        "--debug", action="store_true", default=False if default is None else default, help="show tracebacks"
+    )
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every subcommand parser, nested ones included."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                found += [child, *_subcommands(child)]
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -413,7 +467,59 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (GovernanceError, ExperimentError, GovernanceUsage) as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        if args.debug:
+            raise
+        code, message = explain(exc)
+        print(f"error: {message}", file=sys.stderr)
+        return code
     return code
+
+
+class CliError(Exception):
+    """A command cannot do what was asked; the message says how to fix it."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def explain(exc: Exception) -> tuple[int, str]:
+    r"""Exit code and one line for a failed command (see :data:`EXIT_CODES`).
+
+    >>> from redis.exceptions import ConnectionError
+    >>> explain(ConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused."))[0]
+    3
+    >>> explain(ValueError("bad\nthings"))
+    (1, 'ValueError: bad (--debug shows the traceback)')
+    """
+    from redis import exceptions as redis_errors
+
+    from common.redact import redact_text
+
+    first = redact_text(str(exc).strip().splitlines()[0] if str(exc).strip() else "")[:300]
+    if isinstance(exc, CliError):
+        return exc.code, first
+    if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError):
+        return 3, f"cannot reach Redis ({exc.__class__.__name__}: {first}); is it running, is BNPL_REDIS_URL right?"
+    if _unreachable_mlflow(exc):
+        return 3, f"cannot reach the MLflow server ({first}); is it running, is MLFLOW_TRACKING_URI right?"
+    return 1, f"{exc.__class__.__name__}: {first} (--debug shows the traceback)"
+
+
+def _unreachable_mlflow(exc: BaseException) -> bool:
+    """An MLflow client call that failed because the server did not answer (refused, timed out, retries spent)."""
+    import requests
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+            return True
+        text = str(seen)
+        if "Max retries exceeded" in text or "Failed to establish a new connection" in text:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 if __name__ == "__main__":

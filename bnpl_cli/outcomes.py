@@ -210,7 +210,7 @@ def add_parsers(sub: Any) -> None:
     outcomes = sub.add_parser("outcomes", help="loan outcomes: load a file, or simulate them for decided traffic")
     actions = outcomes.add_subparsers(dest="action", required=True)
     load_p = actions.add_parser("load", help="validate a JSONL/CSV outcome file and publish it to the outcome stream")
-    load_p.add_argument("file")
+    load_p.add_argument("file", help="JSON lines of outcome records (one per loan outcome)")
     load_p.add_argument("--source", help="source of outcomes that name none (default: file:<name>)")
     load_p.add_argument("--skip-invalid", action="store_true", help="load the valid lines when some are invalid")
     sim = actions.add_parser(

@@ -49,6 +49,7 @@ def connect(url: str, role: Role = "tool", cluster: bool = False) -> Any:
         socket_timeout=socket_timeout,
         socket_connect_timeout=connect_timeout,
         health_check_interval=5 if role == "api" else 0,
+        **_tool_retry(role, asyncio=True),
     )
 
 
@@ -61,8 +62,27 @@ def connect_sync(url: str, cluster: bool = False) -> Any:
     socket_timeout, connect_timeout = TIMEOUTS["tool"]
     client_class = RedisCluster if cluster else redis.Redis
     return client_class.from_url(
-        require_url(url), socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout
+        require_url(url),
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=connect_timeout,
+        **({} if cluster else _tool_retry("tool", asyncio=False)),
     )
+
+
+def _tool_retry(role: Role, asyncio: bool) -> dict[str, Any]:
+    """A command-line tool retries a failed connection once, so an unreachable Redis is reported within about two
+    connect timeouts (redis-py's default retries three times with backoff); processes keep the default."""
+    if role != "tool":
+        return {}
+    from redis.backoff import ConstantBackoff
+
+    if asyncio:
+        from redis.asyncio.retry import Retry as AsyncRetry
+
+        return {"retry": AsyncRetry(ConstantBackoff(0.2), 1)}
+    from redis.retry import Retry
+
+    return {"retry": Retry(ConstantBackoff(0.2), 1)}
 
 
 def redis_for(streams: StreamSettings, role: Role = "tool") -> Any:

@@ -324,6 +324,16 @@ class RegistrySettings:
     registry_poll_seconds: float = setting(
         "BNPL_REGISTRY_POLL_SECONDS", 10.0, "how often the API re-reads aliases and the active experiment"
     )
+    mlflow_timeout_s: float = setting(
+        "BNPL_MLFLOW_TIMEOUT_S",
+        5.0,
+        "timeout of each request to an MLflow server (s); sets MLFLOW_HTTP_REQUEST_TIMEOUT unless that is set",
+    )
+    mlflow_retries: int = setting(
+        "BNPL_MLFLOW_RETRIES",
+        1,
+        "retries of a failed request to an MLflow server; sets MLFLOW_HTTP_REQUEST_MAX_RETRIES unless that is set",
+    )
 
 
 @dataclass(frozen=True, slots=True)

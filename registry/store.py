@@ -27,6 +27,12 @@ POLICY_FILE: Final = "decision_policy.json"
 def mlflow_client(settings: RegistrySettings) -> Any:
     """An ``MlflowClient`` for the configured tracking/registry URI; creates the directory of a SQLite store."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no phoning home from a risk service
+    # MLflow's own defaults (120 s per request, 7 retries with backoff) hang a command for minutes when the server is
+    # unreachable; ours fail within seconds. Variables set explicitly win.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, round(settings.mlflow_timeout_s))))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(settings.mlflow_retries))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0.2")
     import mlflow  # imported lazily: importing mlflow costs ~1 s and must not happen at module import
 
     uri = settings.tracking_uri

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -164,3 +168,93 @@ def _ready(port: int) -> bool:
             return resp.status == 200
     except OSError:
         return False
+
+
+# --- failing clearly ------------------------------------------------------------------------------------------------
+def _bnpl(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, float]:
+    """``bnpl args`` as a process: exit code, stderr, seconds."""
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "bnpl_cli.main", *args],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return proc.returncode, proc.stderr, time.monotonic() - started
+
+
+def test_every_option_of_every_subcommand_has_help_and_shows_its_default():
+    import argparse
+
+    from bnpl_cli.main import _subcommands, build_parser
+
+    parser = build_parser()
+    commands = _subcommands(parser)
+    assert len(commands) > 20
+    missing = [
+        (command.prog, action.dest)
+        for command in [parser, *commands]
+        for action in command._actions
+        if not isinstance(action, argparse._HelpAction | argparse._SubParsersAction) and not action.help
+    ]
+    assert missing == []
+    generate = next(c for c in commands if c.prog == "bnpl generate")
+    assert "(default: 10000)" in generate.format_help()
+
+
+def test_global_flags_are_accepted_before_and_after_the_subcommand():
+    from bnpl_cli.main import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["status", "--data-dir", "after"]).data_dir == "after"
+    assert parser.parse_args(["--data-dir", "before", "status"]).data_dir == "before"
+    assert parser.parse_args(["--data-dir", "before", "status", "--data-dir", "after"]).data_dir == "after"
+    assert parser.parse_args(["experiment", "list", "--debug"]).debug is True
+    assert parser.parse_args(["status"]).debug is False
+
+
+def test_consume_help_lists_the_groups_and_refuses_an_unknown_one(capsys):
+    from consumers.groups import GROUPS
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["consume", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert all(group in out for group in GROUPS)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["consume", "warehous"])
+    assert exit_info.value.code == 2
+
+
+def test_status_against_an_unreachable_redis_prints_one_line_and_exits_3():
+    from common.redis_server import free_port
+
+    code, err, seconds = _bnpl("status", env={"BNPL_REDIS_URL": f"redis://:secret@127.0.0.1:{free_port()}/0"})
+    assert code == 3
+    assert err.startswith("error: cannot reach Redis"), err
+    assert err.count("\n") == 1, err
+    assert "secret" not in err  # credentials never printed
+    assert seconds < 6  # reported at once, not after minutes of retries
+    code, err, _ = _bnpl("--debug", "status", env={"BNPL_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    assert code != 0
+    assert "Traceback (most recent call last)" in err
+
+
+def test_models_against_an_unreachable_mlflow_server_fails_within_10_seconds():
+    from common.redis_server import free_port
+
+    code, err, seconds = _bnpl("models", "--tracking-uri", f"http://127.0.0.1:{free_port()}")
+    assert code == 3
+    assert err.startswith("error: cannot reach the MLflow server"), err
+    assert err.count("\n") == 1, err
+    assert seconds < 10
+
+
+def test_read_commands_refuse_a_registry_that_does_not_exist_and_create_nothing(tmp_path):
+    missing = tmp_path / "typo"
+    code, err, _ = _bnpl("models", "--data-dir", str(missing))
+    assert code == 1
+    assert err.startswith(f"error: no MLflow registry at {missing / 'mlflow.db'}")
+    assert not missing.exists()
