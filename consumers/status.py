@@ -3,7 +3,8 @@
 Non-zero exit when a group is stuck. ``--json`` gives the same as one document (what a scaler or a probe reads).
 
 A group is **stuck** when work is waiting (lag or pending entries) and no consumer of it is alive (no fresh health
-key), or when work is waiting and the group made no progress over the last minute.
+key), or when work is waiting and the group made no progress over the last minute. A group with nothing waiting and
+no live consumer is **unattended**: fine this second, but the next event will wait. Either makes the exit code 1.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class GroupStatus:
     reason: str = ""
     #: the worker holding this group's lease on the stream (None: free, e.g. while shards move)
     holder: str | None = None
+    #: nothing waiting, but no live consumer: the next event will wait
+    unattended: bool = False
 
 
 @dataclass(slots=True)
@@ -138,6 +141,9 @@ async def collect(redis: Any, keys: Keys, settings: ConsumerSettings | None = No
                 status.events_per_s = _rate(samples, "added")
             waiting = pending > 0 or (lag is not None and int(lag) > 0) or lag is None
             stuck, reason = False, ""
+            unattended = not waiting and live == 0
+            if unattended:
+                reason = "no live consumer: the next event will wait"
             if waiting and live == 0:
                 stuck, reason = True, "work is waiting and no consumer is alive"
             elif (
@@ -160,6 +166,7 @@ async def collect(redis: Any, keys: Keys, settings: ConsumerSettings | None = No
                     stuck,
                     reason,
                     _text(holder) if (holder := await redis.get(keys.lease(name, stream))) is not None else None,
+                    unattended,
                 )
             )
         out.append(status)
@@ -239,7 +246,7 @@ def render(streams: list[StreamStatus]) -> str:
         else:
             lines.append(f"  retention {retention}")
         for g in s.groups:
-            flag = f"STUCK ({g.reason})" if g.stuck else "ok"
+            flag = f"STUCK ({g.reason})" if g.stuck else f"UNATTENDED ({g.reason})" if g.unattended else "ok"
             grate = f"{g.events_per_s:,.0f}/s" if g.events_per_s is not None else "n/a"
             lines.append(
                 f"  group {g.name}: {flag}; live consumers {g.live_consumers}, pending {g.pending:,}, "
@@ -254,4 +261,5 @@ def render(streams: list[StreamStatus]) -> str:
 
 
 def healthy(streams: list[StreamStatus]) -> bool:
-    return not any(g.stuck for s in streams for g in s.groups)
+    """No group stuck or unattended."""
+    return not any(g.stuck or g.unattended for s in streams for g in s.groups)

@@ -40,15 +40,23 @@ class TrimResult:
 
 async def needed_from(redis: Any, stream: str) -> dict[str, tuple[int, int]]:
     """Per group, the oldest entry id it still needs."""
-    needed: dict[str, tuple[int, int]] = {}
+    return {name: oldest for name, (oldest, _) in (await _needs(redis, stream)).items()}
+
+
+async def _needs(redis: Any, stream: str) -> dict[str, tuple[tuple[int, int], bool]]:
+    """Per group, the oldest entry id it still needs, and whether it has work waiting (pending entries, or entries
+    not yet delivered; an unknown lag counts as waiting)."""
+    needed: dict[str, tuple[tuple[int, int], bool]] = {}
     for group in await redis.xinfo_groups(stream):
         name = group["name"].decode() if isinstance(group["name"], bytes) else group["name"]
+        lag = group.get("lag")
+        waiting = int(group["pending"]) > 0 or lag is None or int(lag) > 0
         if int(group["pending"]) > 0:
             summary = await redis.xpending(stream, name)
-            needed[name] = parse_id(summary["min"])
+            needed[name] = (parse_id(summary["min"]), waiting)
         else:
             ms, seq = parse_id(group["last-delivered-id"])
-            needed[name] = (ms, seq + 1)
+            needed[name] = ((ms, seq + 1), waiting)
     return needed
 
 
@@ -56,13 +64,15 @@ async def trim_stream(redis: Any, stream: str, retention_ms: int, approximate: b
     """Trim ``stream`` below the oldest entry any group needs, and only entries older than the retention."""
     if not await redis.exists(stream):
         return TrimResult(stream, None, None, 0)
-    needed = await needed_from(redis, stream)
-    if not needed:
+    needs = await _needs(redis, stream)
+    if not needs:
         return TrimResult(stream, None, None, 0)  # no group yet: nothing is known to be consumed
-    safe = min(needed.values())
+    safe = min(oldest for oldest, _ in needs.values())
     retention_floor = (int(time.time() * 1000) - retention_ms, 0)
     target = min(safe, retention_floor)
-    overdue = tuple(sorted(g for g, oldest in needed.items() if oldest < retention_floor))
+    # A group that has read and acked everything needs nothing old, however long ago its last entry came (an idle
+    # stream): only a group with work waiting behind the retention is overdue.
+    overdue = tuple(sorted(g for g, (oldest, waiting) in needs.items() if waiting and oldest < retention_floor))
     if overdue:
         log.error("stream %s: groups %s still need entries older than the retention; keeping them", stream, overdue)
     removed = int(await redis.xtrim(stream, minid=format_id(target), approximate=approximate))

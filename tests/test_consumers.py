@@ -236,6 +236,12 @@ async def test_status_reports_a_stopped_group_as_stuck(tmp_path, redis_server, r
     finally:
         worker.request_stop()
         await task
+    # Drained, and its only worker gone: nothing waits yet, but the next event would; flagged, exit code 1.
+    (group,) = (await collect(redis, keys))[0].groups
+    assert not group.stuck
+    assert group.unattended
+    assert "no live consumer" in group.reason
+    assert not healthy(await collect(redis, keys))
 
 
 async def _add_fresh(url: str, stream: str, events) -> None:
@@ -332,3 +338,24 @@ async def test_a_killed_worker_of_a_supervised_group_is_restarted_and_check_fail
         assert supervisor.wait(timeout=60) == 0
     ids = _ids_in_warehouse(path)
     assert len(ids) == len(set(ids)) == 6_000
+
+
+async def test_trimming_reports_only_groups_with_old_work_waiting(redis, key_prefix):
+    """An idle stream whose groups acked everything long ago is healthy (no "older than the retention" error); a
+    group with old entries still to read is reported, and keeps them."""
+    stream = Keys(key_prefix).predictions()
+    for i in range(1, 4):  # entries from 1970: far behind any retention
+        await redis.xadd(stream, {"v": 1}, id=f"{1000 + i}-0")
+    for group in ("done", "behind"):
+        await redis.xgroup_create(stream, group, id="0")
+    reply = await redis.xreadgroup("done", "c", {stream: ">"})
+    await redis.xack(stream, "done", *[entry_id for entry_id, _ in reply[0][1]])
+    first = await redis.xreadgroup("behind", "c", {stream: ">"}, count=1)  # one pending, two not delivered
+    result = await trim_stream(redis, stream, retention_ms=3_600_000, approximate=False)
+    assert result.overdue_groups == ("behind",)
+    assert await redis.xlen(stream) == 3  # nothing "behind" needs was removed
+    rest = await redis.xreadgroup("behind", "c", {stream: ">"})
+    await redis.xack(stream, "behind", *[e for e, _ in first[0][1]], *[e for e, _ in rest[0][1]])
+    result = await trim_stream(redis, stream, retention_ms=3_600_000, approximate=False)
+    assert result.overdue_groups == ()  # both groups are done: an idle stream raises no error
+    assert await redis.xlen(stream) == 0
