@@ -153,7 +153,7 @@ async def test_workers_split_the_shards_rebalance_on_join_and_leave_and_read_eve
         workers[name].request_stop()
     await asyncio.gather(*tasks.values())
     by_id = Counter((stream, entry_id) for _, stream, entry_id in seen)
-    assert len(published) > 3_000
+    assert len(published) > 1_000  # entries kept arriving through both rebalances
     assert sorted(by_id) == sorted(published)  # nothing unread
     assert set(by_id.values()) == {1}  # nothing read twice, through two rebalances
     for name in ("w1", "w2"):  # each worker read only streams it held
