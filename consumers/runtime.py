@@ -30,7 +30,7 @@ import signal
 import socket
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +43,7 @@ from common.redact import redact_text
 from common.settings import ConsumerSettings
 from consumers.base import BatchHandler, BatchResult, Entry
 from consumers.leases import ShardLeases
-from consumers.status import record_rate_sample
+from consumers.status import record_rate_sample, text
 from consumers.trim import trim_stream
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,6 @@ class ConsumerWorker:
         self._last_sample = 0.0
         self._warned: dict[str, bool] = {}
         self.leases = ShardLeases(redis, keys, self.group, self.streams, self.name, self.config.lease_ttl_s)
-        self._members = 0
         self._readers: dict[str, asyncio.Task[None]] = {}
         self._chunks: asyncio.Queue[tuple[str, list[Entry] | BaseException]] = asyncio.Queue()
         self._queued = 0  # entries in the queue
@@ -223,7 +222,6 @@ class ConsumerWorker:
 
     async def _refresh_leases(self) -> None:
         changes = await self.leases.refresh(frozenset(self._releasing))
-        self._members = changes.members
         if changes.lost:
             log.warning("group %s: lost the lease of %s to another worker", self.group, ", ".join(changes.lost))
             self._lose(set(changes.lost))
@@ -493,8 +491,7 @@ class ConsumerWorker:
                 with self._best_effort("progress sample"):
                     await record_rate_sample(self.redis, self.keys, stream, self.group)
                 for group in await self.redis.xinfo_groups(stream):
-                    name = group["name"].decode() if isinstance(group["name"], bytes) else group["name"]
-                    if name == self.group:
+                    if text(group["name"]) == self.group:
                         lag += int(group.get("lag") or 0)
             self.stats.lag = lag
         await self._beat()
@@ -504,24 +501,30 @@ class ConsumerWorker:
         back, died, or lost its lease) and process it. Claimed with ``XCLAIM … JUSTID``, which does not count a
         delivery: a shard handed from worker to worker (a failover can make leases move several times) must not
         push entries over the delivery limit and into the dead letters."""
-        start = "-"
-        while not self.stopping:
-            rows = await self.redis.xpending_range(stream, self.group, min=start, max="+", count=self.config.batch_size)
-            if not rows:
-                return
-            ids: list[Any] = [_text(r["message_id"]) for r in rows if _text(r["consumer"]) != self.name]
+        async for rows in self._pending_pages(stream):
+            ids: list[Any] = [text(r["message_id"]) for r in rows if text(r["consumer"]) != self.name]
             if ids:
-                claimed = [
-                    _text(i) for i in await self.redis.xclaim(stream, self.group, self.name, 0, ids, justid=True)
-                ]
+                claimed = [text(i) for i in await self.redis.xclaim(stream, self.group, self.name, 0, ids, justid=True)]
                 entries = await self._fetch(stream, claimed)
                 if entries:
                     self.stats.claimed += len(entries)
                     log.info("group %s: took over %d pending entries of %s", self.group, len(entries), stream)
                     await self._process(entries)
+
+    async def _pending_pages(self, stream: str, min_idle_ms: int | None = None) -> AsyncIterator[list[dict[str, Any]]]:
+        """``stream``'s pending entries of this group (``XPENDING`` rows, idle at least ``min_idle_ms``), a batch
+        at a time, oldest first, until the end or a stop."""
+        start = "-"
+        while not self.stopping:
+            rows = await self.redis.xpending_range(
+                stream, self.group, min=start, max="+", count=self.config.batch_size, idle=min_idle_ms
+            )
+            if not rows:
+                return
+            yield rows
             if len(rows) < self.config.batch_size:
                 return
-            start = "(" + _text(rows[-1]["message_id"])
+            start = "(" + text(rows[-1]["message_id"])
 
     async def _fetch(self, stream: str, ids: list[str]) -> list[Entry]:
         """The entries ``ids`` of ``stream``; ids trimmed away meanwhile are acked (nothing left to process)."""
@@ -540,16 +543,10 @@ class ConsumerWorker:
         mid-batch); an entry delivered more than ``max_deliveries`` times (e.g. it crashes every worker that reads
         it) goes to the dead letters. This consumer's own entries are claimed too (entries its sink failed are
         retried that way), except those in hand (read ahead, or the batch in the sink)."""
-        start = "-"
-        while not self.stopping:
-            rows = await self.redis.xpending_range(
-                stream, self.group, min=start, max="+", count=self.config.batch_size, idle=min_idle_ms
-            )
-            if not rows:
-                return
+        async for rows in self._pending_pages(stream, min_idle_ms):
             in_hand = self._in_hand[stream]
             ids: list[Any] = [
-                i for r in rows if (i := _text(r["message_id"])) not in in_hand or _text(r["consumer"]) != self.name
+                i for r in rows if (i := text(r["message_id"])) not in in_hand or text(r["consumer"]) != self.name
             ]
             entries = (
                 self._entries([(stream, await self.redis.xclaim(stream, self.group, self.name, min_idle_ms, ids))])
@@ -559,7 +556,8 @@ class ConsumerWorker:
             if entries:
                 self.stats.claimed += len(entries)
                 log.info("group %s: claimed %d idle entries from %s", self.group, len(entries), stream)
-                counts = await self._delivery_counts(stream, [e.id for e in entries])
+                # The rows' delivery counts, plus this claim (XCLAIM counts a delivery): no second XPENDING per entry.
+                counts = {text(r["message_id"]): int(r["times_delivered"]) + 1 for r in rows}
                 fresh = []
                 for entry in entries:
                     if counts.get(entry.id, 0) > self.config.max_deliveries:
@@ -569,9 +567,6 @@ class ConsumerWorker:
                         fresh.append(entry)
                 if fresh:
                     await self._process(fresh)
-            if len(rows) < self.config.batch_size:
-                return
-            start = "(" + _text(rows[-1]["message_id"])
 
     @contextlib.contextmanager
     def _best_effort(self, what: str) -> Iterator[None]:
@@ -605,10 +600,6 @@ class ConsumerWorker:
             "retries": self.stats.retries,
         }
         await self.redis.set(self.keys.health(self.group, self.name), orjson.dumps(status), ex=self.config.health_ttl_s)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 async def run_worker(worker: ConsumerWorker) -> None:

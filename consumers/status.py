@@ -68,14 +68,15 @@ class StreamStatus:
         return rate * self.retention_s * per_event
 
 
-def _text(value: Any) -> str:
+def text(value: Any) -> str:
+    """A Redis reply field as text (replies are bytes unless the client decodes them)."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
 async def record_rate_sample(redis: Any, keys: Keys, stream: str, group: str) -> None:
     """Called by workers every few seconds: (time, entries added to the stream, entries read by the group)."""
     info = await redis.xinfo_stream(stream)
-    groups = {_text(g["name"]): g for g in await redis.xinfo_groups(stream)}
+    groups = {text(g["name"]): g for g in await redis.xinfo_groups(stream)}
     if group not in groups:
         return
     sample = {
@@ -126,9 +127,9 @@ async def collect(redis: Any, keys: Keys, settings: ConsumerSettings | None = No
             node=node_of(redis, stream),
         )
         for group in await redis.xinfo_groups(stream):
-            name = _text(group["name"])
+            name = text(group["name"])
             consumers = [
-                {"name": _text(c["name"]), "pending": int(c["pending"]), "idle_ms": int(c["idle"])}
+                {"name": text(c["name"]), "pending": int(c["pending"]), "idle_ms": int(c["idle"])}
                 for c in await redis.xinfo_consumers(stream, name)
             ]
             live = await count_live(redis, keys, name)
@@ -161,11 +162,11 @@ async def collect(redis: Any, keys: Keys, settings: ConsumerSettings | None = No
                     live,
                     pending,
                     None if lag is None else int(lag),
-                    _text(group["last-delivered-id"]),
+                    text(group["last-delivered-id"]),
                     rate,
                     stuck,
                     reason,
-                    _text(holder) if (holder := await redis.get(keys.lease(name, stream))) is not None else None,
+                    text(holder) if (holder := await redis.get(keys.lease(name, stream))) is not None else None,
                     unattended,
                 )
             )
@@ -207,15 +208,15 @@ async def wait_drained(redis: Any, stream: str, group: str, seconds: float = 120
     deadline = time.monotonic() + seconds
     state = None
     while time.monotonic() < deadline:
-        groups = {_text(g["name"]): g for g in await redis.xinfo_groups(stream)}
+        groups = {text(g["name"]): g for g in await redis.xinfo_groups(stream)}
         state = groups.get(group)
         if state is not None and int(state["pending"]) == 0:
             lag = state.get("lag")
             if lag is not None and int(lag) == 0:
                 return
             if lag is None:
-                last = _text((await redis.xinfo_stream(stream))["last-generated-id"])
-                if _text(state["last-delivered-id"]) == last:
+                last = text((await redis.xinfo_stream(stream))["last-generated-id"])
+                if text(state["last-delivered-id"]) == last:
                     return
         await asyncio.sleep(0.05)
     raise TimeoutError(f"group {group} did not drain {stream} within {seconds:.0f}s: {state}")
