@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+from datetime import UTC, datetime
+from typing import Any
 
 from common.settings import Settings
+from decision.experiment import parse_allocation, parse_arm_models
+from registry.experiments import ALLOCATION_TAG, ARM_MODELS_TAG, ExperimentInfo
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +62,11 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     registry = settings.registry
     client = mlflow_client(registry)
     if args.action == "list":
-        for info in list_experiments(client, registry.model_name):
-            tags = info.tags
-            print(
-                f"{info.name:<28s} id {info.experiment_id:<4s} {info.status:<8s} "
-                f"{tags.get('bnpl.traffic_allocation', '')}  {tags.get('bnpl.arm_models', '')}"
-            )
+        experiments = list_experiments(client, registry.model_name)
+        counts, note = _decisions_per_arm(settings, [e.experiment_id for e in experiments])
+        print(experiment_table(experiments, _alias_versions(client, registry.model_name), counts))
+        if note:
+            print(note)
         return 0
     if args.action == "create":
         spec = ExperimentSpec(
@@ -90,3 +93,72 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         f"allocation {info.tags.get('bnpl.traffic_allocation')}"
     )
     return 0
+
+
+def _alias_versions(client: Any, model_name: str) -> dict[str, str]:
+    """Alias → the version it points at now."""
+    try:
+        found = client.get_registered_model(model_name)
+    except Exception:  # no registered model yet: no aliases
+        return {}
+    return {alias: str(version) for alias, version in dict(found.aliases or {}).items()}
+
+
+def _decisions_per_arm(settings: Settings, experiment_ids: list[str]) -> tuple[dict[tuple[str, str], int], str]:
+    """Decisions in the warehouse per (experiment id, arm), and a note when they could not be counted."""
+    if not experiment_ids:
+        return {}, ""
+    warehouse = settings.warehouse
+    if warehouse.warehouse != "duckdb" or warehouse.duckdb_path is None:
+        return {}, "(decisions per arm are counted from the DuckDB warehouse; with BigQuery run bnpl ab-report)"
+    if not warehouse.duckdb_path.exists():
+        return {}, f"(no warehouse at {warehouse.duckdb_path} yet: no decisions counted)"
+    from warehouse.duckdb_store import DuckDBWarehouse
+
+    marks = ", ".join("?" for _ in experiment_ids)
+    try:
+        rows = DuckDBWarehouse(warehouse.duckdb_path).query(
+            "SELECT experiment_id, traffic_segment, count(*) FROM prediction_logs "  # noqa: S608 - placeholders only
+            f"WHERE experiment_id IN ({marks}) GROUP BY ALL",
+            list(experiment_ids),
+        )
+    except Exception as exc:  # e.g. a warehouse worker holds the file; the table stays useful without counts
+        return {}, f"(decisions per arm not counted: {str(exc).splitlines()[0][:160]})"
+    return {(str(e), str(arm)): int(n) for e, arm, n in rows}, ""
+
+
+def _date(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def experiment_table(
+    experiments: list[ExperimentInfo], aliases: dict[str, str], decisions: dict[tuple[str, str], int]
+) -> str:
+    """One block per experiment: status, dates, and per arm its share, alias, the version the alias points at now
+    and the decisions the warehouse holds.
+
+    >>> info = ExperimentInfo("7", "cvc", {"bnpl.status": "active", "bnpl.traffic_allocation": "champion:0.7,"
+    ...     "challenger:0.3", "bnpl.start_date": "2026-11-01"}, 1_790_000_000_000, None)
+    >>> print(experiment_table([info], {"champion": "3", "challenger": "4"}, {("7", "champion"): 700}))
+    EXPERIMENT  ID  STATUS  CREATED           PLANNED            ARM         SHARE  ALIAS       VERSION  DECISIONS
+    cvc         7   active  2026-09-21 14:13  2026-11-01 → open  champion    70%    champion    3        700
+                                                                 challenger  30%    challenger  4        0
+    """
+    if not experiments:
+        return "no A/B experiments yet: bnpl experiment create NAME --allocation champion:0.9,challenger:0.1"
+    header = ("EXPERIMENT", "ID", "STATUS", "CREATED", "PLANNED", "ARM", "SHARE", "ALIAS", "VERSION", "DECISIONS")
+    rows: list[tuple[str, ...]] = []
+    for info in experiments:
+        allocation = parse_allocation(info.tags.get(ALLOCATION_TAG, "")) if info.tags.get(ALLOCATION_TAG) else ()
+        arm_models = dict(parse_arm_models(info.tags.get(ARM_MODELS_TAG, "")))
+        planned = f"{info.tags.get('bnpl.start_date') or '-'} → {info.tags.get('bnpl.end_date') or 'open'}"
+        first = (info.name, info.experiment_id, info.status, _date(info.created_ms), planned)
+        for i, (arm, share) in enumerate(allocation or (("-", 0.0),)):
+            alias = arm_models.get(arm, arm)
+            lead = first if i == 0 else ("",) * len(first)
+            count = decisions.get((info.experiment_id, arm), 0)
+            rows.append((*lead, arm, f"{share:.0%}", alias, aliases.get(alias, "none"), f"{count:,}"))
+    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows])

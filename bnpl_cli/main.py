@@ -207,7 +207,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     from consumers.cli import status
 
-    return asyncio.run(status(_settings(args), as_json=args.json))
+    return asyncio.run(status(_settings(args), as_json=args.json, schema=args.schema))
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
@@ -373,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--json", action="store_true", help="as JSON: per stream and (group, shard): lag, pending, rate, holder"
     )
+    status.add_argument("--schema", action="store_true", help="print the JSON Schema of --json and exit")
     status.set_defaults(func=_cmd_status)
 
     from bnpl_cli.experiments import add_parser

@@ -139,8 +139,12 @@ def consume(settings: Settings, group: str, workers: int = 1) -> int:
     return supervise(commands, beat=_supervisor_beat(settings, group))
 
 
-async def status(settings: Settings, as_json: bool = False) -> int:
-    from consumers.status import collect, healthy, render, to_json
+async def status(settings: Settings, as_json: bool = False, schema: bool = False) -> int:
+    from consumers.status import STATUS_SCHEMA, collect, healthy, render, to_json
+
+    if schema:
+        print(orjson.dumps(STATUS_SCHEMA, option=orjson.OPT_INDENT_2).decode())
+        return 0
 
     redis = redis_for(settings.streams)
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from common.keys import Keys
 from common.settings import Settings
 from consumers.base import BatchHandler
 from warehouse.base import make_warehouse
@@ -48,3 +49,15 @@ GROUPS: dict[str, Callable[[Settings, Any], BatchHandler]] = {
     "alert-sender": _alert_sender,
     "outcomes": _outcomes_group,
 }
+
+
+def group_streams(keys: Keys) -> dict[str, list[str]]:
+    """The streams each group reads (what ``bnpl status`` expects to find)."""
+    predictions = keys.prediction_streams()
+    return {
+        "warehouse": predictions,
+        "mlflow": predictions,
+        "drift": predictions,
+        "alert-sender": [keys.alerts()],
+        "outcomes": [keys.outcomes()],
+    }

@@ -38,6 +38,8 @@ class GroupStatus:
     holder: str | None = None
     #: nothing waiting, but no live consumer: the next event will wait
     unattended: bool = False
+    #: False: the group reads this stream but was never created on it (no worker of it ever started)
+    created: bool = True
 
 
 @dataclass(slots=True)
@@ -52,6 +54,8 @@ class StreamStatus:
     retention_s: float = 0.0
     #: the Redis node serving the stream (``host:port``; on a cluster, the master of its slot)
     node: str = ""
+    #: where entries that failed too often go (its length is ``dead_letters``)
+    dead_letter_stream: str = ""
 
     @property
     def bytes_per_event(self) -> float | None:
@@ -102,76 +106,122 @@ def _rate(samples: list[dict[str, float]], field_name: str, window_s: float = 60
     return (last[field_name] - first[field_name]) / span if span > 0 else None
 
 
-async def collect(redis: Any, keys: Keys, settings: ConsumerSettings | None = None) -> list[StreamStatus]:
-    """Status of every stream (predictions, alerts, outcomes) and its groups."""
+async def collect(
+    redis: Any,
+    keys: Keys,
+    settings: ConsumerSettings | None = None,
+    expected: dict[str, list[str]] | None = None,
+) -> list[StreamStatus]:
+    """Status of every stream (predictions, alerts, outcomes, with their dead letters) and its groups.
+
+    ``expected``: group → the streams it reads (default: every group this system runs); a group missing from a
+    stream it reads is listed as not created, and flagged unattended when entries wait for it."""
     settings = settings or ConsumerSettings()
+    if expected is None:
+        from consumers.groups import group_streams
+
+        expected = group_streams(keys)
     out = []
     audit = (keys.alerts(), keys.outcomes())
     for stream in [*keys.prediction_streams(), *audit]:
-        retention = (settings.alert_retention_ms if stream in audit else settings.retention_ms) / 1000
-        if not await redis.exists(stream):
-            dead = int(await redis.xlen(keys.dead_letter(stream)))
-            out.append(StreamStatus(stream, 0, None, dead, None, retention_s=retention, node=node_of(redis, stream)))
-            continue
-        try:
-            memory = await redis.memory_usage(stream)
-        except Exception:  # MEMORY USAGE may be disabled on managed Redis
-            memory = None
-        status = StreamStatus(
+        out.append(await _stream_status(redis, keys, settings, stream, stream in audit))
+        found = {g.name for g in out[-1].groups}
+        for name in sorted(g for g, streams in expected.items() if stream in streams and g not in found):
+            out[-1].groups.append(_not_created(name, out[-1].length))
+    return out
+
+
+def _not_created(name: str, length: int) -> GroupStatus:
+    """A group that reads a stream but was never created on it: everything in the stream waits for it."""
+    return GroupStatus(
+        name,
+        [],
+        0,
+        0,
+        length,
+        "",
+        None,
+        stuck=False,
+        reason=f"not created: no worker of this group has started (`bnpl consume {name}`)",
+        unattended=length > 0,
+        created=False,
+    )
+
+
+async def _stream_status(redis: Any, keys: Keys, settings: ConsumerSettings, stream: str, audit: bool) -> StreamStatus:
+    retention = (settings.alert_retention_ms if audit else settings.retention_ms) / 1000
+    dead_stream = keys.dead_letter(stream)
+    if not await redis.exists(stream):
+        dead = int(await redis.xlen(dead_stream))
+        return StreamStatus(
             stream,
-            int(await redis.xlen(stream)),
-            memory,
-            int(await redis.xlen(keys.dead_letter(stream))),
+            0,
+            None,
+            dead,
             None,
             retention_s=retention,
             node=node_of(redis, stream),
+            dead_letter_stream=dead_stream,
         )
-        for group in await redis.xinfo_groups(stream):
-            name = text(group["name"])
-            consumers = [
-                {"name": text(c["name"]), "pending": int(c["pending"]), "idle_ms": int(c["idle"])}
-                for c in await redis.xinfo_consumers(stream, name)
-            ]
-            live = await count_live(redis, keys, name)
-            raw = await redis.lrange(keys.rates(stream, name), 0, -1)
-            samples = [orjson.loads(s) for s in raw]
-            lag = group.get("lag")
-            pending = int(group["pending"])
-            rate = _rate(samples, "read")
-            if status.events_per_s is None:
-                status.events_per_s = _rate(samples, "added")
-            waiting = pending > 0 or (lag is not None and int(lag) > 0) or lag is None
-            stuck, reason = False, ""
-            unattended = not waiting and live == 0
-            if unattended:
-                reason = "no live consumer: the next event will wait"
-            if waiting and live == 0:
-                stuck, reason = True, "work is waiting and no consumer is alive"
-            elif (
-                waiting
-                and rate is not None
-                and rate == 0
-                and len(samples) >= 2
-                and (samples[-1]["t"] - samples[0]["t"] >= 60)
-            ):
-                stuck, reason = True, "work is waiting and nothing was read in the last minute"
-            status.groups.append(
-                GroupStatus(
-                    name,
-                    consumers,
-                    live,
-                    pending,
-                    None if lag is None else int(lag),
-                    text(group["last-delivered-id"]),
-                    rate,
-                    stuck,
-                    reason,
-                    text(holder) if (holder := await redis.get(keys.lease(name, stream))) is not None else None,
-                    unattended,
-                )
+    try:
+        memory = await redis.memory_usage(stream)
+    except Exception:  # MEMORY USAGE may be disabled on managed Redis
+        memory = None
+    status = StreamStatus(
+        stream,
+        int(await redis.xlen(stream)),
+        memory,
+        int(await redis.xlen(dead_stream)),
+        None,
+        retention_s=retention,
+        node=node_of(redis, stream),
+        dead_letter_stream=dead_stream,
+    )
+    for group in await redis.xinfo_groups(stream):
+        name = text(group["name"])
+        consumers = [
+            {"name": text(c["name"]), "pending": int(c["pending"]), "idle_ms": int(c["idle"])}
+            for c in await redis.xinfo_consumers(stream, name)
+        ]
+        live = await count_live(redis, keys, name)
+        raw = await redis.lrange(keys.rates(stream, name), 0, -1)
+        samples = [orjson.loads(s) for s in raw]
+        lag = group.get("lag")
+        pending = int(group["pending"])
+        rate = _rate(samples, "read")
+        if status.events_per_s is None:
+            status.events_per_s = _rate(samples, "added")
+        waiting = pending > 0 or (lag is not None and int(lag) > 0) or lag is None
+        stuck, reason = False, ""
+        unattended = not waiting and live == 0
+        if unattended:
+            reason = "no live consumer: the next event will wait"
+        if waiting and live == 0:
+            stuck, reason = True, "work is waiting and no consumer is alive"
+        elif (
+            waiting
+            and rate is not None
+            and rate == 0
+            and len(samples) >= 2
+            and (samples[-1]["t"] - samples[0]["t"] >= 60)
+        ):
+            stuck, reason = True, "work is waiting and nothing was read in the last minute"
+        status.groups.append(
+            GroupStatus(
+                name,
+                consumers,
+                live,
+                pending,
+                None if lag is None else int(lag),
+                text(group["last-delivered-id"]),
+                rate,
+                stuck,
+                reason,
+                text(holder) if (holder := await redis.get(keys.lease(name, stream))) is not None else None,
+                unattended,
             )
-        out.append(status)
-    return out
+        )
+    return status
 
 
 def node_of(redis: Any, key: str) -> str:
@@ -181,6 +231,99 @@ def node_of(redis: Any, key: str) -> str:
         return f"{node.host}:{node.port}"
     kwargs = redis.connection_pool.connection_kwargs
     return f"{kwargs.get('host', kwargs.get('path', ''))}:{kwargs.get('port', '')}".rstrip(":")
+
+
+_NUMBER_OR_NULL = {"type": ["number", "null"]}
+_INT_OR_NULL = {"type": ["integer", "null"]}
+
+#: JSON Schema (draft 2020-12) of ``bnpl status --json`` (printed by ``bnpl status --schema``).
+STATUS_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "bnpl status",
+    "type": "object",
+    "required": ["healthy", "streams"],
+    "additionalProperties": False,
+    "properties": {
+        "healthy": {"type": "boolean", "description": "no group stuck or unattended (exit code 0)"},
+        "streams": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": [
+                    "stream",
+                    "length",
+                    "memory_bytes",
+                    "dead_letters",
+                    "dead_letter_stream",
+                    "events_per_s",
+                    "groups",
+                    "retention_s",
+                    "node",
+                    "bytes_per_event",
+                ],
+                "properties": {
+                    "stream": {"type": "string", "description": "Redis key of the stream"},
+                    "length": {"type": "integer", "minimum": 0},
+                    "memory_bytes": {**_INT_OR_NULL, "description": "MEMORY USAGE (null where disabled)"},
+                    "dead_letters": {"type": "integer", "minimum": 0},
+                    "dead_letter_stream": {"type": "string"},
+                    "events_per_s": {**_NUMBER_OR_NULL, "description": "entries added per second, last minute"},
+                    "retention_s": {"type": "number", "minimum": 0},
+                    "node": {"type": "string", "description": "host:port serving the stream"},
+                    "bytes_per_event": _NUMBER_OR_NULL,
+                    "groups": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": [
+                                "name",
+                                "consumers",
+                                "live_consumers",
+                                "pending",
+                                "lag",
+                                "last_delivered_id",
+                                "events_per_s",
+                                "stuck",
+                                "reason",
+                                "holder",
+                                "unattended",
+                                "created",
+                            ],
+                            "properties": {
+                                "name": {"type": "string"},
+                                "consumers": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "additionalProperties": False,
+                                        "required": ["name", "pending", "idle_ms"],
+                                        "properties": {
+                                            "name": {"type": "string"},
+                                            "pending": {"type": "integer", "minimum": 0},
+                                            "idle_ms": {"type": "integer", "minimum": 0},
+                                        },
+                                    },
+                                },
+                                "live_consumers": {"type": "integer", "minimum": 0},
+                                "pending": {"type": "integer", "minimum": 0},
+                                "lag": {**_INT_OR_NULL, "description": "entries not yet delivered (null: unknown)"},
+                                "last_delivered_id": {"type": "string"},
+                                "events_per_s": {**_NUMBER_OR_NULL, "description": "entries read per second"},
+                                "stuck": {"type": "boolean"},
+                                "reason": {"type": "string"},
+                                "holder": {"type": ["string", "null"], "description": "worker holding the lease"},
+                                "unattended": {"type": "boolean"},
+                                "created": {"type": "boolean", "description": "false: no worker ever started"},
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
 
 
 def to_json(streams: list[StreamStatus]) -> bytes:
@@ -235,7 +378,7 @@ def render(streams: list[StreamStatus]) -> str:
         rate = _rate_text(s.events_per_s) if s.events_per_s is not None else "n/a"
         lines.append(
             f"stream {s.stream}{f' on {s.node}' if s.node else ''}: {s.length:,} entries, {mem}{per_event}, "
-            f"in {rate} (last minute), dead letters {s.dead_letters:,}"
+            f"in {rate} (last minute), dead letters {s.dead_letters:,} in {s.dead_letter_stream}"
         )
         projected = s.projected_bytes()
         retention = f"{s.retention_s / 3600:g} h" if s.retention_s < 72 * 3600 else f"{s.retention_s / 86400:g} days"
@@ -247,6 +390,9 @@ def render(streams: list[StreamStatus]) -> str:
         else:
             lines.append(f"  retention {retention}")
         for g in s.groups:
+            if not g.created:
+                lines.append(f"  group {g.name}: {'UNATTENDED' if g.unattended else 'not started'} ({g.reason})")
+                continue
             flag = f"STUCK ({g.reason})" if g.stuck else f"UNATTENDED ({g.reason})" if g.unattended else "ok"
             grate = f"{g.events_per_s:,.0f}/s" if g.events_per_s is not None else "n/a"
             lines.append(

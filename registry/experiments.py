@@ -50,6 +50,9 @@ class ExperimentInfo:
     experiment_id: str
     name: str
     tags: dict[str, str]
+    #: when the MLflow experiment was created / last changed (ms since the epoch; None where unknown)
+    created_ms: int | None = None
+    updated_ms: int | None = None
 
     @property
     def status(self) -> str:
@@ -90,7 +93,13 @@ class ExperimentInfo:
 
 
 def _info(exp: Any) -> ExperimentInfo:
-    return ExperimentInfo(str(exp.experiment_id), str(exp.name), dict(exp.tags))
+    return ExperimentInfo(
+        str(exp.experiment_id),
+        str(exp.name),
+        dict(exp.tags),
+        getattr(exp, "creation_time", None),
+        getattr(exp, "last_update_time", None),
+    )
 
 
 def list_experiments(client: Any, model_name: str) -> list[ExperimentInfo]:

@@ -208,7 +208,8 @@ async def test_status_reports_a_stopped_group_as_stuck(tmp_path, redis_server, r
     stream = keys.predictions()
     await add_events(redis, stream, make_events(200, seed=8))
     await redis.xgroup_create(stream, "warehouse", id="0", mkstream=True)
-    streams = await collect(redis, keys)
+    only = {"warehouse": [stream]}  # the other groups' absence is the next test's subject
+    streams = await collect(redis, keys, expected=only)
     (group,) = streams[0].groups
     assert group.stuck
     assert "no consumer is alive" in group.reason
@@ -230,18 +231,63 @@ async def test_status_reports_a_stopped_group_as_stuck(tmp_path, redis_server, r
     task = asyncio.create_task(worker.run())
     try:
         await wait_group_drained(redis, stream, "warehouse")
-        streams = await collect(redis, keys)
+        streams = await collect(redis, keys, expected=only)
         assert healthy(streams)
         assert streams[0].groups[0].live_consumers == 1
     finally:
         worker.request_stop()
         await task
     # Drained, and its only worker gone: nothing waits yet, but the next event would; flagged, exit code 1.
-    (group,) = (await collect(redis, keys))[0].groups
+    (group,) = (await collect(redis, keys, expected=only))[0].groups
     assert not group.stuck
     assert group.unattended
     assert "no live consumer" in group.reason
-    assert not healthy(await collect(redis, keys))
+    assert not healthy(await collect(redis, keys, expected=only))
+
+
+async def test_status_lists_every_stream_and_group_and_its_json_follows_the_schema(redis_server, redis, key_prefix):
+    """Every stream (each prediction shard, alerts, outcomes) with its dead-letter stream; every group that reads it,
+    including one never started (flagged only when entries wait for it); ``--json`` valid against ``--schema``."""
+    import jsonschema
+
+    keys = Keys(key_prefix, 2)
+    first, second = keys.prediction_streams()
+    await add_events(redis, first, make_events(20, seed=3))
+    await redis.xgroup_create(first, "warehouse", id="0", mkstream=True)
+    env = {**os.environ, "BNPL_REDIS_URL": redis_server.url, "BNPL_KEY_PREFIX": key_prefix, "BNPL_STREAM_SHARDS": "2"}
+
+    def bnpl(*args: str) -> tuple[int, str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "bnpl_cli.main", "status", *args], env=env, capture_output=True, text=True
+        )
+        return done.returncode, done.stdout
+
+    code, out = bnpl("--json")
+    assert code == 1  # events wait for groups nobody started
+    document = orjson.loads(out)
+    schema_code, schema = bnpl("--schema")
+    assert schema_code == 0
+    jsonschema.validate(document, orjson.loads(schema))
+    by_stream = {s["stream"]: s for s in document["streams"]}
+    assert list(by_stream) == [first, second, keys.alerts(), keys.outcomes()]
+    assert by_stream[first]["dead_letter_stream"] == keys.dead_letter(first)
+    groups = {s: {g["name"]: g for g in by_stream[s]["groups"]} for s in by_stream}
+    assert set(groups[first]) == set(groups[second]) == {"warehouse", "mlflow", "drift"}
+    assert set(groups[keys.alerts()]) == {"alert-sender"}
+    assert set(groups[keys.outcomes()]) == {"outcomes"}
+    assert groups[first]["warehouse"]["created"]
+    assert groups[first]["warehouse"]["stuck"]
+    assert not groups[first]["mlflow"]["created"]
+    assert groups[first]["mlflow"]["unattended"]
+    assert groups[first]["mlflow"]["lag"] == 20
+    assert not groups[second]["drift"]["created"]
+    assert not groups[second]["drift"]["unattended"]
+    code, text_out = bnpl()
+    assert "group mlflow: UNATTENDED (not created" in text_out
+    assert f"dead letters 0 in {keys.dead_letter(keys.alerts())}" in text_out
+    broken = {**document, "streams": [{**document["streams"][0], "length": "many"}]}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, orjson.loads(schema))
 
 
 async def _add_fresh(url: str, stream: str, events) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import msgspec
+import orjson
+
 from bnpl_cli.main import main
 from decision.engine import DecisionEngine
 from decision.models import ModelSet
@@ -9,6 +12,7 @@ from registry import mlflow_client
 from registry.experiments import active_experiment, get_experiment, list_experiments
 from schemas import parse_request
 from tests.conftest import make_settings
+from traffic.events import make_events
 from warehouse.duckdb_store import DuckDBWarehouse
 
 
@@ -45,8 +49,39 @@ def test_lifecycle_one_active_per_model_and_warehouse_mirror(registry_copy, tmp_
     assert "stopped" in capsys.readouterr().err
     assert main([*base, "create", "exp-c", "--allocation", "champion:0.5,challenger:0.6"]) == 2
     assert "sum to 1" in capsys.readouterr().err
+    exp_a = get_experiment(client, settings.registry.model_name, "exp-a").experiment_id
+    events = make_events(30, seed=4)
+    warehouse = DuckDBWarehouse(settings.warehouse.duckdb_path)
+    warehouse.ensure_tables()
+    warehouse.insert_events([orjson.dumps(msgspec.to_builtins(e)) for e in events])
+    with warehouse.connect() as conn:  # decided under exp-a: 10 by control, 20 by treatment
+        conn.execute("UPDATE prediction_logs SET experiment_id = ?, traffic_segment = 'treatment'", [exp_a])
+        first = sorted(e.prediction_id for e in events)[:10]
+        conn.execute(
+            "UPDATE prediction_logs SET traffic_segment = 'control' WHERE list_contains(?, prediction_id)", [first]
+        )
     assert main([*base, "list"]) == 0
-    assert "exp-a" in capsys.readouterr().out
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert header.split() == [
+        "EXPERIMENT",
+        "ID",
+        "STATUS",
+        "CREATED",
+        "PLANNED",
+        "ARM",
+        "SHARE",
+        "ALIAS",
+        "VERSION",
+        "DECISIONS",
+    ]
+    table = [r.split() for r in rows]
+    aliases = {a: str(v) for a, v in client.get_registered_model(settings.registry.model_name).aliases.items()}
+    control = next(r for r in table if "control" in r)
+    treatment = next(r for r in table if "treatment" in r)
+    assert control[0] == "exp-a"
+    assert "paused" in control
+    assert control[-3:] == ["champion", aliases["champion"], "10"]
+    assert treatment[-4:] == ["50%", "challenger", aliases["challenger"], "20"]
 
     rows = DuckDBWarehouse(settings.warehouse.duckdb_path).query(
         "SELECT name, status, traffic_allocation->>'$.control', arm_models->>'$.treatment', minimum_sample_size "
