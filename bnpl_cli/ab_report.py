@@ -125,6 +125,15 @@ def _paired(rows: list[tuple[Any, ...]], thresholds: dict[str, float]) -> Paired
     return mcnemar(champion, shadow) if champion else None
 
 
+def _metric_label(segment: str) -> str:
+    """A segment label as an MLflow metric name part (``@`` is not allowed there).
+
+    >>> _metric_label("challenger@v3")
+    'challenger/v3'
+    """
+    return segment.replace("@", "/")
+
+
 def _log_to_mlflow(client: Any, experiment_id: str, report: AbReport, html_path: Path) -> str:
     from mlflow.entities import Metric
 
@@ -136,15 +145,17 @@ def _log_to_mlflow(client: Any, experiment_id: str, report: AbReport, html_path:
     now = int(datetime.now(UTC).timestamp() * 1000)
     values = {"srm_p_value": report.srm.p_value, "design_effect": report.design_effect}
     for seg in report.segments:
-        values[f"{seg.label}.customers"] = seg.customers
-        values[f"{seg.label}.decisions"] = seg.decisions
-        values[f"{seg.label}.approve_rate"] = seg.mix["approve"]
+        label = _metric_label(seg.label)
+        values[f"{label}.customers"] = seg.customers
+        values[f"{label}.decisions"] = seg.decisions
+        values[f"{label}.approve_rate"] = seg.mix["approve"]
     for c in report.comparisons:
+        label = _metric_label(c.treatment.label)
         for r in c.results:
-            values[f"{c.treatment.label}.{r.metric}_diff"] = r.difference.delta
-            values[f"{c.treatment.label}.{r.metric}_p_value"] = r.difference.p_value
-        values[f"{c.treatment.label}.approval_p_holm"] = c.success_p_holm
-        values[f"{c.treatment.label}.approval_p_sequential"] = c.sequential.p_value
+            values[f"{label}.{r.metric}_diff"] = r.difference.delta
+            values[f"{label}.{r.metric}_p_value"] = r.difference.p_value
+        values[f"{label}.approval_p_holm"] = c.success_p_holm
+        values[f"{label}.approval_p_sequential"] = c.sequential.p_value
     metrics = [Metric(k, float(v), now, 0) for k, v in values.items() if math.isfinite(float(v))]
     client.log_batch(run.info.run_id, metrics=metrics)
     client.log_artifact(run.info.run_id, str(html_path))

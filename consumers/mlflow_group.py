@@ -5,8 +5,11 @@ only if that ``XACK`` acked it, in one atomic step — a redelivered or re-handl
 Aggregates are kept per stream shard, in the shard's hash slot (``common.keys``), so the script touches one slot.
 Windows are tumbling by event time (``window_s``); a window is logged once it is older than
 ``window_s + lateness_s``: it is first marked closed in every shard (from then on the script counts its events as
-late, atomically), then the shards' aggregates are summed and logged with ``log_batch`` (step = window index,
-timestamp = window end, so re-logging after a crash writes identical points), then deleted. The group's workers
+late, atomically), then the shards' aggregates are summed and logged with ``log_batch`` (step = the window's index
+counted from the run's first window, timestamp = the window's end, so re-logging after a crash writes identical
+points; a run's start is its first window's start and it is FINISHED at its last logged window's end), then
+deleted. Latency and score quantiles come from a log-bucket sketch (DDSketch's mapping: relative error
+``QUANTILE_RELATIVE_ERROR``, mergeable across shards by adding counts). The group's workers
 each hold some shards (``consumers.leases``); one of them at a time logs (a lock with a timeout), so each window is
 logged once.
 When MLflow is unreachable, logging raises *before* the batch is counted: the batch stays pending and is retried
@@ -35,16 +38,19 @@ from schemas.events import EventDecoder, projection
 
 log = logging.getLogger(__name__)
 
-LATENCY_BOUNDS_MS = (0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 25, 50, 100, 250, 1000)
-SCORE_BINS = 100  # score histogram: 100 equal bins on [0, 1]
+#: Relative error of every logged quantile (latency and score): the value reported for quantile q lies within 1 %
+#: of the window's q-th order statistic.
+QUANTILE_RELATIVE_ERROR = 0.01
 LIVE = "live"  # experiment key of traffic outside any experiment
+#: Run tag: the window index the run's steps count from.
+FIRST_WINDOW_TAG = "bnpl.first_window"
 
 
 #: Count an entry only if this XACK acked it (it was pending): counting and acking are one atomic step, and a
 #: redelivered or re-handled entry is never counted twice. An entry whose window is closed counts as late.
 #: KEYS: stream, open-windows zset, late counter, then the batch's aggregate and closed-window keys (one slot).
 #: ARGV: group, then per entry: id, aggregate key index, window end, closed key index, decision, unknown flag,
-#: latency bucket, score bucket (-1: none), score.
+#: latency bucket, score bucket ('none': no score), score.
 COUNT_ACKED = """
 local late = 0
 for i = 2, #ARGV, 9 do
@@ -57,10 +63,10 @@ for i = 2, #ARGV, 9 do
       redis.call('HINCRBY', key, 'n', 1)
       redis.call('HINCRBY', key, 'd:' .. ARGV[i + 4], 1)
       redis.call('HINCRBY', key, 'unknown', tonumber(ARGV[i + 5]))
-      redis.call('HINCRBY', key, 'lat:' .. ARGV[i + 6], 1)
-      if ARGV[i + 7] ~= '-1' then
+      redis.call('HINCRBY', key, 'ql:' .. ARGV[i + 6], 1)
+      if ARGV[i + 7] ~= 'none' then
         local p = tonumber(ARGV[i + 8])
-        redis.call('HINCRBY', key, 's:' .. ARGV[i + 7], 1)
+        redis.call('HINCRBY', key, 'qs:' .. ARGV[i + 7], 1)
         redis.call('HINCRBY', key, 'scored', 1)
         redis.call('HINCRBYFLOAT', key, 'sum_p', p)
         redis.call('HINCRBYFLOAT', key, 'sum_p2', p * p)
@@ -90,23 +96,56 @@ _DECODER = EventDecoder(
 )
 
 
-def _bucket(value: float, bounds: tuple[float, ...]) -> int:
-    for i, bound in enumerate(bounds):
-        if value <= bound:
-            return i
-    return len(bounds)
+class LogBuckets:
+    """DDSketch's logarithmic mapping: bucket i holds values in (γ^(i-1), γ^i] with γ = (1 + α) / (1 - α), and
+    reports 2γ^i / (γ + 1), within relative error α of any value in it. Counts per bucket add up across shards and
+    workers, so the quantiles of a window are those of all its events, whatever split them (Masson, Rim & Lee,
+    "DDSketch", VLDB 2019). Values below ``floor`` share one bucket (``z``), reported as 0.
+
+    >>> b = LogBuckets(0.01, floor=1e-6)
+    >>> values = [0.5, 1.0, 2.0, 4.0, 8.0]
+    >>> hist = {}
+    >>> for v in values:
+    ...     hist[b.index(v)] = hist.get(b.index(v), 0) + 1
+    >>> abs(b.quantile(hist, 0.5) - 2.0) / 2.0 <= 0.01
+    True
+    >>> b.index(0.0), b.quantile({"z": 3}, 0.9)
+    ('z', 0.0)
+    """
+
+    def __init__(self, relative_error: float, floor: float) -> None:
+        self.gamma = (1 + relative_error) / (1 - relative_error)
+        self._log_gamma = math.log(self.gamma)
+        self.floor = floor
+
+    def index(self, value: float) -> str:
+        """The bucket of ``value`` (a hash field suffix)."""
+        if value < self.floor:
+            return "z"
+        return str(math.ceil(math.log(value) / self._log_gamma))
+
+    def value(self, index: str) -> float:
+        """The value a bucket reports."""
+        if index == "z":
+            return 0.0
+        return 2 * self.gamma ** int(index) / (self.gamma + 1)
+
+    def quantile(self, hist: dict[str, int], q: float) -> float:
+        """The q-quantile (the ⌊q (n - 1)⌋-th order statistic, 0-based) of the counted values; NaN when empty."""
+        total = sum(hist.values())
+        if not total:
+            return math.nan
+        rank, seen = q * (total - 1), 0
+        ordered = sorted(hist, key=lambda k: -math.inf if k == "z" else int(k))
+        for index in ordered:
+            seen += hist[index]
+            if seen > rank:
+                return self.value(index)
+        return self.value(ordered[-1])
 
 
-def _quantile(hist: dict[int, int], q: float, edges: list[float]) -> float:
-    total = sum(hist.values())
-    if not total:
-        return math.nan
-    target, seen = q * total, 0
-    for index in sorted(hist):
-        seen += hist[index]
-        if seen >= target:
-            return edges[min(index, len(edges) - 1)]
-    return edges[-1]
+LATENCY_BUCKETS = LogBuckets(QUANTILE_RELATIVE_ERROR, floor=1e-3)  # milliseconds: below 1 µs counts as 0
+SCORE_BUCKETS = LogBuckets(QUANTILE_RELATIVE_ERROR, floor=1e-6)  # default probabilities
 
 
 class _Slots:
@@ -138,7 +177,7 @@ class MlflowMetricsHandler:
         self._streams = keys.prediction_streams()
         self._client: Any = None
         self._count = redis.register_script(COUNT_ACKED)
-        self._runs: dict[str, str] = {}
+        self._runs: dict[str, tuple[str, int]] = {}  # (experiment, arm, version) → (run id, its first window)
         self.late_events = 0
 
     @property
@@ -183,8 +222,8 @@ class MlflowMetricsHandler:
                 slots.index(self.keys.mlflow_closed(shard, window)),
                 d.business_decision,
                 1 if d.unknown_fields else 0,
-                _bucket(d.processing_time_ms, LATENCY_BOUNDS_MS),
-                -1 if p is None else min(int(p * SCORE_BINS), SCORE_BINS - 1),
+                LATENCY_BUCKETS.index(d.processing_time_ms),
+                "none" if p is None else SCORE_BUCKETS.index(p),
                 0.0 if p is None else repr(p),
             ]
         for _, slots, args in calls.values():
@@ -227,7 +266,7 @@ class MlflowMetricsHandler:
                     pipe.set(self.keys.mlflow_closed(shard, window), 1, ex=7 * 86_400)
                 await pipe.execute()
         due = await self._due(cutoff)  # nothing can be added to these any more
-        for (experiment, arm, version, window), parts in due.items():
+        for (experiment, arm, version, window), parts in sorted(due.items(), key=lambda item: item[0][3]):
             data: dict[str, float] = {}
             for _, key in parts:
                 for field, value in (await self.redis.hgetall(key)).items():
@@ -241,7 +280,8 @@ class MlflowMetricsHandler:
                     await pipe.execute()
         return len(due)
 
-    def _run_id(self, experiment: str, arm: str, version: str) -> str:
+    def _run(self, experiment: str, arm: str, version: str, window: int) -> tuple[str, int]:
+        """The run of (experiment, arm, version) and the window its steps count from (created at ``window``)."""
         cache_key = f"{experiment}|{arm}|{version}"
         if cache_key in self._runs:
             return self._runs[cache_key]
@@ -255,19 +295,28 @@ class MlflowMetricsHandler:
         )
         if found:
             run_id = str(found[0].info.run_id)
+            first = int(found[0].data.tags.get(FIRST_WINDOW_TAG, window))
         else:
             exp = client.get_experiment(experiment_id)
+            where = "live traffic" if experiment == LIVE else f"experiment {exp.name}"
             run = client.create_run(
                 experiment_id,
-                run_name=f"{arm} (v{version})",
+                start_time=int(window * self.window_s * 1000),
+                run_name=f"{arm} arm · {self.registry.model_name} v{version} · {where}",
                 tags={
                     "bnpl.arm": arm,
                     "bnpl.model_version": version,
                     "bnpl.kind": "arm-metrics",
                     "bnpl.model_name": self.registry.model_name,
+                    FIRST_WINDOW_TAG: str(window),
+                    "mlflow.note.content": (
+                        f"Decisions of the {arm} arm by {self.registry.model_name} v{version}, one point per "
+                        f"{self.window_s:g} s window of decision time (step = window index from the first, "
+                        f"timestamp = window end). Quantiles within {QUANTILE_RELATIVE_ERROR:.0%} relative error."
+                    ),
                 },
             )
-            run_id = str(run.info.run_id)
+            run_id, first = str(run.info.run_id), window
             from mlflow.entities import Param
 
             params = [
@@ -275,14 +324,15 @@ class MlflowMetricsHandler:
                 Param("model_version", version),
                 Param("model_name", self.registry.model_name),
                 Param("window_seconds", str(self.window_s)),
+                Param("quantile_relative_error", str(QUANTILE_RELATIVE_ERROR)),
                 Param("decision_policy", FALLBACK_POLICY if version == "rules" else THRESHOLD_POLICY),
             ]
             for tag in ("bnpl.traffic_allocation", "bnpl.arm_models"):
                 if tag in exp.tags:
                     params.append(Param(tag.removeprefix("bnpl."), exp.tags[tag]))
             client.log_batch(run_id, params=params)
-        self._runs[cache_key] = run_id
-        return run_id
+        self._runs[cache_key] = (run_id, first)
+        return run_id, first
 
     def _log_window(self, experiment: str, arm: str, version: str, window: int, data: dict[str, float]) -> None:
         from mlflow.entities import Metric
@@ -291,18 +341,16 @@ class MlflowMetricsHandler:
         if not n:
             return
         scored = data.get("scored", 0.0)
-        score_edges = [(i + 1) / SCORE_BINS for i in range(SCORE_BINS)]
-        score_hist = {int(k[2:]): int(v) for k, v in data.items() if k.startswith("s:")}
-        lat_hist = {int(k[4:]): int(v) for k, v in data.items() if k.startswith("lat:")}
-        lat_edges = [*LATENCY_BOUNDS_MS, LATENCY_BOUNDS_MS[-1] * 10]
+        score_hist = {k[3:]: int(v) for k, v in data.items() if k.startswith("qs:")}
+        lat_hist = {k[3:]: int(v) for k, v in data.items() if k.startswith("ql:")}
         values = {
             "requests": n,
             "approve_rate": data.get("d:approve", 0.0) / n,
             "review_rate": data.get("d:manual_review", 0.0) / n,
             "deny_rate": data.get("d:deny", 0.0) / n,
             "unknown_category_rate": data.get("unknown", 0.0) / n,
-            "latency_p50_ms": _quantile(lat_hist, 0.5, lat_edges),
-            "latency_p99_ms": _quantile(lat_hist, 0.99, lat_edges),
+            "latency_p50_ms": LATENCY_BUCKETS.quantile(lat_hist, 0.5),
+            "latency_p99_ms": LATENCY_BUCKETS.quantile(lat_hist, 0.99),
         }
         if scored:
             mean = data.get("sum_p", 0.0) / scored
@@ -310,11 +358,16 @@ class MlflowMetricsHandler:
                 {
                     "score_mean": mean,
                     "score_std": math.sqrt(max(0.0, data.get("sum_p2", 0.0) / scored - mean * mean)),
-                    "score_p50": _quantile(score_hist, 0.5, score_edges),
-                    "score_p90": _quantile(score_hist, 0.9, score_edges),
-                    "score_p99": _quantile(score_hist, 0.99, score_edges),
+                    "score_p50": SCORE_BUCKETS.quantile(score_hist, 0.5),
+                    "score_p90": SCORE_BUCKETS.quantile(score_hist, 0.9),
+                    "score_p99": SCORE_BUCKETS.quantile(score_hist, 0.99),
                 }
             )
-        timestamp = (window + 1) * self.window_s * 1000
-        metrics = [Metric(k, float(v), timestamp, window) for k, v in values.items() if not math.isnan(v)]
-        self._client.log_batch(self._run_id(experiment, arm, version), metrics=metrics)
+        end_ms = int((window + 1) * self.window_s * 1000)
+        run_id, first = self._run(experiment, arm, version, window)
+        if window < first:  # cannot happen (windows close in order); kept visible rather than logged at step < 0
+            log.warning("window %d precedes run %s's first window %d; logged at step 0", window, run_id, first)
+        metrics = [Metric(k, float(v), end_ms, max(0, window - first)) for k, v in values.items() if not math.isnan(v)]
+        self._client.log_batch(run_id, metrics=metrics)
+        # The run covers its windows so far: FINISHED at the last one's end (a later window moves the end on).
+        self._client.set_terminated(run_id, "FINISHED", end_time=end_ms)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from datetime import UTC, datetime
 
 import pytest
 import redis.asyncio as aioredis
@@ -72,3 +73,68 @@ async def test_each_arm_run_has_the_right_counts_and_redelivery_changes_nothing(
         assert run.data.params["model_version"] == dict((m.alias, m.version) for m in loaded_models.models)[arm]
         assert "score_p50" in run.data.metrics
         assert "latency_p99_ms" in run.data.metrics
+
+
+async def test_arm_runs_read_well_steps_from_zero_window_end_timestamps_quantiles_within_their_error(
+    registry_copy, redis_server, key_prefix, loaded_models
+):
+    """Six one-minute windows of decisions: the arm run's history has steps 0..5 stamped at each window's end, its
+    quantiles lie within the stated relative error of each window's exact order statistics, and the run is
+    FINISHED at the last window's end, under a name that says what it is."""
+    import msgspec
+    import numpy as np
+
+    from consumers.mlflow_group import QUANTILE_RELATIVE_ERROR
+
+    settings = registry_copy.replace(key_prefix=key_prefix, redis_url=redis_server.url)
+    client = mlflow_client(settings.registry)
+    experiment = start_experiment(client, settings.registry, "readable", "champion:1.0")
+    engine = DecisionEngine(ModelSet(loaded_models.models, experiment))
+    window_s, windows = 60, 6
+    origin = (int(time.time()) // window_s - 100) * window_s  # a whole window boundary, 100 windows ago
+    rng = np.random.default_rng(5)
+    events = []
+    for i, event in enumerate(make_events(3_000, seed=23, engine=engine)):
+        at = origin + (i % windows) * window_s + rng.uniform(0, window_s - 1)
+        decision = msgspec.structs.replace(
+            event.decision,
+            assessment_timestamp=datetime.fromtimestamp(at, UTC).isoformat(),
+            processing_time_ms=float(rng.lognormal(0.5, 0.8)),
+        )
+        events.append(msgspec.structs.replace(event, decision=decision))
+    redis = aioredis.from_url(redis_server.url)
+    handler = MlflowMetricsHandler(
+        settings.registry, ConsumerSettings(mlflow_window_s=window_s, mlflow_lateness_s=10_000), redis, settings.keys
+    )
+    try:
+        await add_events(redis, settings.keys.predictions(), events)
+        worker = ConsumerWorker(redis, settings.keys, handler, CONFIG, name="m1")
+        task = asyncio.create_task(worker.run())
+        await wait_group_drained(redis, settings.keys.predictions(), "mlflow")
+        worker.request_stop()
+        await task
+        await handler.flush_closed_windows(now=time.time() + 20_000)  # past the lateness: every window closes
+    finally:
+        await redis.aclose()
+
+    (run,) = client.search_runs([experiment.experiment_id], filter_string="tags.`bnpl.kind` = 'arm-metrics'")
+    version = events[0].decision.model_version
+    assert run.info.run_name == f"champion arm · {settings.registry.model_name} v{version} · experiment readable"
+    assert run.info.status == "FINISHED"
+    assert run.info.start_time == origin * 1000
+    assert run.info.end_time == (origin + windows * window_s) * 1000
+    history = sorted(client.get_metric_history(run.info.run_id, "requests"), key=lambda m: m.step)
+    assert [m.step for m in history] == list(range(windows))
+    assert [m.timestamp for m in history] == [(origin + (w + 1) * window_s) * 1000 for w in range(windows)]
+    assert sum(m.value for m in history) == 3_000
+    for metric, field, q in (
+        ("latency_p50_ms", "processing_time_ms", 0.5),
+        ("latency_p99_ms", "processing_time_ms", 0.99),
+        ("score_p50", "default_probability", 0.5),
+        ("score_p90", "default_probability", 0.9),
+    ):
+        logged = {m.step: m.value for m in client.get_metric_history(run.info.run_id, metric)}
+        for w in range(windows):
+            values = np.array([getattr(e.decision, field) for i, e in enumerate(events) if i % windows == w])
+            exact = float(np.quantile(values, q, method="lower"))
+            assert abs(logged[w] - exact) <= QUANTILE_RELATIVE_ERROR * exact + 1e-12, (metric, w, logged[w], exact)

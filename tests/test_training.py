@@ -122,6 +122,23 @@ def test_training_runs_are_logged_with_metrics(trained_registry):
         assert run.data.metrics["holdout_auc"] == pytest.approx(model.metrics["holdout_auc"])
         for key in ("holdout_log_loss", "holdout_brier", "holdout_approve_rate", "holdout_deny_rate"):
             assert key in run.data.metrics
+        # Readable in the MLflow UI: a name saying what it made, its datasets, a described version.
+        assert run.info.run_name == f"{model.family} → {settings.registry.model_name} v{model.version}"
+        contexts = {_context(i): i.dataset.name for i in run.inputs.dataset_inputs}
+        assert sorted(contexts) == ["fit", "holdout", "validation"]
+        assert all(name.startswith(f"bnpl-{context} (") for context, name in contexts.items())
+        described = client.get_model_version(settings.registry.model_name, model.version).description
+        assert described.startswith(f"{model.family} on synthetic BNPL applications")
+        assert f"holdout AUC {model.metrics['holdout_auc']:.4f}" in described
+        assert model.run_id in described
+    parents = {client.get_run(m.run_id).data.tags["mlflow.parentRunId"] for m in report.models}
+    (parent,) = parents
+    assert client.get_run(parent).info.run_name.startswith("training logreg+")
+
+
+def _context(dataset_input) -> str:
+    """The ``mlflow.data.context`` tag of a run's dataset input."""
+    return next(t.value for t in dataset_input.tags if t.key == "mlflow.data.context")
 
 
 def test_target_cutoff_is_the_largest_meeting_the_target():

@@ -257,6 +257,18 @@ def _pip_requirements() -> list[str]:
     return [f"{pkg}=={version(pkg)}" for pkg in ("scikit-learn", "numpy", "scipy", "skops")]
 
 
+def _log_datasets(splits: tuple[_Split, _Split, _Split], description: str) -> None:
+    """The active run's inputs: each split's feature matrix and labels (MLflow's Datasets column)."""
+    import mlflow
+    from mlflow.data.numpy_dataset import from_numpy
+
+    for name, split in zip(SPLIT_NAMES, splits, strict=True):
+        dataset = from_numpy(
+            split.matrix, targets=split.labels.astype(np.int8), name=f"bnpl-{name} ({_window(split)})"
+        )
+        mlflow.log_input(dataset, context=name, tags={"description": description[:250]})
+
+
 def _fit_and_log(
     family: Family,
     splits: tuple[_Split, _Split, _Split],
@@ -377,6 +389,7 @@ def _fit_and_log(
             }
         )
         mlflow.log_metrics(metrics)
+        _log_datasets(splits, data_description)
         extra = []
         for name, content in ((PROFILE_FILE, profile), (POLICY_FILE, policy)):
             path = Path(tmp) / name
@@ -415,6 +428,17 @@ def _fit_and_log(
         "data_description": data_description,
     }.items():
         client.set_model_version_tag(settings.registry.model_name, version, key, value)
+    client.update_model_version(
+        settings.registry.model_name,
+        version,
+        description=(
+            f"{family.name} on {data_description}; holdout AUC {metrics['holdout_auc']:.4f} "
+            f"(95% CI {auc_low:.4f}–{auc_high:.4f}), approve below {thresholds.review:.4f}, deny from "
+            f"{thresholds.deny:.4f} ({objective.describe()}); calibration {choice.method}; "
+            f"training run {run.info.run_id}"
+        ),
+    )
+    client.set_tag(run.info.run_id, "mlflow.runName", f"{family.name} → {settings.registry.model_name} v{version}")
     publish_card(client, settings.registry.model_name, version)
     return TrainedModel(family.name, version, run.info.run_id, metrics, thresholds), hold_scores
 
@@ -449,7 +473,10 @@ def train_and_register(
     rejected: dict[str, str] = {}
     holdout_scores: dict[str, npt.NDArray[np.float64]] = {}
     with mlflow.start_run(
-        experiment_id=experiment_id, run_name="training", tags={**settings.run_tags, "kind": "training"}
+        experiment_id=experiment_id,
+        run_name=f"training {'+'.join(families)} · {rows:,} rows · seed {settings.training.train_seed} · "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M}",
+        tags={**settings.run_tags, "kind": "training"},
     ) as parent:
         mlflow.log_params(
             {
