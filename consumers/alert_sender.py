@@ -45,6 +45,8 @@ class AlertSender:
         self.redis = redis
         self.keys = keys
         self.session: aiohttp.ClientSession | None = None
+        self.delivered = 0  # webhook calls answered 2xx (exported by the worker's /metrics)
+        self.delivery_failures = 0  # webhook calls that failed (status >= 300, connection error, timeout)
 
     @property
     def streams(self) -> list[str]:
@@ -80,9 +82,14 @@ class AlertSender:
                     continue
                 secret = self.settings.webhook_secret
                 headers = sign(secret, body) if secret else {"Content-Type": "application/json"}
-                async with self.session.post(url, data=body, headers=headers, allow_redirects=False) as response:
-                    if response.status >= 300:  # 3xx included: a signed body never follows a redirect
-                        raise RuntimeError(f"webhook {url} answered {response.status}")
+                try:
+                    async with self.session.post(url, data=body, headers=headers, allow_redirects=False) as response:
+                        if response.status >= 300:  # 3xx included: a signed body never follows a redirect
+                            raise RuntimeError(f"webhook {url} answered {response.status}")
+                except Exception:  # counted, then the runtime retries the batch
+                    self.delivery_failures += 1
+                    raise
+                self.delivered += 1
                 await self.redis.set(marker, 1, ex=7 * 86_400)
                 log.info("alert %s (%s) delivered to %s", alert.alert_id, alert.alert_key, url)
         return BatchResult(failed)

@@ -6,56 +6,150 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
+from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from common.processes import Child, bnpl_command, supervise
 from common.redis_client import redis_for, redis_for_sync
-from common.settings import Settings
+from common.settings import ConsumerSettings, Settings
+from consumers.alert_sender import AlertSender
 from consumers.groups import GROUPS
 from consumers.runtime import ConsumerWorker, run_worker
 
 log = logging.getLogger(__name__)
 
 
-def _serve_metrics(worker: ConsumerWorker, port: int) -> None:
-    from prometheus_client import REGISTRY, start_http_server
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+#: A group's first ``/metrics`` port while ``BNPL_METRICS_PORT`` is unset; worker i of ``--workers N`` serves base + i.
+#: Blocks of ten: up to ten workers of every group run on one host without two of them asking for one port.
+METRICS_PORTS: dict[str, int] = {
+    "warehouse": 9101,
+    "mlflow": 9111,
+    "drift": 9121,
+    "outcomes": 9131,
+    "alert-sender": 9141,
+}
 
-    class Collector:
-        def describe(self) -> list[Any]:
-            return []
 
-        def collect(self) -> Any:
-            labels = ["group", "consumer"]
-            values = [worker.group, worker.name]
-            for name, value in (
-                ("processed", worker.stats.processed),
-                ("failed", worker.stats.failed),
-                ("dead_lettered", worker.stats.dead_lettered),
-                ("retries", worker.stats.retries),
-                ("claimed", worker.stats.claimed),
-            ):
-                family = CounterMetricFamily(f"bnpl_consumer_{name}", f"Entries {name}", labels=labels)
-                family.add_metric(values, value)
-                yield family
-            gauge = GaugeMetricFamily("bnpl_consumer_batch_seconds", "Duration of the last batch", labels=labels)
-            gauge.add_metric(values, worker.stats.last_batch_s)
+def metrics_port(settings: ConsumerSettings, group: str) -> int:
+    """The port of this worker's ``/metrics`` (0: none): ``BNPL_METRICS_PORT`` when set, else the group's block
+    (:data:`METRICS_PORTS`), plus the worker's slot within ``--workers N``."""
+    if settings.metrics_port == 0:
+        return 0
+    base = METRICS_PORTS[group] if settings.metrics_port is None else settings.metrics_port
+    return base + settings.worker_index
+
+
+class WorkerCollector:
+    """A consumer worker's Prometheus families, read from its counters at scrape time (labels: group, consumer).
+
+    Every worker: ``bnpl_consumer_{processed,failed,dead_lettered,retries,claimed,batches,redis_errors}_total``,
+    ``bnpl_consumer_{up,lag,leased_streams,batch_seconds}``; the alert sender adds its webhook deliveries and
+    failures, the drift group the alerts its findings raised (by kind and model version).
+    """
+
+    def __init__(self, worker: ConsumerWorker) -> None:
+        self.worker = worker
+
+    def describe(self) -> list[Any]:
+        """Nothing up front: the families are built at scrape time."""
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        """The families of one scrape (from the server's thread: only reads that are safe while the loop runs)."""
+        worker, stats = self.worker, self.worker.stats
+        labels = ["group", "consumer"]
+        values = [worker.group, worker.name]
+        for name, count, doc in (
+            ("processed", stats.processed, "Entries processed and acked"),
+            ("failed", stats.failed, "Entries the sink reported as bad (retried, then dead-lettered)"),
+            ("dead_lettered", stats.dead_lettered, "Entries moved to the dead-letter stream"),
+            ("retries", stats.retries, "Batch retries after a sink failure"),
+            ("claimed", stats.claimed, "Entries taken over from other consumers"),
+            ("batches", stats.batches, "Batches committed"),
+            ("redis_errors", stats.redis_errors, "Redis errors the worker healed from (reconnected, resumed)"),
+        ):
+            counter = CounterMetricFamily(f"bnpl_consumer_{name}", doc, labels=labels)
+            counter.add_metric(values, count)
+            yield counter
+        for name, value, doc in (
+            ("up", 0 if worker.stopping else 1, "1 while the worker consumes, 0 while it drains to stop"),
+            ("lag", stats.lag, "Entries of the streams it holds not yet delivered to the group (sampled every 5 s)"),
+            ("leased_streams", len(worker.leases.owned), "Stream shards whose lease this worker holds"),
+            ("batch_seconds", stats.last_batch_s, "Duration of the last batch"),
+        ):
+            gauge = GaugeMetricFamily(f"bnpl_consumer_{name}", doc, labels=labels)
+            gauge.add_metric(values, value)
             yield gauge
-            lag = GaugeMetricFamily("bnpl_consumer_lag", "Entries not yet delivered to the group", labels=labels)
-            lag.add_metric(values, worker.stats.lag)
-            yield lag
+        handler = worker.handler
+        if isinstance(handler, AlertSender):
+            for name, count, doc in (
+                ("bnpl_alert_deliveries", handler.delivered, "Webhook calls answered 2xx"),
+                (
+                    "bnpl_alert_delivery_failures",
+                    handler.delivery_failures,
+                    "Webhook calls that failed (status >= 300, connection error, timeout); the batch is retried",
+                ),
+            ):
+                counter = CounterMetricFamily(name, doc, labels=labels)
+                counter.add_metric(values, count)
+                yield counter
+        if worker.group == "drift":
+            from consumers.drift_group import DriftHandler
 
-    REGISTRY.register(Collector())
-    start_http_server(port, addr="127.0.0.1")
+            if isinstance(handler, DriftHandler):
+                yield self._drift_alerts(handler, labels, values)
+
+    @staticmethod
+    def _drift_alerts(handler: Any, labels: list[str], values: list[str]) -> Any:
+        raised: dict[tuple[str, str], int] = {}
+        key: str
+        for key in handler.alerts_sent:  # drift:<version>:<kind>:<feature>
+            parts = key.split(":", 3)
+            kind, version = (parts[2], parts[1]) if len(parts) > 2 else ("unknown", "unknown")
+            raised[(kind, version)] = raised.get((kind, version), 0) + 1
+        family = CounterMetricFamily(
+            "bnpl_drift_alerts_raised",
+            "Drift findings raised as alerts (at most one per cause per cooldown)",
+            labels=[*labels, "kind", "model_version"],
+        )
+        for (kind, version), count in sorted(raised.items()):
+            family.add_metric([*values, kind, version], count)
+        return family
+
+
+def serve_metrics(worker: ConsumerWorker, host: str, port: int) -> Any:
+    """Serve ``worker``'s families and the process's own (CPU, memory, GC) on ``http://host:port/metrics`` from a
+    daemon thread; returns the server, or None when the port cannot be bound (logged: the worker runs on without
+    ``/metrics``, it never stops for it)."""
+    registry = CollectorRegistry()
+    for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR, WorkerCollector(worker)):
+        registry.register(collector)
+    try:
+        server, _thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        log.warning(
+            "group %s: metrics not served on %s:%d (%s); the worker runs on without /metrics "
+            "(set BNPL_METRICS_PORT to a free port, or 0 for none)",
+            worker.group,
+            host,
+            port,
+            exc.strerror or exc,
+        )
+        return None
+    log.info("group %s: metrics on http://%s:%d/metrics", worker.group, host, port)
+    return server
 
 
 async def _run_one(settings: Settings, group: str) -> int:
     redis = redis_for(settings.streams, role="worker")
     worker = ConsumerWorker(redis, settings.keys, GROUPS[group](settings, redis), settings.consumers)
-    if settings.consumers.metrics_port:
-        _serve_metrics(worker, settings.consumers.metrics_port + settings.consumers.worker_index)
+    port = metrics_port(settings.consumers, group)
+    if port:
+        serve_metrics(worker, settings.consumers.metrics_host, port)
     log.info("group %s: consumer %s started on %s", group, worker.name, ", ".join(worker.streams))
     try:
         await run_worker(worker)
