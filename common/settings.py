@@ -184,7 +184,16 @@ class ConsumerSettings:
     )
     drain_timeout_s: float = setting("BNPL_DRAIN_TIMEOUT_S", 30.0, "first stop signal: finish the batch within this")
     max_backoff_s: float = setting("BNPL_MAX_BACKOFF_S", 30.0, "ceiling of the retry backoff of a failing sink")
-    metrics_port: int = setting("BNPL_METRICS_PORT", 0, "Prometheus port of a worker (worker i: port + i); 0: off")
+    metrics_port: int | None = setting(
+        "BNPL_METRICS_PORT",
+        None,
+        "Prometheus `/metrics` port of a worker (worker i: port + i); unset: the group's port (warehouse 9101, "
+        "mlflow 9111, drift 9121, outcomes 9131, alert-sender 9141, + i); 0: off",
+        shown="(per group)",
+    )
+    metrics_host: str = setting(
+        "BNPL_METRICS_HOST", "127.0.0.1", "listen address of a worker's `/metrics` (`0.0.0.0` in containers)"
+    )
     worker_index: int = setting(
         "BNPL_WORKER_INDEX", 0, "slot of a worker within `--workers N` (set by the supervisor; offsets its metrics)"
     )
@@ -246,6 +255,21 @@ class DriftSettings:
     )
     checkpoint_every_s: float = setting(
         "BNPL_DRIFT_CHECKPOINT_S", 5.0, "how often detector state is checkpointed to Redis"
+    )
+    mlflow_runs: bool = setting(
+        "BNPL_DRIFT_MLFLOW",
+        True,
+        "log each closed drift window's statistics to MLflow (experiment `<model>-drift`, a run per version and day)",
+    )
+    mlflow_queue: int = setting(
+        "BNPL_DRIFT_MLFLOW_QUEUE",
+        1_000,
+        "closed drift windows kept while MLflow cannot take them (retried with backoff); beyond it the oldest go",
+    )
+    run_lateness_s: float = setting(
+        "BNPL_DRIFT_RUN_LATENESS_S",
+        600.0,
+        "a day's drift run is ended once requests this far (s, request time) past the day's end arrive",
     )
 
 

@@ -7,6 +7,10 @@ double-alert. Detectors are kept per stream shard (a worker reads the shards it 
 ``consumers.leases``) and pickled to Redis per shard every few seconds, when the shard is handed to another worker and
 on stop: whoever reads a shard next resumes its detectors where they were (a checkpoint that no longer loads is
 logged and dropped).
+
+Every closed request window's statistics (alerting or not) also go to MLflow, one run per model version and day of
+the request timestamps (``consumers.drift_runs``), from a thread of their own: MLflow being slow or down never
+holds the detectors up.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from alerting.channel import raise_alert
 from common.keys import Keys
 from common.settings import AlertSettings, DriftSettings, RegistrySettings
 from consumers.base import BatchResult, Entry, decode_entries
-from drift.monitor import DriftMonitor, Finding
+from consumers.drift_runs import DriftRuns
+from drift.monitor import DriftMonitor, Finding, event_time
 from features.spec import CATEGORICAL_FIELDS, NUMERIC_FIELDS, normalize_category, time_categories
 from schemas.alerts import Alert
 from schemas.events import EventDecoder, projection
@@ -55,12 +60,15 @@ _DECODER = EventDecoder(
             "model_version",
             "traffic_segment",
             "business_decision",
+            "default_probability",
         ],
         request=[*NUMERIC_FIELDS, *CATEGORICAL_FIELDS, "transaction_timestamp", "customer_id"],
         event=["model_name"],
     )
 )
 _NORMALIZED: dict[str, str] = {}
+#: How long a stopping worker waits for MLflow to take the drift windows still queued (s).
+RUNS_STOP_WAIT_S = 5.0
 
 
 def _normalized(value: str) -> str:
@@ -94,6 +102,9 @@ class DriftHandler:
         self.alerts_sent: list[str] = []
         self._last_checkpoint = 0.0
         self._client: Any = None
+        #: Closed windows → MLflow (None: BNPL_DRIFT_MLFLOW=false).
+        self.runs = DriftRuns(registry, settings) if settings.mlflow_runs else None
+        self._shard_of = {stream: i for i, stream in enumerate(keys.prediction_streams())}
 
     @property
     def streams(self) -> list[str]:
@@ -134,6 +145,8 @@ class DriftHandler:
 
     async def close(self) -> None:
         await self.checkpoint()
+        if self.runs is not None:
+            await asyncio.to_thread(self.runs.stop, RUNS_STOP_WAIT_S)
 
     async def checkpoint(self, streams: list[str] | None = None) -> None:
         for stream in self.shards if streams is None else streams:
@@ -183,6 +196,7 @@ class DriftHandler:
             if d.model_version is not None:
                 requests.setdefault(d.model_version, []).append(event)
         findings: list[tuple[str, Finding]] = []
+        newest: float | None = None
         for version in sorted(set(scores) | set(requests)):
             monitor = await self._monitor(stream, names.get(version), version)
             if monitor is None:
@@ -190,6 +204,8 @@ class DriftHandler:
             findings += [(version, f) for f in monitor.observe_scores(scores.get(version, []))]
             decided = requests.get(version, [])
             if decided:
+                times = [event_time(e.request.transaction_timestamp) for e in decided]
+                newest = max([newest or 0.0, *(t for t in times if t is not None)])
                 findings += [
                     (version, f)
                     for f in monitor.observe_requests(
@@ -205,9 +221,24 @@ class DriftHandler:
                         [e.decision.unknown_fields for e in decided],
                         [e.decision.traffic_segment for e in decided],
                         [e.decision.business_decision == "approve" for e in decided],
+                        scores=[e.decision.default_probability for e in decided],
+                        times=times,
                     )
                 ]
+            self._log_windows(stream, version, monitor)
+        if self.runs is not None and newest:
+            self.runs.advance(newest)
         return findings
+
+    def _log_windows(self, stream: str, version: str, monitor: DriftMonitor) -> None:
+        """Hand the windows ``monitor`` closed to the MLflow runs (or drop them when those are off)."""
+        closed = monitor.take_windows()
+        if self.runs is None:
+            return
+        shards = len(self._shard_of)
+        shard = self._shard_of.get(stream, 0)
+        for stats in closed:
+            self.runs.submit(version, stats.index * shards + shard, stats)
 
     async def _alert(self, version: str, finding: Finding) -> None:
         severity = "critical" if finding.kind in ("score_change", "approval_rate") else "warning"

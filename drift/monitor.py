@@ -11,6 +11,10 @@ Per version, against the training reference profile stored with it:
   an alert names the time field that moved;
 * **decision mix**: per arm, the window's approval rate against the reference approval rate (z-test).
 
+Every closed request window also leaves its statistics, alerting or not (:class:`WindowStats`, the metrics of
+:func:`window_metrics`), for the drift group to chart in MLflow: dated by the request timestamps (the application
+time, which spreads when days of traffic are replayed quickly) and numbered within their UTC day.
+
 Feature, category and time-pattern PSI thresholds come from their null distribution: with the reference shares
 fixed, ``n · PSI`` of a window of ``n`` events over ``k`` bins is ≈ χ² with ``k − 1`` degrees of freedom (PSI is a
 symmetric χ² distance to first order), so each detector alerts above ``χ²⁻¹(1 − BNPL_DRIFT_FALSE_ALARM) / n`` (never
@@ -22,10 +26,13 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from river import drift as river_drift
 
 from common.settings import DriftSettings
@@ -40,6 +47,64 @@ CUSTOMER_KEY = "customer_id"
 #: What a window keeps of each request's categories: the categorical fields and the customer.
 _WINDOWED = (*CATEGORICAL_FIELDS, CUSTOMER_KEY)
 TIME_CHECK_EVERY = 500
+#: Closed windows a monitor keeps until :meth:`DriftMonitor.take_windows` collects them (nobody collecting: the oldest
+#: go).
+KEPT_WINDOWS = 100
+
+
+def event_time(timestamp: str) -> float | None:
+    """Epoch seconds of a request timestamp as written (ISO-8601; without an offset it is taken as UTC); None when
+    unreadable.
+
+    >>> event_time("2026-01-02T00:00:00Z"), event_time("2026-01-02T01:00:00+01:00"), event_time("soon")
+    (1767312000.0, 1767312000.0, None)
+    """
+    try:
+        parsed = datetime.fromisoformat(timestamp)
+    except ValueError:
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+
+
+def utc_day(seconds: float) -> str:
+    """The UTC date of an epoch time.
+
+    >>> utc_day(1767312000.0)
+    '2026-01-02'
+    """
+    return datetime.fromtimestamp(seconds, UTC).date().isoformat()
+
+
+def window_metrics(
+    profile: Mapping[str, Any],
+    numeric: npt.NDArray[np.float64],
+    categories: Mapping[str, Sequence[str]],
+    unknown: Mapping[str, int],
+    scores: npt.NDArray[np.float64] | None = None,
+    approved: int | None = None,
+) -> dict[str, float]:
+    """Every drift statistic of one window of requests against ``profile``, by metric name: ``requests``,
+    ``feature_psi/<field>`` and ``feature_ks/<field>`` per numeric field (``numeric``: one row per request, columns
+    in ``NUMERIC_FIELDS`` order), ``category_psi/<field>`` and ``unknown_rate/<field>`` per categorical field
+    (``unknown``: requests with that field unknown), ``score_psi`` / ``score_ks`` of the requests' scores and
+    ``approval_rate`` when given. The drift monitor alerts on these numbers and the drift group logs them to MLflow;
+    ``bnpl drift-report`` computes the same per time window from the warehouse."""
+    n = int(numeric.shape[0])
+    out: dict[str, float] = {"requests": float(n)}
+    for j, name in enumerate(NUMERIC_FIELDS):
+        summary = profile["features"][name]
+        out[f"feature_psi/{name}"] = numeric_psi(numeric[:, j], summary)
+        out[f"feature_ks/{name}"] = ks_from_quantiles(numeric[:, j], summary)
+    for name in CATEGORICAL_FIELDS:
+        values = categories.get(name, [])
+        out[f"category_psi/{name}"] = categorical_psi(values, profile["categorical"][name]["frequencies"])
+        out[f"unknown_rate/{name}"] = unknown.get(name, 0) / max(n, 1)
+    if scores is not None and scores.size:
+        out["score_psi"] = numeric_psi(scores, profile["score"])
+        out["score_ks"] = ks_from_quantiles(scores, profile["score"])
+    if approved is not None and n:
+        out["approval_rate"] = approved / n
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,13 +125,30 @@ class Finding:
         return f"{self.kind}:{self.feature or '-'}"
 
 
+@dataclass(frozen=True, slots=True)
+class WindowStats:
+    """One closed request window of a version: its :func:`window_metrics`, when it was (the earliest and latest
+    request timestamp, epoch ms; None when no request carried a readable one), the UTC day of its end and its index
+    among that day's windows of this monitor (0, 1, … ; -1 without timestamps)."""
+
+    requests: int
+    start_ms: int | None
+    end_ms: int | None
+    day: str
+    index: int
+    metrics: dict[str, float]
+
+
 @dataclass(slots=True)
 class _Window:
-    scores: list[float] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)  # the deciding version's score of each request, when given
     features: list[list[float]] = field(default_factory=list)
     categories: dict[str, list[str]] = field(default_factory=dict)
     unknown: dict[str, int] = field(default_factory=dict)
     n: int = 0
+    # Added after the first checkpoints: keep them last (an older pickled window loads without them, see _current).
+    times: list[float] = field(default_factory=list)
+    approved: int = 0
 
 
 class DriftMonitor:
@@ -131,12 +213,21 @@ class DriftMonitor:
         unknown: list[list[str]],
         arms: list[str],
         approved: list[bool],
+        scores: list[float | None] | None = None,
+        times: list[float | None] | None = None,
     ) -> list[Finding]:
+        """Feed requests this version decided; ``scores`` (its score of each) and ``times`` (epoch seconds of each
+        request timestamp) only go into the window's statistics (:meth:`take_windows`)."""
         found: list[Finding] = []
-        w = self._window
-        for row, cats, unk, arm, ok in zip(numeric, categories, unknown, arms, approved, strict=True):
+        w = self._current()
+        for i, (row, cats, unk, arm, ok) in enumerate(zip(numeric, categories, unknown, arms, approved, strict=True)):
             self.requests_seen += 1
             w.features.append(row)
+            w.approved += int(ok)
+            if scores is not None and (score := scores[i]) is not None:
+                w.scores.append(score)
+            if times is not None and (when := times[i]) is not None:
+                w.times.append(when)
             for name in _WINDOWED:  # the time fields and date are accumulated per date by _observe_time instead
                 value = cats.get(name)
                 if value is not None:
@@ -155,6 +246,34 @@ class DriftMonitor:
                 found += self._window_checks(w)
                 w = self._window = _Window()
         return found
+
+    def _current(self) -> _Window:
+        """The open window; one restored from a checkpoint written before windows kept times is completed."""
+        w = self._window
+        if not hasattr(w, "times"):
+            w = self._window = _Window(w.scores, w.features, w.categories, w.unknown, w.n, [], 0)
+        return w
+
+    def take_windows(self) -> list[WindowStats]:
+        """The windows closed since the last call, oldest first (at most the last ``KEPT_WINDOWS``)."""
+        closed: list[WindowStats] = self.__dict__.pop("_closed", [])
+        return closed
+
+    def _close_window(self, w: _Window, metrics: dict[str, float]) -> None:
+        """Keep the statistics of closed window ``w``, dated and numbered within its UTC day."""
+        start_ms = end_ms = None
+        day, index = "", -1
+        if w.times:
+            start_ms, end_ms = round(min(w.times) * 1000), round(max(w.times) * 1000)
+            day = utc_day(end_ms / 1000)
+            per_day: dict[str, int] = self.__dict__.setdefault("_windows_per_day", {})
+            index = per_day.get(day, 0)
+            per_day[day] = index + 1
+            for old in sorted(per_day)[:-7]:  # a late window of a recent day still gets the next free index
+                del per_day[old]
+        closed = self.__dict__.setdefault("_closed", [])
+        closed.append(WindowStats(w.n, start_ms, end_ms, day, index, metrics))
+        del closed[:-KEPT_WINDOWS]
 
     def _observe_time(self, cats: dict[str, str]) -> list[Finding]:
         """Accumulate time-of-day counts per date; once the dates strictly inside the accumulation (the first and the
@@ -227,15 +346,23 @@ class DriftMonitor:
     def _window_checks(self, w: _Window) -> list[Finding]:
         found: list[Finding] = []
         where = f"{w.n} requests up to {self.requests_seen}"
-        matrix = np.asarray(w.features)
+        metrics = window_metrics(
+            self.profile,
+            np.asarray(w.features, dtype=np.float64).reshape(w.n, len(NUMERIC_FIELDS)),
+            w.categories,
+            w.unknown,
+            np.asarray(w.scores, dtype=np.float64) if w.scores else None,
+            w.approved,
+        )
+        self._close_window(w, metrics)
         customers = w.categories.get(CUSTOMER_KEY)
         cluster = None
         if customers:
             counts = np.asarray(list(Counter(customers).values()), dtype=np.float64)
             cluster = float((counts**2).sum() / len(customers))
-        for j, name in enumerate(NUMERIC_FIELDS):
+        for name in NUMERIC_FIELDS:
             summary = self.profile["features"][name]
-            value = numeric_psi(matrix[:, j], summary)
+            value = metrics[f"feature_psi/{name}"]
             threshold = self.psi_threshold(sum(1 for f in summary["bin_fractions"] if f > 0), w.n, name, cluster)
             if value > threshold:
                 found.append(
@@ -247,13 +374,13 @@ class DriftMonitor:
                         threshold,
                         where,
                         self.requests_seen,
-                        f"KS {ks_from_quantiles(matrix[:, j], summary):.3f}",
+                        f"KS {metrics[f'feature_ks/{name}']:.3f}",
                     )
                 )
         for name in CATEGORICAL_FIELDS:
             values = w.categories.get(name, [])
             reference = self.profile["categorical"][name]["frequencies"]
-            value = categorical_psi(values, reference)
+            value = metrics[f"category_psi/{name}"]
             threshold = self.psi_threshold(sum(1 for f in reference.values() if f > 0), len(values), name, cluster)
             if value > threshold:
                 found.append(Finding("categorical_psi", name, "psi", value, threshold, where, self.requests_seen))
@@ -273,7 +400,7 @@ class DriftMonitor:
                             f"{value_seen!r} {count} times ({count / max(len(values), 1):.1%})",
                         )
                     )
-            rate = w.unknown.get(name, 0) / w.n
+            rate = metrics[f"unknown_rate/{name}"]
             if rate > self.config.unknown_rate:
                 found.append(
                     Finding(

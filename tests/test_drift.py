@@ -29,7 +29,7 @@ from tests.streams import add_events, wait_group_drained
 FAST = ConsumerSettings(
     batch_size=500, max_wait_s=0.2, block_ms=100, claim_idle_ms=1_000, claim_every_s=0.5, max_backoff_s=1.0
 )
-SMALL = DriftSettings(window=500)
+SMALL = DriftSettings(window=500, mlflow_runs=False)  # the drift runs in MLflow: tests/test_drift_report.py
 
 
 @pytest.fixture(scope="module")
