@@ -232,11 +232,11 @@ class Dataset:
             self.true_probability[start:stop],
         )
 
-    def write_jsonl(self, path: Path) -> None:
-        """One JSON object per line: the request plus its outcome under ``"outcome"``."""
+    def write_requests(self, path: Path) -> None:
+        """One request body per line, exactly what an application sends (no ground truth)."""
         with path.open("wb") as fh:
             for i in range(len(self)):
-                fh.write(orjson.dumps({**self.request(i), "outcome": self.outcome(i)}) + b"\n")
+                fh.write(orjson.dumps(self.request(i)) + b"\n")
 
 
 def generate(

@@ -51,6 +51,20 @@ def funded_outcomes(
     return records
 
 
+def ground_truth_outcomes(data: Dataset, seed: int = 0, source: str = "synthetic-ground-truth") -> list[dict[str, Any]]:
+    """Outcome records of every transaction in ``data``, as if each were funded (``bnpl generate --outcomes-out``):
+    the generator's ground truth in the format ``bnpl outcomes load`` takes, keyed by the request's
+    ``transaction_id``, in the order they become known. :func:`funded_outcomes` keeps the funded loans only.
+
+    >>> from datagen.generator import generate
+    >>> records = ground_truth_outcomes(generate(200, seed=1), seed=1)
+    >>> sorted(records[0]) == sorted(OUTCOME_FIELDS), len({r["transaction_id"] for r in records})
+    (True, 200)
+    """
+    everyone = dict.fromkeys(data.columns["transaction_id"].tolist(), "approve")
+    return funded_outcomes(data, everyone, review_approval_rate=0.0, seed=seed, source=source)
+
+
 def _records(
     data: Dataset,
     decisions: Mapping[str, str],
