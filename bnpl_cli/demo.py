@@ -102,18 +102,17 @@ def _traffic(settings: Settings, client: Any, requests: int, performance_request
     from common import processes
     from common.keys import decode_entry
     from common.redis_client import connect_sync
-    from common.redis_server import RedisServer, free_port
+    from common.redis_server import free_port
     from registry.experiments import start_experiment
     from traffic.http import simulate
 
     _banner("decision API under simulated traffic")
     experiment = start_experiment(client, settings.registry, DEMO_EXPERIMENT, DEMO_ALLOCATION)
     print(f"experiment {experiment.name!r} (MLflow id {experiment.experiment_id}) active: {DEMO_ALLOCATION}")
-    redis_server = RedisServer(settings.data_dir / "redis").start()
+    redis_server, duckdb_path = _fresh_stores(settings)
     port, receiver_port, key = free_port(), free_port(), secrets.token_urlsafe(16)
     webhook_secret = secrets.token_urlsafe(16)
-    prefix = f"demo{datetime.now(UTC):%Y%m%d%H%M%S}"
-    duckdb_path = settings.data_dir / f"{prefix}.duckdb"
+    prefix = settings.keys.prefix
     env = {
         "BNPL_REDIS_URL": redis_server.url,
         "BNPL_API_KEYS": key,
@@ -229,10 +228,57 @@ def _traffic(settings: Settings, client: Any, requests: int, performance_request
             print(f"  [{alert['severity']}] {alert['kind']}: {alert['message'][:160]}")
         code = processes.stop(api)
         print(f"API exit code {code}")
+        _left_behind(settings, experiment.name)
     finally:
         for proc in (api, *groups, receiver):
             processes.stop(proc)
         redis_server.stop()
+
+
+def _fresh_stores(settings: Settings) -> tuple[Any, Any]:
+    """The data dir's own stores, emptied so every run tells the same story: its private redis-server (started,
+    then flushed) and the warehouse file (removed). They stay behind for ``bnpl status``, ``ab-report``,
+    ``drift-report`` and ``experiment list``, which read the same defaults."""
+    from common.redis_client import connect_sync
+    from common.redis_server import RedisServer, running_embedded
+
+    directory = settings.data_dir / "redis"
+    if running_embedded(directory) is not None:
+        raise RuntimeError(f"a redis-server of {directory} is running (a `bnpl serve`?): stop it first")
+    duckdb_path = settings.warehouse.duckdb_path
+    if duckdb_path is None or settings.warehouse.warehouse != "duckdb":
+        raise RuntimeError("the demo writes a DuckDB warehouse: unset BNPL_WAREHOUSE")
+    for stale in (duckdb_path, duckdb_path.with_name(duckdb_path.name + ".wal")):
+        stale.unlink(missing_ok=True)
+    server = RedisServer(directory).start()
+    client = connect_sync(server.url)
+    try:
+        client.flushall()
+    finally:
+        client.close()
+    print(f"stores: redis-server {server.url} (data in {directory}), warehouse {duckdb_path} — both emptied first")
+    return server, duckdb_path
+
+
+def _left_behind(settings: Settings, experiment: str) -> None:
+    """What the demo leaves, and the commands that read it (their defaults are the demo's stores)."""
+    _banner("what the demo left behind (the defaults of every command)")
+    data_dir = settings.data_dir
+    print(f"data dir {data_dir.resolve()}:")
+    print(f"  warehouse   {settings.warehouse.duckdb_path}")
+    print(f"  MLflow      {settings.registry.tracking_uri}")
+    print(f"  redis       {data_dir / 'redis'} (append-only file; started on demand by the commands below)")
+    print(f"  reports     {data_dir}/ab-report-{experiment}.html, logs in {data_dir / 'logs'}")
+    print("try:")
+    for command in (
+        "bnpl status",
+        "bnpl experiment list",
+        f"bnpl ab-report {experiment}",
+        "bnpl drift-report --html drift.html",
+        "bnpl models",
+        f"mlflow ui --backend-store-uri {settings.registry.tracking_uri}",
+    ):
+        print(f"  {command}")
 
 
 def _aa_check(settings: Settings, client: Any, experiment: Any, data: Any) -> None:

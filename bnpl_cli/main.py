@@ -4,15 +4,16 @@ Commands: ``serve`` (the decision API), ``consume`` (a consumer group), ``status
 candidates), ``promote`` / ``unalias`` (move or remove an alias, gated and audited), ``models`` (the registry, its
 audit trail, model cards), ``fallback`` (the emergency switch), ``experiment``, ``ab-report``,
 ``warehouse migrate``, ``outcomes load|simulate``, ``performance``, ``config`` (the effective settings),
-``generate`` (synthetic requests as JSON lines), ``webhook-receiver`` and ``demo`` (the whole system on embedded
-defaults).
+``generate`` (synthetic requests as JSON lines), ``send`` (requests to a running API at a fixed rate),
+``webhook-receiver`` and ``demo`` (the whole system on embedded defaults).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from common.settings import Settings
@@ -32,6 +33,33 @@ def _settings(args: argparse.Namespace, reads_registry: bool = False) -> Setting
             "point --data-dir / --tracking-uri at an existing one"
         )
     return settings
+
+
+@contextmanager
+def _redis(settings: Settings, start_embedded: bool = True) -> Iterator[Settings]:
+    """Settings with a Redis to talk to: ``BNPL_REDIS_URL``; without it, the private redis-server of the data dir
+    (``bnpl serve``'s or the demo's): reused while it runs, else started on its saved data for this command."""
+    if settings.streams.redis_url:
+        yield settings
+        return
+    from common.redis_server import RedisServer, running_embedded
+
+    directory = settings.data_dir / "redis"
+    url = running_embedded(directory)
+    if url is not None:
+        yield settings.replace(redis_url=url)
+        return
+    if not start_embedded or not directory.exists():
+        raise CliError(
+            f"no Redis: BNPL_REDIS_URL is not set and {directory} holds no embedded one yet "
+            "(`bnpl serve` or `make demo` create it)",
+            code=3,
+        )
+    server = RedisServer(directory).start()
+    try:
+        yield settings.replace(redis_url=server.url)
+    finally:
+        server.stop()
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -106,11 +134,12 @@ def _cmd_fallback(args: argparse.Namespace) -> int:
     if args.state == "status":
         from common.redis_client import redis_for_sync
 
-        redis = redis_for_sync(settings.streams)
-        try:
-            state = read_state_sync(redis, settings.keys)
-        finally:
-            redis.close()
+        with _redis(settings) as settings:
+            redis = redis_for_sync(settings.streams)
+            try:
+                state = read_state_sync(redis, settings.keys)
+            finally:
+                redis.close()
         print(f"fallback ON: {state.describe()}" if state else "fallback off: models decide")
         return 0
     if args.state == "on" and not args.reason.strip():
@@ -131,12 +160,15 @@ class GovernanceUsage(Exception):
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from datagen import generate
+    from bnpl_cli.generate import run
 
-    data = generate(args.rows, seed=args.seed)
-    data.write_jsonl(Path(args.out))
-    print(f"wrote {len(data):,} requests with outcomes to {args.out} (default rate {data.will_default.mean():.2%})")
-    return 0
+    return run(args)
+
+
+def _cmd_send(args: argparse.Namespace) -> int:
+    from bnpl_cli.send import run
+
+    return run(_settings(args), args)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -151,9 +183,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args).replace(host=args.host, port=args.port)
     embedded = None
     if not settings.streams.redis_url:
-        embedded = RedisServer(settings.data_dir / "redis").start()
-        settings = settings.replace(redis_url=embedded.url)
-        print(f"embedded redis-server at {embedded.url} (set BNPL_REDIS_URL to use your own)", flush=True)
+        from common.redis_server import running_embedded
+
+        directory = settings.data_dir / "redis"
+        url = running_embedded(directory)  # another `bnpl serve` on this data dir started it: share it
+        if url is None:
+            embedded = RedisServer(directory).start()
+            url = embedded.url
+        settings = settings.replace(redis_url=url)
+        print(f"embedded redis-server at {url} (set BNPL_REDIS_URL to use your own)", flush=True)
     try:
         if args.workers > 1:
             return _serve_workers(settings, args.workers)
@@ -207,7 +245,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     from consumers.cli import status
 
-    return asyncio.run(status(_settings(args), as_json=args.json, schema=args.schema))
+    if args.schema:
+        return asyncio.run(status(_settings(args), schema=True))
+    with _redis(_settings(args)) as settings:
+        return asyncio.run(status(settings, as_json=args.json))
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
@@ -347,11 +388,26 @@ def build_parser() -> argparse.ArgumentParser:
     fallback.add_argument("--reason", default="", help="why (required with on)")
     fallback.set_defaults(func=_cmd_fallback)
 
-    gen = sub.add_parser("generate", help="write synthetic requests (+ outcomes) as JSON lines")
+    gen = sub.add_parser("generate", help="write synthetic requests as JSON lines (outcomes to a file of their own)")
     gen.add_argument("--rows", type=int, default=10_000, help="requests to generate")
     gen.add_argument("--seed", type=int, default=0, help="random seed (the same seed gives the same requests)")
-    gen.add_argument("--out", default="requests.jsonl", help="JSON lines file to write")
+    gen.add_argument(
+        "--out", default="requests.jsonl", help="JSON lines file of requests, as an application sends them"
+    )
+    gen.add_argument(
+        "--outcomes-out",
+        metavar="FILE",
+        help="also write every request's outcome here (.jsonl or .csv, as `bnpl outcomes load` reads)",
+    )
+    from bnpl_cli.generate import add_drift_arguments
+
+    add_drift_arguments(gen)
     gen.set_defaults(func=_cmd_generate)
+
+    from bnpl_cli import send as send_command
+
+    send_command.add_parser(sub)
+    sub.choices["send"].set_defaults(func=_cmd_send)
 
     serve = sub.add_parser("serve", help="run the decision API (aiohttp)")
     serve.add_argument("--host", help="listen address (env BNPL_HOST, default 127.0.0.1)")
@@ -380,6 +436,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_parser(sub)
     sub.choices["experiment"].set_defaults(func=_cmd_experiment)
+
+    from bnpl_cli import drift_report
+
+    drift_report.add_parser(sub)
+    sub.choices["drift-report"].set_defaults(
+        func=lambda args: drift_report.run(_settings(args, reads_registry=True), args, _redis)
+    )
 
     report = sub.add_parser("ab-report", help="A/B report of an experiment (terminal + HTML + MLflow run)")
     report.add_argument("experiment", help="experiment name (bnpl experiment list)")
@@ -523,5 +586,7 @@ def _unreachable_mlflow(exc: BaseException) -> bool:
     return False
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m bnpl_cli.main`: run the imported module, so CliError is one class
+    from bnpl_cli.main import main as entry_point
+
+    sys.exit(entry_point())

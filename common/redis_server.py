@@ -20,6 +20,30 @@ def free_port() -> int:
         return port
 
 
+#: Written into an embedded server's directory while it runs: ``{"port": …, "pid": …}``.
+SERVER_FILE = "server.json"
+
+
+def running_embedded(directory: Path) -> str | None:
+    """The URL of the private redis-server already running on ``directory`` (started by ``bnpl serve`` or the
+    demo), or None. Two servers on one directory would write one append-only file: callers reuse this one."""
+    import orjson
+
+    try:
+        port = int(orjson.loads((directory / SERVER_FILE).read_bytes())["port"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    client = redis.Redis(port=port, socket_connect_timeout=0.3, socket_timeout=0.5)
+    try:
+        answers = client.ping()
+        running = Path(str(client.config_get("dir").get("dir", ""))).resolve() == directory.resolve()
+    except redis.RedisError:
+        return None
+    finally:
+        client.close()
+    return f"redis://127.0.0.1:{port}/0" if answers and running else None
+
+
 class RedisServer:
     """Start/stop/kill a private redis-server with AOF persistence under ``directory``."""
 
@@ -76,6 +100,7 @@ class RedisServer:
             while True:
                 try:
                     if client.ping():
+                        self._announce()
                         return self
                 except (redis.ConnectionError, redis.BusyLoadingError):
                     if self._proc.poll() is not None or time.monotonic() > deadline:
@@ -83,6 +108,16 @@ class RedisServer:
                     time.sleep(0.02)
         finally:
             client.close()
+
+    def _announce(self) -> None:
+        import orjson
+
+        if self._proc is None:
+            return
+        (self.directory / SERVER_FILE).write_bytes(orjson.dumps({"port": self.port, "pid": self._proc.pid}))
+
+    def _retire(self) -> None:
+        (self.directory / SERVER_FILE).unlink(missing_ok=True)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown save, like a crash."""
@@ -94,6 +129,7 @@ class RedisServer:
     def stop(self) -> None:
         """Graceful stop (SIGTERM)."""
         if self._proc is not None:
+            self._retire()
             self._proc.terminate()
             try:
                 self._proc.wait(timeout=10)
