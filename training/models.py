@@ -6,14 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.linear_model import LogisticRegression, RidgeClassifier
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
+from typing import TYPE_CHECKING, Any
 
 from features.spec import FEATURE_NAMES
+
+if TYPE_CHECKING:  # scikit-learn is imported when a model is built: `bnpl --help` needs only the family names
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import Pipeline
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,12 +27,20 @@ class Family:
 
 
 def _logreg(seed: int) -> Pipeline:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
     return Pipeline(
         [("scale", StandardScaler()), ("clf", LogisticRegression(C=1.0, max_iter=2_000, random_state=seed))]
     )
 
 
 def _ridge(seed: int) -> Pipeline:
+    from sklearn.linear_model import RidgeClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
     # A ridge classifier has no probabilities: its decision values always get them from a calibration map fitted on
     # held-out folds (training.calibration).
     return Pipeline([("scale", StandardScaler()), ("clf", RidgeClassifier(alpha=10.0))])
@@ -51,6 +58,8 @@ def _additive_constraints() -> list[list[int]]:
 
 
 def _hgb(seed: int) -> HistGradientBoostingClassifier:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
     return HistGradientBoostingClassifier(
         # Shallow trees: as accurate here as 300 deep ones, and ~3x cheaper to walk on the request path. 150 rounds:
         # the additive calendar trees need rounds of their own (200 walk as fast as 120: measured 8.7 vs 9.5 µs; but

@@ -263,9 +263,7 @@ def _log_datasets(splits: tuple[_Split, _Split, _Split], description: str) -> No
     from mlflow.data.numpy_dataset import from_numpy
 
     for name, split in zip(SPLIT_NAMES, splits, strict=True):
-        dataset = from_numpy(
-            split.matrix, targets=split.labels.astype(np.int8), name=f"bnpl-{name} ({_window(split)})"
-        )
+        dataset = from_numpy(split.matrix, targets=split.labels.astype(np.int8), name=f"bnpl-{name} ({_window(split)})")
         mlflow.log_input(dataset, context=name, tags={"description": description[:250]})
 
 
