@@ -208,6 +208,13 @@ def _traffic(settings: Settings, client: Any, requests: int, performance_request
         print(f"alerts on {keys.alerts()} delivered (HMAC-signed) to the receiver: {len(alerts)}")
         for alert in alerts:
             print(f"  [{alert['severity']}] {alert['kind']} {alert.get('feature') or ''}: {alert['message']}")
+        _banner("drift report of the champion: bnpl drift-report --days 31")
+        from argparse import Namespace
+
+        from bnpl_cli.drift_report import run as drift_report
+
+        drift_html = settings.data_dir / "drift-report.html"
+        drift_report(ab_settings, Namespace(version=None, days=31.0, window_hours=None, html=str(drift_html)))
         _banner("ground truth: outcomes in, model performance out")
         base_url = f"http://127.0.0.1:{port}"
         raised = _performance_loop(ab_settings, base_url, key, performance_requests)
@@ -268,7 +275,8 @@ def _left_behind(settings: Settings, experiment: str) -> None:
     print(f"  warehouse   {settings.warehouse.duckdb_path}")
     print(f"  MLflow      {settings.registry.tracking_uri}")
     print(f"  redis       {data_dir / 'redis'} (append-only file; started on demand by the commands below)")
-    print(f"  reports     {data_dir}/ab-report-{experiment}.html, logs in {data_dir / 'logs'}")
+    print(f"  reports     {data_dir}/ab-report-{experiment}.html, {data_dir}/drift-report.html")
+    print(f"  logs        {data_dir / 'logs'}")
     print("try:")
     for command in (
         "bnpl status",

@@ -61,10 +61,14 @@ def test_train_then_demo_skips_training_and_promote_moves_alias(tmp_path, capsys
     # The audit trail holds the retrained model's move into the challenger alias.
     assert re.search(r"^\S+ \S+\s+promote( \(forced\))?\s+challenger\s+1\s+3\s", out, re.M)
     assert "bnpl_default_predictor@champion is now v" in out
+    assert "== drift report of the champion: bnpl drift-report --days 31 ==" in out
+    assert "payment_provider" in out
     assert "== what the demo left behind (the defaults of every command) ==" in out
     # The demo's stores are the defaults: the reading commands need nothing but the data dir.
     assert main(["--data-dir", data_dir, "ab-report", "champion-vs-challenger"]) == 0
     assert "A/B report — experiment champion-vs-challenger" in capsys.readouterr().out
+    assert main(["--data-dir", data_dir, "drift-report"]) == 0
+    assert "PSI" in capsys.readouterr().out
     assert main(["--data-dir", data_dir, "experiment", "list"]) == 0
     listed = capsys.readouterr().out
     assert re.search(r"^champion-vs-challenger\s.*\schampion\s+\d+%\s+champion\s+\d+\s+[\d,]+$", listed, re.M)
