@@ -1,4 +1,5 @@
-"""``make bench-consumers``: events/s of the warehouse group (into DuckDB) and of the drift group — on one
+"""``make bench-consumers``: events/s of the warehouse group (into DuckDB, and into BigQuery load jobs against the
+HTTP-level fake, with its batch sizes) and of the drift group — on one
 redis-server with 1 worker / 1 shard and 2 workers / 2 shards, then on a private Redis Cluster (3 masters + 3
 replicas) with 1 shard / 1 worker and 3 shards / 3 workers. A group's workers split the shard streams (one reader
 per shard), so workers beyond the shard count would only stand by: each run has as many shards as workers.
@@ -31,10 +32,22 @@ EVENTS = BENCH.bench_events
 GROUPS = BENCH.bench_groups
 
 
+#: The BigQuery runs: the warehouse group on BigQuery load jobs against the HTTP-level fake (``tests/fakes``). Full
+#: batches of ``BNPL_BQ_BATCH_ROWS``; the age bound is lowered so the last, partial batch of the run closes soon.
+BQ_DATASET = "bnpl_bench"
+BQ_BATCH_MAX_S = "2"
+
+
 async def _run(
-    redis_url: str, work: Path, events: list[PredictionEvent], group: str, workers: int, cluster: bool
+    redis_url: str,
+    work: Path,
+    events: list[PredictionEvent],
+    group: str,
+    workers: int,
+    cluster: bool,
+    bigquery: Any = None,
 ) -> tuple[float, int]:
-    prefix = f"bench{group}{workers}w{'c' if cluster else ''}"
+    prefix = f"bench{group}{workers}w{'c' if cluster else ''}{'bq' if bigquery is not None else ''}"
     keys = Keys(prefix, shards=workers)
     redis = connect(redis_url, cluster=cluster)
     try:
@@ -53,6 +66,14 @@ async def _run(
             "BNPL_CONSUMER_BATCH": "10000",
             "BNPL_CONSUMER_WAIT_S": "1",
         }
+        if bigquery is not None:
+            env |= {
+                "BNPL_WAREHOUSE": "bigquery",
+                "BNPL_BQ_PROJECT": "bench",
+                "BNPL_BQ_DATASET": BQ_DATASET,
+                "BNPL_BQ_ENDPOINT": bigquery.endpoint,
+                "BNPL_BQ_BATCH_MAX_S": BQ_BATCH_MAX_S,
+            }
         proc = processes.start(
             [str(processes.BIN / "bnpl"), "consume", group, "--workers", str(workers)],
             env,
@@ -80,6 +101,8 @@ async def _run(
         await redis.aclose()
     if group != "warehouse":
         return elapsed, len(events)
+    if bigquery is not None:
+        return elapsed, len({r["prediction_id"] for r in bigquery.rows[(BQ_DATASET, "prediction_logs")].values()})
     from warehouse.duckdb_store import DuckDBWarehouse
 
     rows = DuckDBWarehouse(work / f"{prefix}.duckdb").query("SELECT count(DISTINCT prediction_id) FROM prediction_logs")
@@ -105,7 +128,8 @@ def main() -> int:
     models = build_model_set(*registry_pointers(mlflow_client(registry), registry))
     print(f"generating {EVENTS:,} prediction events …", flush=True)
     events = make_events(EVENTS, seed=5, engine=DecisionEngine(models))
-    results = {}
+    results: dict[tuple[str, str, int], tuple[float, int]] = {}
+    batches: dict[int, list[int]] = {}
     setups = [("one redis-server", False, (1, 2)), ("Redis Cluster, 3 masters + 3 replicas", True, (1, 3))]
     for setup, cluster, worker_counts in setups:
         server: Any = RedisClusterServers(work / "cluster").start() if cluster else RedisServer(work / "redis").start()
@@ -115,6 +139,8 @@ def main() -> int:
                     elapsed, landed = asyncio.run(_run(server.url, work, events, group, workers, cluster))
                     results[(setup, group, workers)] = (elapsed, landed)
                     print(f"  {setup}: {group}, {workers} shard(s) / worker(s): {EVENTS / elapsed:,.0f} events/s")
+            if not cluster and "warehouse" in GROUPS:
+                batches = _bigquery_runs(server.url, work, events, worker_counts, results)
         finally:
             server.stop()
     print("\n| Redis | group | shards = workers | events | seconds | events/s | vs 1 shard | rows landed |")
@@ -122,13 +148,44 @@ def main() -> int:
     for (setup, group, workers), (elapsed, landed) in results.items():
         rate = EVENTS / elapsed
         base = EVENTS / results[(setup, group, 1)][0]
-        name = "warehouse → DuckDB" if group == "warehouse" else group
-        rows = f"{landed:,}" if group == "warehouse" else "—"
+        name = {"warehouse": "warehouse → DuckDB", "warehouse-bq": "warehouse → BigQuery (fake)"}.get(group, group)
+        rows = f"{landed:,}" if group.startswith("warehouse") else "—"
         print(
             f"| {setup} | {name} | {workers} | {EVENTS:,} | {elapsed:.2f} | {rate:,.0f} | {rate / base:.2f}x | {rows} |"
         )
+    if "warehouse" in GROUPS:
+        print("\nBigQuery load jobs (one load into a staging table + one MERGE per batch):")
+        for workers, sizes in batches.items():
+            ordered = sorted(sizes)
+            print(
+                f"  {workers} worker(s): {len(sizes)} batches, rows per batch min {ordered[0]:,} / median "
+                f"{ordered[len(ordered) // 2]:,} / max {ordered[-1]:,}"
+            )
     shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def _bigquery_runs(
+    url: str,
+    work: Path,
+    events: list[PredictionEvent],
+    worker_counts: tuple[int, ...],
+    results: dict[tuple[str, str, int], tuple[float, int]],
+) -> dict[int, list[int]]:
+    """The warehouse group on BigQuery load jobs, each run against a fresh fake; the rows of each load job."""
+    from tests.fakes.bigquery import FakeBigQuery
+
+    batches = {}
+    for workers in worker_counts:
+        fake = FakeBigQuery().start()
+        try:
+            elapsed, landed = asyncio.run(_run(url, work, events, "warehouse", workers, False, bigquery=fake))
+        finally:
+            fake.stop()
+        results[("one redis-server", "warehouse-bq", workers)] = (elapsed, landed)
+        batches[workers] = [len(ids) for ids in fake.loaded.values()]
+        print(f"  one redis-server: warehouse → BigQuery, {workers} worker(s): {EVENTS / elapsed:,.0f} events/s")
+    return batches
 
 
 if __name__ == "__main__":

@@ -94,3 +94,12 @@ def redis_for(streams: StreamSettings, role: Role = "tool") -> Any:
 def redis_for_sync(streams: StreamSettings) -> Any:
     """The blocking client of a deployment's Redis (command-line tools and reports)."""
     return connect_sync(streams.redis_url, cluster=streams.redis_cluster)
+
+
+def text(value: Any) -> str:
+    """A Redis reply field as text (replies are bytes unless the client decodes them).
+
+    >>> text(b"warehouse"), text("mlflow"), text(3)
+    ('warehouse', 'mlflow', '3')
+    """
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -40,10 +41,11 @@ from redis.asyncio import Redis
 
 from common.keys import Keys, dead_letter_fields
 from common.redact import redact_text
+from common.redis_client import text
 from common.settings import ConsumerSettings
 from consumers.base import BatchHandler, BatchResult, Entry
 from consumers.leases import ShardLeases
-from consumers.status import record_rate_sample, text
+from consumers.status import record_rate_sample
 from consumers.trim import trim_stream
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,13 @@ class ConsumerWorker:
         self.keys = keys
         self.handler = handler
         self.config = config or ConsumerSettings()
+        # A sink that needs large batches (BigQuery load jobs: a daily quota per table) declares ``batching``:
+        # (entries per batch, seconds a partial batch waits). Its batches then flush only when full or that old,
+        # not when a read comes back empty.
+        batching: tuple[int, float] | None = getattr(handler, "batching", None)
+        if batching is not None:
+            self.config = dataclasses.replace(self.config, batch_size=batching[0], max_wait_s=batching[1])
+        self._flush_when_idle = batching is None
         self.name = name or consumer_name()
         self.group = handler.group
         self.streams = list(handler.streams)
@@ -339,14 +348,16 @@ class ConsumerWorker:
         return min(self.config.batch_size, self.config.batch_size - self._queued - self._reserved)
 
     async def _collect(self) -> list[Entry]:
-        """A batch from the readers: full, or the first read that came back empty after some data, or
-        ``max_wait`` up."""
+        """A batch from the readers: full, or the first read that came back empty after some data (unless the
+        handler declares ``batching``), or ``max_wait`` up."""
         batch: list[Entry] = []
         deadline = time.monotonic() + self.config.max_wait_s
         while len(batch) < self.config.batch_size and not self.stopping:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
+            if self._taking and not self._flush_when_idle:
+                break  # long batch windows: a newly leased stream (a dead worker's) is taken over now, not later
             if not self._readers and not self._chunks.qsize():
                 with contextlib.suppress(TimeoutError):  # nothing leased: wait for a change, not a busy loop
                     await asyncio.wait_for(self._changed.wait(), min(remaining, self.config.block_ms / 1000))
@@ -355,13 +366,13 @@ class ConsumerWorker:
             try:
                 item = await asyncio.wait_for(self._chunks.get(), min(remaining, self.config.block_ms / 1000))
             except TimeoutError:
-                if batch:
+                if batch and self._flush_when_idle:
                     break
                 continue
             entries = self._take_chunk(item)
             if entries is None:
                 continue
-            if not entries and batch:
+            if not entries and batch and self._flush_when_idle:
                 break  # a read came back empty after some data: flush now rather than wait out the window
             batch += entries
             await self._beat()

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from common.keys import Keys
+from common.redis_client import text
 from common.settings import ConsumerSettings
 
 RATE_SAMPLES = 40  # at one sample per 5 s per worker: a few minutes of history
@@ -70,11 +71,6 @@ class StreamStatus:
         if rate is None or per_event is None:
             return None
         return rate * self.retention_s * per_event
-
-
-def text(value: Any) -> str:
-    """A Redis reply field as text (replies are bytes unless the client decodes them)."""
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 async def record_rate_sample(redis: Any, keys: Keys, stream: str, group: str) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections import Counter
 
 import msgspec
 import pytest
@@ -11,31 +13,54 @@ import redis.asyncio as aioredis
 
 from common.keys import Keys, decode_entry
 from common.settings import ConsumerSettings
+from consumers.base import Entry
 from consumers.runtime import ConsumerWorker
 from consumers.warehouse import WarehouseHandler
 from schemas.warehouse import PREDICTION_LOGS
 from tests.fakes.bigquery import FakeBigQuery
-from tests.streams import add_events, make_events, wait_group_drained
+from tests.streams import add_events, kill_workers_mid_batch, make_events, wait_group_drained, worker_env
 from warehouse.base import event_columns
-from warehouse.bigquery_store import RETRY, BigQueryWarehouse, bigquery_client
+from warehouse.bigquery_store import RETRY, STAGING_PREFIX, BigQueryWarehouse, batch_key, bigquery_client
 
 PROJECT, DATASET = "test-project", "bnpl_test"
+FAST_RETRY = RETRY.with_timeout(20).with_delay(initial=0.05, maximum=0.2)
 
 
 @pytest.fixture
 def fake():
     server = FakeBigQuery().start()
     yield server
+    assert server.violations == []  # no request BigQuery would refuse
     server.stop()
+
+
+def _warehouse(fake: FakeBigQuery, mode: str = "load") -> BigQueryWarehouse:
+    client = bigquery_client(PROJECT, endpoint=fake.endpoint, anonymous=True)
+    return BigQueryWarehouse(client, DATASET, retry=FAST_RETRY, mode=mode, job_retry_delay_s=0.01)
 
 
 @pytest.fixture
 def bq(fake):
-    client = bigquery_client(PROJECT, endpoint=fake.endpoint, anonymous=True)
-    warehouse = BigQueryWarehouse(client, DATASET, retry=RETRY.with_timeout(20).with_delay(initial=0.05, maximum=0.2))
+    warehouse = _warehouse(fake)
     warehouse.ensure_tables()
     yield warehouse
     warehouse.close()
+
+
+@pytest.fixture
+def bq_stream(fake):
+    warehouse = _warehouse(fake, mode="stream")
+    warehouse.ensure_tables()
+    yield warehouse
+    warehouse.close()
+
+
+def _landed_ids(fake: FakeBigQuery) -> Counter[str]:
+    return Counter(r["prediction_id"] for r in fake.rows[(DATASET, "prediction_logs")].values())
+
+
+async def _alerts(redis, keys: Keys) -> list[dict]:
+    return [json.loads(decode_entry(f).payload) for _, f in await redis.xrange(keys.alerts())]
 
 
 def test_tables_are_created_partitioned_clustered_with_expiry(fake, bq):
@@ -62,15 +87,19 @@ def test_tables_are_created_partitioned_clustered_with_expiry(fake, bq):
     bq.ensure_tables()  # idempotent: existing dataset and tables are fine (409 → get)
 
 
-def test_rows_carry_insert_ids_and_redelivery_does_not_duplicate(fake, bq):
+def test_stream_mode_rows_carry_insert_ids_and_dedup_only_within_the_window(fake, bq_stream):
+    bq = bq_stream
     events = make_events(1_200, seed=11)
     columns = event_columns(events)
     assert bq.insert_predictions(columns).inserted == 1_200
     assert bq.insert_predictions(columns).inserted == 1_200  # a redelivered batch: BigQuery dedups on insertId
     stored = fake.rows[(DATASET, "prediction_logs")]
     assert len(stored) == 1_200
+    fake.clock = lambda: time.time() + 600  # the same batch again 10 minutes later: the window is over
+    bq.insert_predictions(event_columns(events[:100]))
+    assert len(stored) == 1_300  # duplicates: why the load mode (MERGE on prediction_id) is the default
     calls = [body for method, path, body in fake.requests if path.endswith("/prediction_logs/insertAll")]
-    assert len(calls) == 6  # 500 rows per request
+    assert len(calls) == 6 + 1  # 500 rows per request
     first = calls[0]["rows"][0]
     assert first["insertId"] == events[0].prediction_id
     assert first["json"]["prediction_id"] == events[0].prediction_id
@@ -78,7 +107,8 @@ def test_rows_carry_insert_ids_and_redelivery_does_not_duplicate(fake, bq):
     assert calls[0]["skipInvalidRows"] is True
 
 
-def test_transient_errors_are_retried(fake, bq):
+def test_transient_errors_are_retried(fake, bq_stream):
+    bq = bq_stream
     fake.fail_next = [503, 429, 500]
     events = make_events(10, seed=12)
     assert bq.insert_predictions(event_columns(events)).inserted == 10
@@ -87,7 +117,8 @@ def test_transient_errors_are_retried(fake, bq):
     assert len(fake.rows[(DATASET, "prediction_logs")]) == 10
 
 
-async def test_rows_that_can_never_load_are_dead_lettered(fake, bq, redis_server, key_prefix):
+async def test_stream_mode_rows_that_can_never_load_are_dead_lettered(fake, bq_stream, redis_server, key_prefix):
+    bq = bq_stream
     # The fake's table demands model_version; rule-based decisions have none, so those rows are invalid.
     table = fake.tables[(DATASET, "prediction_logs")]
     for field in table["schema"]["fields"]:
@@ -172,3 +203,210 @@ def test_audit_records_land_in_a_partitioned_model_events_table_with_their_ids(f
         False,
     )
     assert json.loads(first["evidence"]) == {"gate": {"passed": True}}
+
+
+# --- load mode (the default): load job into a staging table, then MERGE on prediction_id ---------------------------
+def _load_jobs(fake: FakeBigQuery) -> dict[str, dict]:
+    return {k: j for k, j in fake.jobs.items() if "load" in j["configuration"]}
+
+
+def test_a_batch_is_a_load_job_then_a_merge_with_deterministic_ids(fake, bq):
+    events = make_events(300, seed=21)
+    assert bq.insert_predictions(event_columns(events)).inserted == 300
+    key = batch_key(f"{PROJECT}.{DATASET}", [e.prediction_id for e in events])
+    staging = f"{STAGING_PREFIX}{key}"
+    (load_id,) = _load_jobs(fake)
+    assert load_id == f"bnpl_load_{key}_0"
+    load = fake.jobs[load_id]["configuration"]["load"]
+    assert load["sourceFormat"] == "NEWLINE_DELIMITED_JSON"
+    assert (load["writeDisposition"], load["createDisposition"]) == ("WRITE_TRUNCATE", "CREATE_NEVER")
+    assert load["destinationTable"]["tableId"] == staging
+    assert load["maxBadRecords"] == 10
+    assert [f["name"] for f in load["schema"]["fields"]] == [c.name for c in PREDICTION_LOGS]
+    assert fake.uploads == ["multipart"]  # under 5 MB; larger batches upload resumably (below)
+    # The staging table was created with an expiry (a crashed batch leaves nothing for long), then dropped.
+    created = [b for m, p, b in fake.requests if m == "POST" and p.endswith("/tables") and staging in json.dumps(b)]
+    assert len(created) == 1
+    assert "expirationTime" in created[0]
+    assert ("DELETE", f"/bigquery/v2/projects/{PROJECT}/datasets/{DATASET}/tables/{staging}", 204) in fake.statuses
+    assert (DATASET, staging) not in fake.tables
+    merge = fake.jobs[f"bnpl_merge_{key}_0"]["configuration"]["query"]["query"]
+    day = events[0].decision.assessment_timestamp[:10]
+    assert f"T.assessment_timestamp >= TIMESTAMP '{day}'" in merge  # the partition filter of the batch's days
+    assert fake.merges[0]["inserted"] == 300
+    # JSON columns hold the documents (a load would store text as a JSON string)
+    row = next(iter(fake.rows[(DATASET, "prediction_logs")].values()))
+    assert isinstance(row["risk_thresholds"], dict)
+
+    # The same batch again (a redelivery, whenever): its merge job is found done; nothing is loaded again.
+    fake.clock = lambda: time.time() + 3_600
+    result = bq.insert_predictions(event_columns(events))
+    assert (result.inserted, result.duplicates) == (0, 300)
+    assert len(_load_jobs(fake)) == 1
+    assert len(fake.merges) == 1
+    # With other companions (another key): loaded and merged, and only the new rows are added.
+    more = make_events(20, seed=22)
+    result = bq.insert_predictions(event_columns(events[:50] + more))
+    assert (result.inserted, result.duplicates) == (20, 50)
+    assert sorted(_landed_ids(fake).values()) == [1] * 320
+
+
+def test_a_large_batch_uploads_resumably(fake, bq):
+    events = make_events(4_000, seed=23)
+    assert bq.insert_predictions(event_columns(events)).inserted == 4_000
+    assert fake.uploads == ["resumable"]
+    assert [s for m, p, s in fake.statuses if m == "PUT"] == [200]
+    assert len(_landed_ids(fake)) == 4_000
+
+
+def test_a_retried_load_whose_job_id_exists_uses_that_job(fake, bq, monkeypatch):
+    events = make_events(200, seed=24)
+    merge = bq._merge
+
+    def crash(*args):  # the worker dies between the load and the MERGE
+        raise ConnectionError("worker died")
+
+    monkeypatch.setattr(bq, "_merge", crash)
+    with pytest.raises(ConnectionError):
+        bq.insert_predictions(event_columns(events))
+    monkeypatch.setattr(bq, "_merge", merge)
+    assert bq.insert_predictions(event_columns(events)).inserted == 200
+    conflicts = [(m, p) for m, p, s in fake.statuses if s == 409 and "/jobs" in p]
+    assert conflicts == [("POST", f"/upload/bigquery/v2/projects/{PROJECT}/jobs")]  # the id was taken: 409
+    assert len(_load_jobs(fake)) == 1  # fetched and reused, not loaded twice
+    assert sorted(_landed_ids(fake).values()) == [1] * 200
+
+
+async def _run_handler(bq, redis, keys, stream, *, max_deliveries=2):
+    config = ConsumerSettings(
+        max_wait_s=0.2, block_ms=100, claim_idle_ms=300, claim_every_s=0.2, max_deliveries=max_deliveries
+    )
+    handler = WarehouseHandler(bq, keys, redis, batching=(1_000, 0.3))
+    worker = ConsumerWorker(redis, keys, handler, config, name="bq")
+    assert worker.config.batch_size == 1_000  # the handler's batching replaces the group's
+    task = asyncio.create_task(worker.run())
+    await wait_group_drained(redis, stream, "warehouse", seconds=60)
+    worker.request_stop()
+    await task
+    return worker
+
+
+async def test_invalid_rows_are_dead_lettered_with_one_critical_data_quality_alert(fake, bq, redis_server, key_prefix):
+    events = make_events(300, seed=25)
+    bad_time = msgspec.structs.replace(
+        events[7], decision=msgspec.structs.replace(events[7].decision, assessment_timestamp="yesterday-ish")
+    )
+    events[7] = bad_time  # refused before loading (the schema check)
+    fake.reject_ids = {events[120].prediction_id: "No such field: surprise."}  # refused by BigQuery (maxBadRecords)
+    redis = aioredis.from_url(redis_server.url)
+    keys = Keys(key_prefix)
+    stream = keys.predictions()
+    try:
+        await add_events(redis, stream, events)
+        await _run_handler(bq, redis, keys, stream)
+        dead = await redis.xrange(keys.dead_letter(stream))
+        alerts = await _alerts(redis, keys)
+    finally:
+        await redis.aclose()
+    by_id = {decode_entry(f).record_id: f[b"error"].decode() for _, f in dead}
+    assert sorted(by_id) == sorted([events[7].prediction_id, events[120].prediction_id])
+    assert "assessment_timestamp: not a valid TIMESTAMP" in by_id[events[7].prediction_id]
+    assert "No such field: surprise." in by_id[events[120].prediction_id]
+    assert sorted(_landed_ids(fake).values()) == [1] * 298
+    quality = [a for a in alerts if a["kind"] == "warehouse_data_quality"]
+    assert len(quality) == 1  # rejected again at the redelivery: the same cause alerts once
+    assert quality[0]["severity"] == "critical"
+    assert quality[0]["value"] == 2
+    assert "No such field: surprise." in quality[0]["message"] or "not a valid TIMESTAMP" in quality[0]["message"]
+
+
+async def test_a_failing_upload_raises_one_critical_alert_and_lands_once_it_recovers(
+    fake, bq, redis_server, key_prefix
+):
+    fake.fail_loads = 7  # 3 attempts per call: the batch fails twice, then lands at its third delivery
+    events = make_events(500, seed=26)
+    redis = aioredis.from_url(redis_server.url)
+    keys = Keys(key_prefix)
+    stream = keys.predictions()
+    try:
+        await add_events(redis, stream, events)
+        worker = await _run_handler(bq, redis, keys, stream)
+        alerts = await _alerts(redis, keys)
+    finally:
+        await redis.aclose()
+    assert worker.stats.retries == 2
+    upload = [a for a in alerts if a["kind"] == "warehouse_upload_failed"]
+    assert len(upload) == 1  # once for the batch, not once per retry
+    assert upload[0]["severity"] == "critical"
+    assert "injected load failure" in upload[0]["message"]
+    assert sorted(_landed_ids(fake).values()) == [1] * 500
+    assert len(_load_jobs(fake)) == 8  # 7 failed attempts, each under the next id, then the one that landed
+
+
+async def test_20k_events_three_sigkills_and_a_late_redelivery_land_every_prediction_once(
+    fake, bq, tmp_path, redis_server, key_prefix
+):
+    """Worker processes on the fake: SIGKILLed mid-batch 3 times; then batches that already landed come again 10
+    minutes later (past any insertId window): the MERGE on prediction_id adds nothing."""
+    keys = Keys(key_prefix)
+    stream = keys.predictions()
+    events = make_events(20_000, seed=27)
+    redis = aioredis.from_url(redis_server.url)
+    try:
+        await add_events(redis, stream, events)
+        env = worker_env(
+            redis_server.url,
+            key_prefix,
+            tmp_path / "unused.duckdb",
+            tmp_path / "data",
+            BNPL_WAREHOUSE="bigquery",
+            BNPL_BQ_PROJECT=PROJECT,
+            BNPL_BQ_DATASET=DATASET,
+            BNPL_BQ_ENDPOINT=fake.endpoint,
+            BNPL_BQ_BATCH_ROWS="1000",
+            BNPL_BQ_BATCH_MAX_S="0.5",
+            BNPL_METRICS_PORT="0",
+        )
+        await kill_workers_mid_batch(redis, stream, "warehouse", env, kills=3)
+        landed = _landed_ids(fake)
+        assert len(landed) == 20_000
+        assert set(landed.values()) == {1}
+
+        # A late redelivery (10 minutes on): one batch exactly as it landed, and one of other companions.
+        fake.clock = lambda: time.time() + 600
+        entries = {decode_entry(f).record_id: Entry(stream, i.decode(), f) for i, f in await redis.xrange(stream)}
+        loads = len(_load_jobs(fake))
+        first_load = next(ids for job_id, ids in fake.loaded.items())
+        handler = WarehouseHandler(bq, keys, redis)
+        result = await handler.handle([entries[pid] for pid in first_load])
+        assert result.failed == {}
+        assert len(_load_jobs(fake)) == loads  # its merge job is found done: nothing loaded again
+        mixed = [entries[e.prediction_id] for e in events[500:1_700]]
+        assert (await handler.handle(mixed)).failed == {}
+        assert fake.merges[-1]["inserted"] == 0
+    finally:
+        await redis.aclose()
+    landed = _landed_ids(fake)
+    assert len(landed) == 20_000
+    assert set(landed.values()) == {1}
+    assert set(landed) == {e.prediction_id for e in events}
+
+
+async def test_events_waiting_longer_than_the_max_delay_raise_a_warning(bq, redis_server, key_prefix):
+    redis = aioredis.from_url(redis_server.url)
+    keys = Keys(key_prefix)
+    stream = keys.predictions()
+    try:
+        await add_events(redis, stream, make_events(5, seed=28))
+        await redis.xgroup_create(stream, "warehouse", id="0")
+        handler = WarehouseHandler(bq, keys, redis, max_delay_s=0.5)
+        await handler.tick()
+        assert await _alerts(redis, keys) == []  # not late yet
+        await asyncio.sleep(0.6)
+        handler._last_delay_check = 0.0
+        await handler.tick()
+        (alert,) = await _alerts(redis, keys)
+    finally:
+        await redis.aclose()
+    assert (alert["kind"], alert["severity"]) == ("warehouse_delay", "warning")
+    assert stream in alert["message"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 import uuid
 
 import pytest
@@ -15,7 +14,7 @@ PROJECT = os.environ.get("BNPL_BQ_CONTRACT_PROJECT")
 pytestmark = pytest.mark.skipif(not PROJECT, reason="set BNPL_BQ_CONTRACT_PROJECT and Google credentials")
 
 
-def test_real_bigquery_tables_and_idempotent_inserts():
+def test_real_bigquery_tables_and_exactly_once_batch_loads():
     from warehouse.bigquery_store import BigQueryWarehouse, bigquery_client
 
     client = bigquery_client(str(PROJECT))
@@ -26,11 +25,14 @@ def test_real_bigquery_tables_and_idempotent_inserts():
         table = client.get_table(f"{PROJECT}.{dataset}.prediction_logs")
         assert table.time_partitioning.field == "assessment_timestamp"
         assert table.clustering_fields == ["customer_id", "selected_model"]
-        columns = event_columns(make_events(20, seed=1))
-        assert warehouse.insert_predictions(columns).rejected == {}
-        warehouse.insert_predictions(columns)  # redelivery
-        time.sleep(5)
-        rows = list(client.query(f"SELECT count(*) AS n FROM `{PROJECT}.{dataset}.prediction_logs_dedup`").result())
-        assert rows[0]["n"] == 20
+        events = make_events(20, seed=1)
+        columns = event_columns(events)
+        assert warehouse.insert_predictions(columns).inserted == 20  # load job + MERGE (the default mode)
+        assert warehouse.insert_predictions(columns).duplicates == 20  # redelivery: its merge job is found done
+        assert warehouse.insert_predictions(event_columns(events[:5] + make_events(3, seed=2))).inserted == 3
+        rows = list(client.query(f"SELECT count(*) AS n FROM `{PROJECT}.{dataset}.prediction_logs`").result())
+        assert rows[0]["n"] == 23  # no streaming buffer: every row is there at once, each once
+        staging = [t.table_id for t in client.list_tables(f"{PROJECT}.{dataset}") if t.table_id.startswith("_")]
+        assert staging == []  # staging tables dropped after their MERGE
     finally:
         client.delete_dataset(f"{PROJECT}.{dataset}", delete_contents=True, not_found_ok=True)

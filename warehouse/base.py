@@ -26,6 +26,15 @@ class InsertResult:
     rejected: dict[str, str] = field(default_factory=dict)  # prediction_id -> error
 
 
+class BatchUploadError(RuntimeError):
+    """A batch could not be landed after the sink's retries (``batch``: its key; ``errors``: the first errors)."""
+
+    def __init__(self, batch: str, errors: list[str]) -> None:
+        super().__init__(f"batch {batch} not landed in the warehouse: {'; '.join(errors[:3])}")
+        self.batch = batch
+        self.errors = errors
+
+
 @dataclass(slots=True)
 class OutcomeResult:
     """What landing a batch of outcomes did: loans new to the table, loans whose outcome a later one replaced, and
@@ -251,7 +260,9 @@ def make_warehouse(settings: WarehouseSettings) -> Warehouse:
 
         if not settings.bq_project:
             raise ValueError("BNPL_WAREHOUSE=bigquery needs BNPL_BQ_PROJECT")
-        return BigQueryWarehouse(bigquery_client(settings.bq_project), settings.bq_dataset, settings.bq_location)
+        endpoint = settings.bq_endpoint or None
+        client = bigquery_client(settings.bq_project, endpoint=endpoint, anonymous=endpoint is not None)
+        return BigQueryWarehouse(client, settings.bq_dataset, settings.bq_location, mode=settings.bq_mode)
     if settings.warehouse == "duckdb":
         from warehouse.duckdb_store import DuckDBWarehouse
 

@@ -8,22 +8,48 @@ analysis date; the view ``model_metrics_current`` holds the latest value of each
 ``prediction_logs`` is never written to: starting fails with the command that migrates it (``bnpl warehouse
 migrate``, see ``warehouse.migrations``).
 
-Loading uses the streaming API (``tabledata.insertAll``) with ``insertId = prediction_id`` and ``skipInvalidRows``.
-Guarantee: a batch redelivered by Redis (worker crash, retry after a timeout) is deduplicated by BigQuery on
-insertId — best effort, within its de-duplication window (about a minute) — so the common retry cases land once; for
-strict exactly-once *reads* whatever the timing, query the view ``prediction_logs_dedup`` (one row per
-prediction_id), created beside the table. Rows BigQuery rejects as invalid are reported per row and go to the
-dead-letter stream; any other failure raises so the runtime retries the batch. Transient HTTP errors (429, 5xx,
-connection errors) are retried by the client with exponential backoff and jitter up to a deadline.
+Prediction events load one batch at a time (``BNPL_BQ_MODE=load``, the default). Each batch the warehouse group
+hands over is written as newline-delimited JSON into its own staging table (``_staging_prediction_logs_<key>``,
+created with a one-day expiration, loaded with ``WRITE_TRUNCATE``) by a load job — free, and outside the
+streaming buffer — then one ``MERGE`` into ``prediction_logs`` inserts the rows whose ``prediction_id`` is not
+there yet; its ``ON`` clause filters the target on the batch's ``assessment_timestamp`` days, so it reads only those
+partitions (a prediction's row always lands in its own assessment day). A staging table per batch: concurrent
+workers never share one, and no staging table sees more than one load (only the MERGEs count against the
+per-table daily quota of ``prediction_logs``). ``<key>`` hashes the dataset and the batch's sorted prediction ids,
+and the job ids derive from it (``bnpl_load_<key>_<n>``, ``bnpl_merge_<key>_<n>``): a redelivered batch — after a
+worker died, whatever the delay — finds its merge job done and loads nothing; a retried job whose id exists (409)
+is fetched and its result used instead of loading twice; a failed job is followed by the next ``n``. The MERGE
+itself adds no row for an id already in the table, so exactly-once holds even when a batch comes back with other
+companions (another key). Rows are validated against the table schema before loading; those that fail, and those
+BigQuery still refuses (``maxBadRecords``, mapped back through the byte position its error names), are reported
+per row and go to the dead-letter stream.
+
+Newline-delimited JSON rather than Parquet: the rows are the documents the events already are (no pyarrow
+dependency, no list/JSON logical-type mapping for the REPEATED and JSON columns), and BigQuery names a refused
+row by its byte position, which maps back to the stream entry; loads are free either way, and a 10,000-row batch
+is ≈ 14 MB (one resumable upload).
+
+``BNPL_BQ_MODE=stream`` keeps the legacy streaming ``insertAll`` (``insertId = prediction_id``,
+``skipInvalidRows``: best-effort de-duplication for about a minute; the view ``prediction_logs_dedup`` is for that
+mode and for tables written by it). Transient HTTP errors (429, 5xx, connection errors) are retried by the client
+with exponential backoff and jitter up to a deadline; a batch whose jobs keep failing raises
+:class:`BatchUploadError` (the group raises one alert per batch and the runtime retries it).
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
-from datetime import UTC, datetime
+import math
+import re
+import time
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import msgspec
+import orjson
 from google.api_core import exceptions as gexc
 from google.api_core.retry import Retry, if_transient_error
 from google.cloud import bigquery
@@ -36,12 +62,14 @@ from schemas.warehouse import (
     MODEL_METRICS_PARTITION_COLUMN,
     OUTCOMES_PARTITION_COLUMN,
     PARTITION_COLUMN,
+    PREDICTION_LOGS,
     TABLES,
     WAREHOUSE_SCHEMA_VERSION,
     Column,
 )
 from warehouse.base import (
     OUTCOME_COUNTS_SQL,
+    BatchUploadError,
     Columns,
     InsertResult,
     OutcomeResult,
@@ -66,6 +94,15 @@ BQ_TYPES = {
 }
 PARTITION_EXPIRATION_MS = 2 * 365 * 24 * 3600 * 1000
 ROWS_PER_REQUEST = 500
+MODES = ("load", "stream")
+#: Staging tables of batches expire after this (a batch abandoned mid-way leaves nothing behind for long).
+STAGING_EXPIRATION = timedelta(days=1)
+STAGING_PREFIX = "_staging_prediction_logs_"
+#: Fresh job attempts within one call before the batch fails (the runtime retries it later, with the next ids).
+JOB_ATTEMPTS = 3
+#: Rows BigQuery may still refuse in one load job (beyond the validation before loading): 1 %, at least 10.
+BAD_RECORD_SHARE = 0.01
+_POSITION = re.compile(r"position (\d+)")
 _EVENTS = msgspec.json.Decoder(PredictionEvent)
 #: The current outcome of each loan (see ``warehouse.base.plan_outcomes`` for the precedence).
 OUTCOMES_CURRENT_SQL = """
@@ -104,13 +141,25 @@ def schema_fields(columns: list[Column]) -> list[bigquery.SchemaField]:
 
 
 class BigQueryWarehouse:
-    """Idempotent (insertId) streaming inserts into BigQuery."""
+    """Exactly-once batch loads (load job + MERGE) into BigQuery, or the legacy streaming inserts."""
 
-    def __init__(self, client: bigquery.Client, dataset: str, location: str = "US", retry: Retry = RETRY) -> None:
+    def __init__(
+        self,
+        client: bigquery.Client,
+        dataset: str,
+        location: str = "US",
+        retry: Retry = RETRY,
+        mode: str = "load",
+        job_retry_delay_s: float = 2.0,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"BNPL_BQ_MODE must be one of {MODES}, not {mode!r}")
         self.client = client
         self.dataset = f"{client.project}.{dataset}"
         self.location = location
         self.retry = retry
+        self.mode = mode
+        self.job_retry_delay_s = job_retry_delay_s
 
     def table_definition(self, name: str) -> bigquery.Table:
         columns, _ = TABLES[name]
@@ -234,6 +283,138 @@ class BigQueryWarehouse:
         return result, rejected
 
     def insert_predictions(self, columns: Columns) -> InsertResult:
+        """Land ``prediction_logs`` rows (``BNPL_BQ_MODE``: load job + MERGE, or streaming inserts)."""
+        return self.load_predictions(columns) if self.mode == "load" else self.stream_predictions(columns)
+
+    # --- load mode -------------------------------------------------------------------------------------------------
+    def load_predictions(self, columns: Columns) -> InsertResult:
+        """Validate, load into the batch's staging table, MERGE on prediction_id; see the module docstring."""
+        result = InsertResult()
+        rows: dict[str, dict[str, Any]] = {}
+        for row in rows_of(columns):
+            problem = row_problem(row)
+            if problem is not None:
+                result.rejected[str(row.get("prediction_id"))] = f"invalid for prediction_logs: {problem}"
+            else:
+                rows.setdefault(row["prediction_id"], load_row(row))
+        if not rows:
+            return result
+        key = batch_key(self.dataset, list(rows))
+        staging = f"{self.dataset}.{STAGING_PREFIX}{key}"
+        if self._landed(key) is None:
+            refused = self._load_staging(key, staging, list(rows.values()))
+            result.rejected.update(refused)
+            loaded = [r for r in rows.values() if r["prediction_id"] not in refused]
+            if loaded:
+                merge = self._merge(key, staging, loaded)
+                result.inserted = int(merge.num_dml_affected_rows or 0)
+            result.duplicates = len(loaded) - result.inserted
+        else:
+            result.duplicates = len(rows)  # this very batch landed before (redelivered): nothing to do
+        self.client.delete_table(staging, not_found_ok=True, retry=self.retry)
+        return result
+
+    def _job_id(self, kind: str, key: str, attempt: int) -> str:
+        return f"bnpl_{kind}_{key}_{attempt}"
+
+    def _landed(self, key: str) -> bigquery.QueryJob | None:
+        """The batch's merge job that succeeded, if any (a redelivery of a landed batch)."""
+        for attempt in range(100):
+            try:
+                job = self.client.get_job(self._job_id("merge", key, attempt), location=self.location, retry=self.retry)
+            except gexc.NotFound:
+                return None
+            if job.state == "DONE" and job.error_result is None:
+                return job  # type: ignore[return-value]
+        return None
+
+    def _run(self, kind: str, key: str, start: Callable[[str], Any], usable: Callable[[Any], bool]) -> Any:
+        """Run the batch's ``kind`` job: ids ``bnpl_<kind>_<key>_<n>`` in turn. A free id starts a job; an id taken
+        (409: a retry, or an earlier delivery) is fetched, and its result used when it succeeded and is still
+        ``usable``; a failed job moves on to the next id. ``JOB_ATTEMPTS`` fresh failures fail the batch."""
+        errors: list[str] = []
+        failures = 0
+        for attempt in range(100):
+            job_id = self._job_id(kind, key, attempt)
+            fresh = True
+            try:
+                job = self.retry(start)(job_id)
+            except gexc.Conflict:
+                fresh = False
+                job = self.client.get_job(job_id, location=self.location, retry=self.retry)
+                log.info("BigQuery %s job %s exists (state %s): using its result", kind, job_id, job.state)
+            try:
+                job.result(retry=self.retry)
+            except gexc.GoogleAPICallError as exc:
+                found = [str(e.get("message", e)) for e in (job.errors or [])] or [str(exc)]
+                if fresh:
+                    failures += 1
+                    errors += found
+                    log.warning("BigQuery %s job %s failed: %s", kind, job_id, "; ".join(found[:3]))
+                    if failures >= JOB_ATTEMPTS:
+                        raise BatchUploadError(key, errors) from exc
+                    time.sleep(self.job_retry_delay_s * failures)
+                continue
+            if fresh or usable(job):
+                return job
+        raise BatchUploadError(key, errors or [f"no free {kind} job id"])
+
+    def _load_staging(self, key: str, staging: str, rows: list[dict[str, Any]]) -> dict[str, str]:
+        """Load ``rows`` into ``staging``; returns the rows BigQuery refused (by prediction_id, with why)."""
+        table = bigquery.Table(staging, schema=schema_fields(list(PREDICTION_LOGS)))
+        table.expires = datetime.now(UTC) + STAGING_EXPIRATION
+        table.description = f"Staging of one warehouse batch ({key}); dropped after its MERGE."
+        self.client.create_table(table, exists_ok=True, retry=self.retry)
+        data, offsets = ndjson(rows)
+        config = bigquery.LoadJobConfig(
+            source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
+            schema=schema_fields(list(PREDICTION_LOGS)),
+            write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
+            create_disposition=bigquery.CreateDisposition.CREATE_NEVER,
+            max_bad_records=max(10, int(len(rows) * BAD_RECORD_SHARE)),
+        )
+
+        def start(job_id: str) -> bigquery.LoadJob:
+            return self.client.load_table_from_file(
+                io.BytesIO(data), staging, size=len(data), job_id=job_id, job_config=config, location=self.location
+            )
+
+        def usable(job: bigquery.LoadJob) -> bool:  # an earlier load of this batch: its staging table must be there
+            try:
+                self.client.get_table(staging, retry=self.retry)
+            except gexc.NotFound:
+                return False
+            return True
+
+        job: bigquery.LoadJob = self._run("load", key, start, usable)
+        refused: dict[str, str] = {}
+        unplaced: list[str] = []
+        for error in job.errors or []:
+            message = str(error.get("message", ""))
+            found = _POSITION.search(message)
+            row = offsets.get(int(found.group(1))) if found else None
+            if row is None:
+                unplaced.append(message)
+            else:
+                refused[rows[row]["prediction_id"]] = f"BigQuery refused the row: {message}"
+        loaded = job.output_rows
+        if loaded is not None and loaded + len(refused) != len(rows):  # refused rows we cannot name: retry the batch
+            counts = f"{len(rows)} rows, {loaded} loaded, {len(refused)} refused"
+            raise BatchUploadError(key, [counts, *unplaced])
+        return refused
+
+    def _merge(self, key: str, staging: str, rows: list[dict[str, Any]]) -> bigquery.QueryJob:
+        days = [_timestamp(r[PARTITION_COLUMN]).date() for r in rows]
+        sql = merge_sql(f"{self.dataset}.prediction_logs", staging, min(days), max(days))
+
+        def start(job_id: str) -> bigquery.QueryJob:
+            return self.client.query(sql, job_id=job_id, location=self.location, job_retry=None)
+
+        job: bigquery.QueryJob = self._run("merge", key, start, lambda _job: True)
+        return job
+
+    # --- stream mode -----------------------------------------------------------------------------------------------
+    def stream_predictions(self, columns: Columns) -> InsertResult:
         rows = rows_of(columns)
         ids = columns["prediction_id"]
         result = InsertResult()
@@ -355,6 +536,98 @@ class BigQueryWarehouse:
 
     def close(self) -> None:
         self.client.close()  # type: ignore[no-untyped-call]
+
+
+def batch_key(dataset: str, prediction_ids: list[str]) -> str:
+    """The batch's key (its job ids and staging table derive from it): a hash of the dataset (job ids are unique
+    per project, and two datasets may load the same events) and the batch's sorted prediction ids."""
+    return hashlib.sha256("\n".join([dataset, *sorted(prediction_ids)]).encode()).hexdigest()[:32]
+
+
+def merge_sql(target: str, staging: str, first_day: date, last_day: date) -> str:
+    """Insert the staged rows whose prediction_id is not in ``target``; the target is read only in the batch's
+    assessment days (partition pruning: a prediction's row is always in its assessment day)."""
+    names = ", ".join(f"`{c.name}`" for c in PREDICTION_LOGS)
+    end = last_day + timedelta(days=1)
+    lines = [
+        f"MERGE `{target}` T",
+        f"USING `{staging}` S",
+        "ON T.prediction_id = S.prediction_id",
+        f"  AND T.{PARTITION_COLUMN} >= TIMESTAMP '{first_day.isoformat()}'"
+        f" AND T.{PARTITION_COLUMN} < TIMESTAMP '{end.isoformat()}'",
+        f"WHEN NOT MATCHED THEN INSERT ({names}) VALUES ({names})",  # noqa: S608 - our own names
+    ]
+    return "\n".join(lines)
+
+
+def _timestamp(value: Any) -> datetime:
+    parsed = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace(" ", "T"))
+    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "STRING": lambda v: isinstance(v, str),
+    "FLOAT": lambda v: isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v),
+    "INTEGER": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "BOOLEAN": lambda v: isinstance(v, bool),
+    "JSON": lambda v: isinstance(v, str),
+}
+
+
+def _value_ok(kind: str, value: Any) -> bool:
+    if kind == "TIMESTAMP":
+        try:
+            _timestamp(value)
+        except (TypeError, ValueError):
+            return False
+        return True
+    return _CHECKS[kind.removesuffix("_ARRAY")](value)
+
+
+def row_problem(row: dict[str, Any]) -> str | None:
+    """Why a ``prediction_logs`` row (as :func:`warehouse.base.event_columns` makes it) cannot load, or None: what
+    BigQuery checks — required values present, values of the column's type, finite floats, parseable timestamps."""
+    for column in PREDICTION_LOGS:
+        value = row.get(column.name)
+        if column.kind.endswith("_ARRAY"):
+            if value is None:
+                continue
+            if not isinstance(value, list | tuple) or not all(_value_ok(column.kind, v) for v in value):
+                return f"{column.name}: expected an array of {column.kind.removesuffix('_ARRAY')}"
+        elif value is None:
+            if not column.nullable:
+                return f"{column.name}: required, missing"
+        elif not _value_ok(column.kind, value):
+            return f"{column.name}: not a valid {column.kind} ({str(value)[:40]!r})"
+    return None
+
+
+def load_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A validated row for a JSON load: JSON columns as the document itself (a load stores text as a JSON string),
+    timestamps as ISO-8601 text."""
+    out = {}
+    for column in PREDICTION_LOGS:
+        value = row.get(column.name)
+        if column.kind == "JSON" and isinstance(value, str):
+            value = orjson.loads(value)
+        elif isinstance(value, datetime):
+            value = value.isoformat()
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[column.name] = value
+    return out
+
+
+def ndjson(rows: list[dict[str, Any]]) -> tuple[bytes, dict[int, int]]:
+    """Newline-delimited JSON of ``rows`` and each line's byte position → row index (BigQuery names a refused
+    row by the position it starts at)."""
+    buffer = io.BytesIO()
+    offsets: dict[int, int] = {}
+    for i, row in enumerate(rows):
+        offsets[buffer.tell()] = i
+        buffer.write(orjson.dumps(row))
+        buffer.write(b"\n")
+    return buffer.getvalue(), offsets
 
 
 def _json_row(row: dict[str, Any]) -> dict[str, Any]:
