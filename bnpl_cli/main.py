@@ -444,6 +444,13 @@ def build_parser() -> argparse.ArgumentParser:
         func=lambda args: drift_report.run(_settings(args, reads_registry=True), args, _redis)
     )
 
+    from bnpl_cli import reconcile
+
+    reconcile.add_parser(sub)
+    sub.choices["reconcile"].set_defaults(
+        func=lambda args: reconcile.run(_settings(args, reads_registry=True), args, _redis)
+    )
+
     report = sub.add_parser("ab-report", help="A/B report of an experiment (terminal + HTML + MLflow run)")
     report.add_argument("experiment", help="experiment name (bnpl experiment list)")
     report.add_argument("--html", help="where to write the HTML report (default: a temp file)")

@@ -131,6 +131,7 @@ def performance_text(result: Any) -> str:
         f"performance, {w.cadence} analysis of {w.analysis_date} — matured cohort: decisions of "
         f"{w.cohort_start:%Y-%m-%d} – {w.cohort_end:%Y-%m-%d}",
         f"  measured on {r.population}",
+        *(f"  {line}" for line in result.reconciliation),
         f"  {r.decisions:,} decisions, {r.funded:,} funded ({r.reviews_funded:,} after review), {r.labelled:,} with "
         f"an outcome, {r.approved_without_outcome:,} approved without one yet",
     ]

@@ -7,6 +7,7 @@ Streams that are not sharded (alerts) carry their own name as tag, so their dead
 
     bnpl:predictions:{0}            prediction events of shard 0 (customer_id → shard by crc32)
     bnpl:predictions:{0}:pub        last block sequence written per API instance (idempotent publishing)
+    bnpl:predictions:{0}:ledger:<day>   events the API published that UTC day, per instance|experiment|arm
     bnpl:predictions:{0}:dead       entries a group failed too often, with the error
     bnpl:mlflow:{0}:agg:<exp>|<arm>|<version>|<window>    per-window counts of shard 0 (MLflow group)
     bnpl:mlflow:{0}:open / :late / :closed:<window>       windows waiting to be logged, late events, logged windows
@@ -121,6 +122,9 @@ def dead_letter_fields(
     }
 
 
+#: Ledger field "experiment" of traffic outside any experiment (the MLflow group's ``live``).
+LEDGER_LIVE: Final = "live"
+
 #: Cluster key slots (Redis Cluster hashes the hash tag with CRC16 into this many).
 SLOTS: Final = 16_384
 
@@ -216,6 +220,32 @@ class Keys:
     def publish_state(stream: str) -> str:
         """Hash of the last block sequence each API instance wrote to ``stream`` (same slot as the stream)."""
         return f"{stream}:pub"
+
+    @staticmethod
+    def ledger(stream: str, day: str) -> str:
+        """Published ledger of ``stream`` for UTC ``day`` (``YYYY-MM-DD``): a hash of event counts per
+        ``<instance>|<experiment or live>|<arm>``, added to by the publish script for the blocks it writes (same slot
+        as the stream); read by ``bnpl reconcile``.
+
+        >>> Keys.ledger("bnpl:predictions:{0}", "2026-11-27")
+        'bnpl:predictions:{0}:ledger:2026-11-27'
+        """
+        return f"{stream}:ledger:{day}"
+
+    @staticmethod
+    def ledger_field(instance: str, experiment: str, arm: str) -> str:
+        """A ledger field: ``<instance>|<experiment id, or live>|<arm>``."""
+        return f"{instance}|{experiment}|{arm}"
+
+    @staticmethod
+    def parse_ledger_field(field: str) -> tuple[str, str, str]:
+        """(instance, experiment, arm) of a ledger field (the instance may itself hold ``|``).
+
+        >>> Keys.parse_ledger_field("api-1|live|champion")
+        ('api-1', 'live', 'champion')
+        """
+        instance, experiment, arm = field.rsplit("|", 2)
+        return instance, experiment, arm
 
     @staticmethod
     def dead_letter(stream: str) -> str:

@@ -124,6 +124,12 @@ class PublisherSettings:
     publish_wait_ms: int = setting(
         "BNPL_PUBLISH_WAIT_MS", 200, "longest WAIT (ms) for those replicas' acknowledgement of a block"
     )
+    ledger_retention_days: int = setting(
+        "BNPL_LEDGER_RETENTION_DAYS",
+        400,
+        "days a published-ledger hash (events per day and instance, read by `bnpl reconcile`) is kept after its "
+        "last write",
+    )
 
     def spool_path(self, instance_id: str) -> Path:
         """The spool file of API instance ``instance_id``."""
@@ -226,6 +232,31 @@ class WarehouseSettings:
     )
     bq_dataset: str = setting("BNPL_BQ_DATASET", "bnpl", "BigQuery dataset")
     bq_location: str = setting("BNPL_BQ_LOCATION", "US", "BigQuery location of the dataset")
+    bq_mode: str = setting(
+        "BNPL_BQ_MODE",
+        "load",
+        "`load`: each batch is a free load job into a staging table, then one MERGE on prediction_id (exactly "
+        "once); `stream`: the legacy streaming `insertAll` (insertId, about a minute of de-duplication; reserved "
+        "for a Storage Write API mode)",
+    )
+    bq_batch_rows: int = setting(
+        "BNPL_BQ_BATCH_ROWS",
+        10_000,
+        "BigQuery `load` mode: rows per batch of the warehouse group (replaces `BNPL_CONSUMER_BATCH`); one load "
+        "job and one MERGE each",
+    )
+    bq_batch_max_s: float = setting(
+        "BNPL_BQ_BATCH_MAX_S",
+        300.0,
+        "BigQuery `load` mode: a partial batch is loaded at this age, not before (replaces `BNPL_CONSUMER_WAIT_S`): "
+        "≤ 86,400 / this MERGEs a day per worker (288), against 1,500 table operations per table a day",
+    )
+    bq_max_delay_s: float = setting(
+        "BNPL_BQ_MAX_DELAY_S", 21_600.0, "warning alert when the oldest event not yet in BigQuery is older (s)"
+    )
+    bq_endpoint: str = setting(
+        "BNPL_BQ_ENDPOINT", "", "BigQuery API endpoint override (an emulator; anonymous credentials)", shown="—"
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,9 @@ Exactly-once without an external store: a Lua script acks every entry and counts
 only if that ``XACK`` acked it, in one atomic step — a redelivered or re-handled entry is never counted twice.
 Aggregates are kept per stream shard, in the shard's hash slot (``common.keys``), so the script touches one slot.
 Windows are tumbling by event time (``window_s``); a window is logged once it is older than
-``window_s + lateness_s``: it is first marked closed in every shard (from then on the script counts its events as
+``window_s + lateness_s`` — measured from now, or, while the group is behind, from the oldest entry it has not
+counted yet (pending, or not delivered), so a group lagging more than ``lateness_s`` does not turn its backlog into
+late events: it is first marked closed in every shard (from then on the script counts its events as
 late, atomically), then the shards' aggregates are summed and logged with ``log_batch`` (step = the window's index
 counted from the run's first window, timestamp = the window's end, so re-logging after a crash writes identical
 points; a run's start is its first window's start and it is FINISHED at its last logged window's end), then
@@ -27,9 +29,10 @@ import time
 from datetime import datetime
 from typing import Any
 
-from redis.exceptions import LockError
+from redis.exceptions import LockError, ResponseError
 
 from common.keys import Keys
+from common.redis_client import text
 from common.settings import ConsumerSettings, RegistrySettings
 from consumers.base import BatchResult, Entry, decode_entries
 from decision.policy import FALLBACK_POLICY, THRESHOLD_POLICY
@@ -243,7 +246,7 @@ class MlflowMetricsHandler:
     async def flush_closed_windows(self, now: float | None = None) -> int:
         """Log every window older than window + lateness; returns how many (experiment, arm, version, window)
         aggregates were logged."""
-        cutoff = (now or time.time()) - self.lateness_s
+        cutoff = min(now or time.time(), await self._watermark()) - self.lateness_s
         if not await self._due(cutoff):
             return 0
         # One worker of the group logs at a time (the others hold other shards and would log the same windows).
@@ -255,6 +258,27 @@ class MlflowMetricsHandler:
         finally:
             with contextlib.suppress(LockError):  # held longer than its timeout: another worker may log again
                 await lock.release()
+
+    async def _watermark(self) -> float:
+        """Seconds: this group has counted every entry of every shard added before it — the oldest entry pending or
+        not yet delivered (an entry's id is its XADD time, just after its decision); ``inf`` when nothing waits."""
+        mark = math.inf
+        for stream in self._streams:
+            try:
+                pending = await self.redis.xpending(stream, self.group)
+                first = pending["min"] if pending and int(pending.get("pending") or 0) else None
+                if first is None:
+                    state = next(
+                        (g for g in await self.redis.xinfo_groups(stream) if text(g["name"]) == self.group), None
+                    )
+                    head = text((await self.redis.xinfo_stream(stream))["last-generated-id"])
+                    if state is not None and text(state["last-delivered-id"]) != head:
+                        first = state["last-delivered-id"]  # what waits comes after it
+            except ResponseError:  # no stream or no group yet: nothing of it waits for this group
+                continue
+            if first is not None:
+                mark = min(mark, int(text(first).split("-")[0]) / 1000)
+        return mark
 
     async def _flush(self, cutoff: float) -> int:
         windows = {window for (_, _, _, window) in await self._due(cutoff)}

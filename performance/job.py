@@ -23,6 +23,12 @@ No alert below ``BNPL_PERFORMANCE_MIN_LOANS`` matured loans with an outcome, and
 loans than that: a shadow-scored version is measured and reported (MLflow, ``model_metrics``, the HTML report, its
 paired comparison with the champion) — it decides nothing, so nothing about it needs an operator now; promotion
 review reads its figures.
+
+**Reconciliation first.** Before analysing, the days of the matured cohort and of the fresh period are reconciled
+(``bnpl reconcile``: the API's published ledger against the warehouse's rows per day and API instance). A mismatch
+does not stop the analysis — outcomes and decisions already landed are still worth measuring, and a blocked weekly
+job would hide the very report that shows the gap — it is a warning in the report (``JobResult.reconciliation``) and
+in the log. Without ``BNPL_REDIS_URL`` (the ledger lives in Redis) or with BigQuery, the report says it was not run.
 """
 
 from __future__ import annotations
@@ -74,6 +80,8 @@ class JobResult:
     html: Path | None = None
     outcome_counts: dict[str, int] = field(default_factory=dict)
     verdict: Any = None  # the guardian's verdict (set by governance.guardian.guarded_analysis)
+    #: what reconciling the period's days found: a summary line, then one warning per mismatch
+    reconciliation: list[str] = field(default_factory=list)
 
 
 def run_name(cadence: str, analysis_date: date) -> str:
@@ -444,6 +452,48 @@ def log_runs(
     return runs, kept
 
 
+def reconcile_period(settings: Settings, days: list[date], store: Any) -> list[str]:
+    """Reconcile ``days`` (published ledger vs the warehouse ``store``): a summary line, then one line per
+    mismatch. Never raises: the analysis goes on whatever this finds."""
+    from performance.reconcile import IN_FLIGHT, WAREHOUSE, reconcile, warnings
+    from warehouse.duckdb_store import DuckDBWarehouse
+
+    span = f"{days[0]} – {days[-1]}"
+    if not settings.streams.redis_url:
+        return [f"reconciliation of {span} not run: the published ledger lives in Redis and BNPL_REDIS_URL is not set"]
+    if not isinstance(store, DuckDBWarehouse):
+        return [f"reconciliation of {span} not run: it reads the DuckDB warehouse"]
+    try:
+        result = reconcile(settings, days, sinks=(WAREHOUSE,), warehouse=store)
+    except Exception as exc:
+        log.warning("performance: reconciliation of %s failed (%s: %s)", span, exc.__class__.__name__, exc)
+        return [f"reconciliation of {span} not run ({exc.__class__.__name__}: {exc})"]
+    if not result.recorded:
+        return [f"reconciliation of {span}: no published ledger for these days (not judged)"]
+    flowing = sum(1 for r in result.rows if r.status == IN_FLIGHT)
+    tail = f", {flowing} (day, instance) still in flight" if flowing else ""
+    if result.ok:
+        return [f"reconciliation of {span}: the warehouse holds what the API published{tail}"]
+    lines = warnings(result)
+    log.warning("performance: reconciliation of %s found %d mismatch(es): %s", span, len(result.mismatches), lines)
+    return [
+        f"WARNING reconciliation of {span}: {len(result.mismatches)} (day, instance) differ from what the API "
+        f"published{tail} — the analysis below ran regardless",
+        *lines,
+    ]
+
+
+def period_days(win: Any) -> list[date]:
+    """The UTC days of an analysis' matured cohort and fresh period."""
+    days: set[date] = set()
+    for start, end in ((win.cohort_start, win.cohort_end), (win.fresh_start, win.fresh_end)):
+        day = start.date()
+        while datetime.combine(day, datetime.min.time(), tzinfo=UTC) < end:
+            days.add(day)
+            day += timedelta(days=1)
+    return sorted(days)
+
+
 def run_analysis(
     settings: Settings,
     analysis_date: date,
@@ -464,11 +514,12 @@ def run_analysis(
     perf = settings.performance
     win = windows(analysis_date, cadence or perf.cadence, perf.maturity_days)
     store = warehouse or make_warehouse(settings.warehouse)
+    reconciliation = reconcile_period(settings, period_days(win), store)
     columns = store.performance_rows(win.read_start, win.fresh_end, perf.time_column)
     report = analyse(loans_of(columns), win, references(settings) if log_mlflow or send_alerts else {}, perf.alpha)
     rows = metric_rows(report, datetime.now(UTC))
     store.write_metrics(rows)
-    result = JobResult(report, len(rows), outcome_counts=store.outcome_counts())
+    result = JobResult(report, len(rows), outcome_counts=store.outcome_counts(), reconciliation=reconciliation)
     result.alerts = findings(report, settings)
     if send_alerts and settings.streams.redis_url:
         result.alerts, result.raised = asyncio.run(_raise(settings, report, result.alerts))

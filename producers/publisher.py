@@ -38,12 +38,13 @@ import random
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 from redis import exceptions as redis_errors
 
-from common.keys import Keys, lua_xadd_entry
+from common.keys import LEDGER_LIVE, Keys, lua_xadd_entry
 from common.redact import redact_text
 from common.settings import PublisherSettings
 from producers.outage import Outage, PublishHealth
@@ -54,17 +55,21 @@ from schemas.events import PREDICTION_EVENT_VERSION, PredictionEvent, projection
 
 log = logging.getLogger(__name__)
 
-#: KEYS: stream, publish-state hash (same slot). ARGV: instance, schema version, codec, then per block its sequence
-#: number, its prediction ids (newline-terminated), the byte lengths of its payloads (comma-separated) and the
-#: payloads themselves, concatenated (compressed payloads are binary: no separator is safe inside them). A block at
-#: or below the instance's last recorded sequence number is skipped; the others are written and the last number
-#: recorded, in one atomic step. Returns {events written, events skipped}. Four arguments per block, not several
-#: per event: packing arguments costs the API more than the XADD costs Redis.
+#: KEYS: stream, publish-state hash, then the published-ledger hashes the call adds to (all in the stream's slot).
+#: ARGV: instance, schema version, codec, ledger TTL (s), then per block its sequence number, its prediction ids
+#: (newline-terminated), the byte lengths of its payloads (comma-separated), the payloads themselves, concatenated
+#: (compressed payloads are binary: no separator is safe inside them), and its ledger counts (lines
+#: ``<KEYS index>\t<field>\t<count>\n``: events per UTC day, instance, experiment and arm). A block at or below the
+#: instance's last recorded sequence number is skipped — its events and its ledger counts; the others are written,
+#: counted into the ledger and the last number recorded, in one atomic step. Returns {events written, events
+#: skipped}. Five arguments per block, not several per event: packing arguments costs the API more than the XADD
+#: costs Redis.
 APPEND_BLOCKS = (
     """
 local last = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 local written, skipped = 0, 0
-for b = 4, #ARGV, 4 do
+local touched, seen = {}, {}
+for b = 5, #ARGV, 5 do
   local seq, ids, payloads = tonumber(ARGV[b]), ARGV[b + 1], ARGV[b + 3]
   local i, p = 1, 1
   for length in string.gmatch(ARGV[b + 2], '%d+') do
@@ -82,9 +87,19 @@ for b = 4, #ARGV, 4 do
     end
     i, p = id_end + 1, p + n
   end
-  if seq > last then last = seq end
+  if seq > last then
+    last = seq
+    for k, field, n in string.gmatch(ARGV[b + 4], '(%d+)\\t([^\\t]*)\\t(%d+)\\n') do
+      redis.call('HINCRBY', KEYS[tonumber(k)], field, tonumber(n))
+      if not seen[k] then
+        seen[k] = true
+        touched[#touched + 1] = KEYS[tonumber(k)]
+      end
+    end
+  end
 end
 redis.call('HSET', KEYS[2], ARGV[1], last)
+for _, key in ipairs(touched) do redis.call('EXPIRE', key, ARGV[4]) end
 return {written, skipped}
 """
 )
@@ -92,6 +107,42 @@ return {written, skipped}
 
 #: Blocks of at least this many events are compressed off the event loop.
 _OFFLOAD_EVENTS = 100
+
+#: Events of one block per (UTC day, API instance, experiment id or None, arm): what the published ledger adds.
+Ledger = Counter[tuple[str, str, str | None, str]]
+
+
+def utc_day(timestamp: str) -> str:
+    """The UTC day (``YYYY-MM-DD``) of an ISO-8601 decision time; the engine's ``…Z`` stamps are sliced, not parsed.
+
+    >>> utc_day("2026-11-27T23:59:59.999Z"), utc_day("2026-11-27T23:30:00+00:00"), utc_day("2026-11-28T00:30:00+02:00")
+    ('2026-11-27', '2026-11-27', '2026-11-27')
+    """
+    if timestamp.endswith("Z"):
+        return timestamp[:10]
+    moment = datetime.fromisoformat(timestamp)
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC).date().isoformat()
+
+
+def block_ledger(events: list[PredictionEvent]) -> Ledger:
+    """The ledger counts of a block of events. The usual block — one day, one instance, one experiment — costs a few
+    C-level passes and a count of arm names; anything else is counted per event."""
+    decisions = [e.decision for e in events]
+    stamps = [d.assessment_timestamp for d in decisions]
+    lo, hi = min(stamps, default=""), max(stamps, default="")
+    instances = {e.api_instance for e in events}
+    experiments = {d.experiment_id for d in decisions}
+    # The engine's stamps are UTC ``…Z``: ordered as strings, so all lie within [lo, hi] and share lo's day.
+    if lo[:10] == hi[:10] and lo.endswith("Z") and hi.endswith("Z") and len(instances) == len(experiments) == 1:
+        day, (instance,), (experiment,) = lo[:10], instances, experiments
+        arms = Counter([d.traffic_segment for d in decisions])
+        return Counter({(day, instance, experiment, arm): n for arm, n in arms.items()})
+    return Counter(
+        [
+            (utc_day(d.assessment_timestamp), e.api_instance, d.experiment_id, d.traffic_segment)
+            for e, d in zip(events, decisions, strict=True)
+        ]
+    )
 
 
 class ReplicaAckError(redis_errors.RedisError):
@@ -135,6 +186,7 @@ class EventPublisher:
         self._script = redis.register_script(APPEND_BLOCKS)
         self._wait_replicas = settings.publish_wait_replicas
         self._wait_ms = settings.publish_wait_ms
+        self._ledger_ttl = settings.ledger_retention_days * 86_400
         self._masters: dict[str, tuple[Any, Any]] = {}  # cluster node name → (its own client, the script on it)
         self._wakeup = asyncio.Event()
         self._spool_dirty = asyncio.Event()
@@ -334,10 +386,14 @@ class EventPublisher:
         self.stats.spooled += len(documents)
         self.outage.spooled += len(documents)
 
-    async def _append_blocks(self, stream: str, blocks: list[tuple[int, str, list[bytes]]]) -> tuple[int, int]:
+    async def _append_blocks(
+        self, stream: str, blocks: list[tuple[int, str, list[bytes]]], ledgers: list[Ledger] | None = None
+    ) -> tuple[int, int]:
         """Write blocks (seq, newline-terminated ids, JSON documents) of one stream, each document compressed
-        (``schemas.codec``); returns events (written, skipped because Redis already had their block)."""
-        args: list[Any] = [self._instance, PREDICTION_EVENT_VERSION, EVENT_CODEC]
+        (``schemas.codec``), and add each written block's ``ledgers`` counts to the published ledger; returns events
+        (written, skipped because Redis already had their block)."""
+        args: list[Any] = [self._instance, PREDICTION_EVENT_VERSION, EVENT_CODEC, self._ledger_ttl]
+        keys = [stream, self._keys.publish_state(stream)]
 
         # Compressing costs ≈3 µs an event. A large block is compressed in a worker thread (zstd releases the GIL,
         # the event loop serves on); a small one inline, where a thread hand-off would cost more than it saves.
@@ -346,9 +402,15 @@ class EventPublisher:
 
         events = sum(len(documents) for _, _, documents in blocks)
         compressed = await asyncio.to_thread(compress_blocks) if events >= _OFFLOAD_EVENTS else compress_blocks()
-        for (seq, ids, _), payloads in zip(blocks, compressed, strict=True):
-            args += [seq, ids, ",".join([str(len(p)) for p in payloads]), b"".join(payloads)]
-        keys = [stream, self._keys.publish_state(stream)]
+        for i, ((seq, ids, _), payloads) in enumerate(zip(blocks, compressed, strict=True)):
+            lines = []
+            for (day, instance, experiment, arm), n in (ledgers[i] if ledgers else {}).items():
+                key = self._keys.ledger(stream, day)
+                if key not in keys:
+                    keys.append(key)
+                field = self._keys.ledger_field(instance, experiment or LEDGER_LIVE, arm)
+                lines.append(f"{keys.index(key) + 1}\t{field}\t{n}\n")
+            args += [seq, ids, ",".join([str(len(p)) for p in payloads]), b"".join(payloads), "".join(lines)]
         if self._wait_replicas:
             written, skipped = await self._append_and_wait(keys, args)
         else:
@@ -408,7 +470,9 @@ class EventPublisher:
             documents = self._encoder.encode_lines(group).split(b"\n")[:-1]  # one C call for the whole block
             try:
                 written, _ = await self._append_blocks(
-                    stream, [(seq, "".join([f"{e.decision.prediction_id}\n" for e in group]), documents)]
+                    stream,
+                    [(seq, "".join([f"{e.decision.prediction_id}\n" for e in group]), documents)],
+                    [block_ledger(group)],
                 )
             except BaseException as exc:
                 # Outcome unknown: keep the block with the same seq, so a retry is skipped if this one landed.
@@ -432,19 +496,30 @@ class EventPublisher:
             await self._sync_floor(raise_errors=True)
         # Consecutive blocks of one stream go in one call; blocks spooled by an older version are upgraded to the
         # current layout and stream names first.
-        runs: list[tuple[str, list[tuple[int, str, list[bytes]]], int]] = []
+        runs: list[tuple[str, list[tuple[int, str, list[bytes]]], int, list[Ledger]]] = []
         for block in blocks:
             stream = self._keys.current_stream(block.stream)
             events = [upgrade_payload(block.version, e) for e in block.events]
-            ids = "".join(f"{_ID_DECODER.decode(e).decision.prediction_id}\n" for e in events)
+            views = [_ID_DECODER.decode(e) for e in events]
+            ids = "".join(f"{v.decision.prediction_id}\n" for v in views)
+            ledger: Ledger = Counter(
+                (
+                    utc_day(v.decision.assessment_timestamp),
+                    v.api_instance,
+                    v.decision.experiment_id,
+                    v.decision.traffic_segment,
+                )
+                for v in views
+            )
             entry = (block.seq, ids, events)
             if runs and runs[-1][0] == stream:
                 runs[-1][1].append(entry)
-                runs[-1] = (stream, runs[-1][1], block.end)
+                runs[-1][3].append(ledger)
+                runs[-1] = (stream, runs[-1][1], block.end, runs[-1][3])
             else:
-                runs.append((stream, [entry], block.end))
-        for stream, run, end in runs:
-            written, skipped = await self._append_blocks(stream, run)
+                runs.append((stream, [entry], block.end, [ledger]))
+        for stream, run, end, ledgers in runs:
+            written, skipped = await self._append_blocks(stream, run, ledgers)
             self.stats.published += written
             self.stats.replayed += written
             self.stats.skipped_duplicates += skipped
@@ -481,4 +556,11 @@ class EventPublisher:
             self._script = self._redis.register_script(APPEND_BLOCKS)
 
 
-_ID_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder(projection("EventId", decision=["prediction_id"]))
+#: What replaying a spooled block reads of its events: ids, and the ledger's day, instance, experiment and arm.
+_ID_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder(
+    projection(
+        "EventId",
+        decision=["prediction_id", "assessment_timestamp", "experiment_id", "traffic_segment"],
+        event=["api_instance"],
+    )
+)
