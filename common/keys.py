@@ -9,6 +9,7 @@ Streams that are not sharded (alerts) carry their own name as tag, so their dead
     bnpl:predictions:{0}:pub        last block sequence written per API instance (idempotent publishing)
     bnpl:predictions:{0}:ledger:<day>   events the API published that UTC day, per instance|experiment|arm
     bnpl:predictions:{0}:dead       entries a group failed too often, with the error
+    bnpl:predictions:{0}:bqwrite    BigQuery write stream of shard 0, its next offset, the append in flight
     bnpl:mlflow:{0}:agg:<exp>|<arm>|<version>|<window>    per-window counts of shard 0 (MLflow group)
     bnpl:mlflow:{0}:open / :late / :closed:<window>       windows waiting to be logged, late events, logged windows
     bnpl:{alerts}, bnpl:{alerts}:dead                     the alert stream and its dead letters
@@ -246,6 +247,16 @@ class Keys:
         """
         instance, experiment, arm = field.rsplit("|", 2)
         return instance, experiment, arm
+
+    @staticmethod
+    def bq_write_state(stream: str) -> str:
+        """Hash of the warehouse group's BigQuery write stream for ``stream`` (``BNPL_BQ_MODE=stream``): ``name``,
+        ``next`` offset, pending ``intent`` (same slot as the stream: acked with it in one script).
+
+        >>> Keys.bq_write_state("bnpl:predictions:{0}")
+        'bnpl:predictions:{0}:bqwrite'
+        """
+        return f"{stream}:bqwrite"
 
     @staticmethod
     def dead_letter(stream: str) -> str:

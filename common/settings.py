@@ -236,8 +236,8 @@ class WarehouseSettings:
         "BNPL_BQ_MODE",
         "load",
         "`load`: each batch is a free load job into a staging table, then one MERGE on prediction_id (exactly "
-        "once); `stream`: the legacy streaming `insertAll` (insertId, about a minute of de-duplication; reserved "
-        "for a Storage Write API mode)",
+        "once); `stream`: appends through the Storage Write API, one committed write stream per shard, offsets "
+        "kept in Redis and advanced with the XACK (exactly once, rows visible at once)",
     )
     bq_batch_rows: int = setting(
         "BNPL_BQ_BATCH_ROWS",

@@ -7,7 +7,7 @@ import hashlib
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uuid_utils
 
@@ -19,6 +19,9 @@ from consumers.base import BatchResult, Entry
 from schemas.alerts import Alert
 from schemas.events import upgrade_payload
 from warehouse.base import BatchUploadError, Warehouse
+
+if TYPE_CHECKING:
+    from consumers.warehouse_stream import StreamAppender
 
 log = logging.getLogger(__name__)
 #: An upload alert is raised once per batch: its marker lives this long (s).
@@ -36,6 +39,8 @@ class WarehouseHandler:
     rejected again at each redelivery until dead-lettered), and a batch the sink could not land after its retries
     (``warehouse.bigquery_store.BatchUploadError``) a critical ``warehouse_upload_failed`` alert, once per batch.
     ``batching`` (entries, seconds) is passed to the runtime (BigQuery load jobs: see the README's quota arithmetic).
+    With ``BNPL_BQ_MODE=stream`` the batch goes to :class:`consumers.warehouse_stream.StreamAppender` (Storage Write
+    API offsets kept in Redis), which acks the entries it landed together with the offset.
     """
 
     group = "warehouse"
@@ -57,6 +62,14 @@ class WarehouseHandler:
         self.max_delay_s = max_delay_s
         self._streams = keys.prediction_streams()
         self._last_delay_check = 0.0
+        self._appender: StreamAppender | None = None
+        if getattr(warehouse, "mode", None) == "stream":  # BigQuery Storage Write API: offsets kept in Redis
+            from consumers.warehouse_stream import StreamAppender
+            from warehouse.bigquery_store import BigQueryWarehouse
+
+            if redis is None or not isinstance(warehouse, BigQueryWarehouse):
+                raise ValueError("BNPL_BQ_MODE=stream needs the BigQuery warehouse and Redis (offsets live there)")
+            self._appender = StreamAppender(warehouse, keys, redis, self.group)
 
     @property
     def streams(self) -> list[str]:
@@ -85,7 +98,10 @@ class WarehouseHandler:
     async def handle(self, entries: list[Entry]) -> BatchResult:
         # Decoding and the (blocking) warehouse client run off the event loop, which keeps health beats going.
         try:
-            result = await asyncio.to_thread(self._handle, entries)
+            if self._appender is not None:
+                result = await self._appender.handle(entries)
+            else:
+                result = await asyncio.to_thread(self._handle, entries)
         except BatchUploadError as exc:
             errors = "; ".join(exc.errors[:QUOTED_ERRORS])
             await self._alert(

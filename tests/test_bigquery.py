@@ -47,14 +47,6 @@ def bq(fake):
     warehouse.close()
 
 
-@pytest.fixture
-def bq_stream(fake):
-    warehouse = _warehouse(fake, mode="stream")
-    warehouse.ensure_tables()
-    yield warehouse
-    warehouse.close()
-
-
 def _landed_ids(fake: FakeBigQuery) -> Counter[str]:
     return Counter(r["prediction_id"] for r in fake.rows[(DATASET, "prediction_logs")].values())
 
@@ -85,73 +77,6 @@ def test_tables_are_created_partitioned_clustered_with_expiry(fake, bq):
         in fake.tables[(DATASET, "prediction_logs_dedup")]["view"]["query"]
     )
     bq.ensure_tables()  # idempotent: existing dataset and tables are fine (409 → get)
-
-
-def test_stream_mode_rows_carry_insert_ids_and_dedup_only_within_the_window(fake, bq_stream):
-    bq = bq_stream
-    events = make_events(1_200, seed=11)
-    columns = event_columns(events)
-    assert bq.insert_predictions(columns).inserted == 1_200
-    assert bq.insert_predictions(columns).inserted == 1_200  # a redelivered batch: BigQuery dedups on insertId
-    stored = fake.rows[(DATASET, "prediction_logs")]
-    assert len(stored) == 1_200
-    fake.clock = lambda: time.time() + 600  # the same batch again 10 minutes later: the window is over
-    bq.insert_predictions(event_columns(events[:100]))
-    assert len(stored) == 1_300  # duplicates: why the load mode (MERGE on prediction_id) is the default
-    calls = [body for method, path, body in fake.requests if path.endswith("/prediction_logs/insertAll")]
-    assert len(calls) == 6 + 1  # 500 rows per request
-    first = calls[0]["rows"][0]
-    assert first["insertId"] == events[0].prediction_id
-    assert first["json"]["prediction_id"] == events[0].prediction_id
-    assert json.loads(first["json"]["risk_thresholds"]) == events[0].decision.risk_thresholds
-    assert calls[0]["skipInvalidRows"] is True
-
-
-def test_transient_errors_are_retried(fake, bq_stream):
-    bq = bq_stream
-    fake.fail_next = [503, 429, 500]
-    events = make_events(10, seed=12)
-    assert bq.insert_predictions(event_columns(events)).inserted == 10
-    attempts = [p for m, p, _ in fake.requests if p.endswith("/prediction_logs/insertAll")]
-    assert len(attempts) == 4
-    assert len(fake.rows[(DATASET, "prediction_logs")]) == 10
-
-
-async def test_stream_mode_rows_that_can_never_load_are_dead_lettered(fake, bq_stream, redis_server, key_prefix):
-    bq = bq_stream
-    # The fake's table demands model_version; rule-based decisions have none, so those rows are invalid.
-    table = fake.tables[(DATASET, "prediction_logs")]
-    for field in table["schema"]["fields"]:
-        if field["name"] == "model_version":
-            field["mode"] = "REQUIRED"
-    events = make_events(300, seed=13)
-    events = [
-        e
-        if i in (5, 250)
-        else msgspec.structs.replace(e, decision=msgspec.structs.replace(e.decision, model_version="3"))
-        for i, e in enumerate(events)
-    ]
-    redis = aioredis.from_url(redis_server.url)
-    keys = Keys(key_prefix)
-    stream = keys.predictions()
-    try:
-        await add_events(redis, stream, events)
-        config = ConsumerSettings(
-            batch_size=500, max_wait_s=0.2, block_ms=100, claim_idle_ms=300, claim_every_s=0.2, max_deliveries=2
-        )
-        worker = ConsumerWorker(redis, keys, WarehouseHandler(bq, keys), config, name="bq")
-        task = asyncio.create_task(worker.run())
-        await wait_group_drained(redis, stream, "warehouse", seconds=60)
-        worker.request_stop()
-        await task
-        dead = await redis.xrange(keys.dead_letter(stream))
-    finally:
-        await redis.aclose()
-    assert sorted(decode_entry(f).record_id for _, f in dead) == sorted(
-        [events[5].prediction_id, events[250].prediction_id]
-    )
-    assert all(b"Missing required field: model_version" in f[b"error"] for _, f in dead)
-    assert len(fake.rows[(DATASET, "prediction_logs")]) == 298
 
 
 def test_outcomes_table_is_partitioned_by_outcome_date_and_outcomes_carry_their_id(fake, bq):

@@ -29,11 +29,12 @@ dependency, no list/JSON logical-type mapping for the REPEATED and JSON columns)
 row by its byte position, which maps back to the stream entry; loads are free either way, and a 10,000-row batch
 is ≈ 14 MB (one resumable upload).
 
-``BNPL_BQ_MODE=stream`` keeps the legacy streaming ``insertAll`` (``insertId = prediction_id``,
-``skipInvalidRows``: best-effort de-duplication for about a minute; the view ``prediction_logs_dedup`` is for that
-mode and for tables written by it). Transient HTTP errors (429, 5xx, connection errors) are retried by the client
-with exponential backoff and jitter up to a deadline; a batch whose jobs keep failing raises
-:class:`BatchUploadError` (the group raises one alert per batch and the runtime retries it).
+``BNPL_BQ_MODE=stream`` appends through the Storage Write API instead: one committed write stream per shard,
+offsets tied to the consumer-group position (see :mod:`warehouse.bigquery_write`); the legacy ``insertAll``
+path is gone (its best-effort ``insertId`` de-duplication lasted about a minute), and the view
+``prediction_logs_dedup`` remains only for rows that path wrote. Transient HTTP errors (429, 5xx, connection
+errors) are retried by the client with exponential backoff and jitter up to a deadline; a batch whose jobs keep
+failing raises :class:`BatchUploadError` (the group raises one alert per batch and the runtime retries it).
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ from warehouse.base import (
     performance_sql,
     rows_of,
 )
+from warehouse.bigquery_write import CommittedWriter, write_client
 from warehouse.migrations import V1_MARKER, v1_select
 
 log = logging.getLogger(__name__)
@@ -93,7 +95,6 @@ BQ_TYPES = {
     "FLOAT_ARRAY": "FLOAT64",
 }
 PARTITION_EXPIRATION_MS = 2 * 365 * 24 * 3600 * 1000
-ROWS_PER_REQUEST = 500
 MODES = ("load", "stream")
 #: Staging tables of batches expire after this (a batch abandoned mid-way leaves nothing behind for long).
 STAGING_EXPIRATION = timedelta(days=1)
@@ -141,7 +142,8 @@ def schema_fields(columns: list[Column]) -> list[bigquery.SchemaField]:
 
 
 class BigQueryWarehouse:
-    """Exactly-once batch loads (load job + MERGE) into BigQuery, or the legacy streaming inserts."""
+    """Exactly-once batch loads (load job + MERGE) into BigQuery, or (``stream``) the rows the warehouse group
+    appends through the Storage Write API."""
 
     def __init__(
         self,
@@ -151,6 +153,7 @@ class BigQueryWarehouse:
         retry: Retry = RETRY,
         mode: str = "load",
         job_retry_delay_s: float = 2.0,
+        writer: CommittedWriter | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"BNPL_BQ_MODE must be one of {MODES}, not {mode!r}")
@@ -160,6 +163,7 @@ class BigQueryWarehouse:
         self.retry = retry
         self.mode = mode
         self.job_retry_delay_s = job_retry_delay_s
+        self._writer = writer
 
     def table_definition(self, name: str) -> bigquery.Table:
         columns, _ = TABLES[name]
@@ -283,7 +287,8 @@ class BigQueryWarehouse:
         return result, rejected
 
     def insert_predictions(self, columns: Columns) -> InsertResult:
-        """Land ``prediction_logs`` rows (``BNPL_BQ_MODE``: load job + MERGE, or streaming inserts)."""
+        """Land ``prediction_logs`` rows with a load job + MERGE (``BNPL_BQ_MODE=stream`` appends through the
+        warehouse group instead, see :mod:`warehouse.bigquery_write`)."""
         return self.load_predictions(columns) if self.mode == "load" else self.stream_predictions(columns)
 
     # --- load mode -------------------------------------------------------------------------------------------------
@@ -415,26 +420,45 @@ class BigQueryWarehouse:
 
     # --- stream mode -----------------------------------------------------------------------------------------------
     def stream_predictions(self, columns: Columns) -> InsertResult:
-        rows = rows_of(columns)
-        ids = columns["prediction_id"]
-        result = InsertResult()
-        table = f"{self.dataset}.prediction_logs"
-        for start in range(0, len(rows), ROWS_PER_REQUEST):
-            chunk, chunk_ids = rows[start : start + ROWS_PER_REQUEST], ids[start : start + ROWS_PER_REQUEST]
-            errors: list[dict[str, Any]] = list(
-                self.client.insert_rows_json(table, chunk, row_ids=chunk_ids, skip_invalid_rows=True, retry=self.retry)
-            )
-            rejected = {}
-            for error in errors:
-                reasons = {e.get("reason") for e in error.get("errors", [])}
-                message = "; ".join(str(e.get("message", "")) for e in error.get("errors", []))
-                if reasons <= {"invalid"}:
-                    rejected[chunk_ids[int(error["index"])]] = f"BigQuery rejected the row: {message}"
-                else:
-                    raise RuntimeError(f"BigQuery insert failed for row {error['index']}: {reasons} {message}")
-            result.rejected.update(rejected)
-            result.inserted += len(chunk) - len(rejected)
-        return result
+        raise RuntimeError(
+            "BNPL_BQ_MODE=stream appends through the warehouse group (its offsets live in Redis beside the stream "
+            "entries): see warehouse.bigquery_write"
+        )
+
+    @property
+    def writer(self) -> CommittedWriter:
+        """The Storage Write API writer of ``prediction_logs`` (created on first use)."""
+        if self._writer is None:
+            project, dataset = self.dataset.split(".", 1)
+            table = f"projects/{project}/datasets/{dataset}/tables/prediction_logs"
+            self._writer = CommittedWriter(write_client(), table, list(PREDICTION_LOGS))
+        return self._writer
+
+    def stream_rows(self, payloads: list[bytes]) -> tuple[list[bytes | None], dict[int, str]]:
+        """Each payload's ``prediction_logs`` row as a serialized protobuf row (None: rejected, or the same
+        prediction earlier in the batch), and the rejected positions with why (the checks of ``load`` mode)."""
+        encoder = self.writer.encoder
+        rows: list[bytes | None] = []
+        rejected: dict[int, str] = {}
+        seen: set[str] = set()
+        now = datetime.now(UTC)
+        for i, payload in enumerate(payloads):
+            rows.append(None)
+            try:
+                event = _EVENTS.decode(payload)
+            except msgspec.DecodeError as exc:
+                rejected[i] = f"undecodable prediction event: {exc}"
+                continue
+            if event.prediction_id in seen:
+                continue
+            seen.add(event.prediction_id)
+            row = rows_of(event_columns([event], now))[0]
+            problem = row_problem(row)
+            if problem is not None:
+                rejected[i] = f"invalid for prediction_logs: {problem}"
+                continue
+            rows[i] = encoder.encode(row)
+        return rows, rejected
 
     def _record_version(self) -> None:
         now = datetime.now(UTC).isoformat()
