@@ -228,6 +228,18 @@ def _warehouse_counts(
 
     from warehouse.duckdb_store import DuckDBWarehouse
 
+    if warehouse is None and settings.warehouse.warehouse == "bigquery":
+        from warehouse import make_warehouse
+
+        bigquery = make_warehouse(settings.warehouse)
+        try:
+            first = datetime.combine(date.fromisoformat(days[0]), datetime.min.time(), UTC)
+            last = datetime.combine(date.fromisoformat(days[-1]) + timedelta(days=1), datetime.min.time(), UTC)
+            counted = bigquery.daily_counts(first, last)  # type: ignore[attr-defined]
+        finally:
+            bigquery.close()
+        wanted = set(days)
+        return {(d, i): (n, u) for d, i, n, u in counted if d in wanted}
     if warehouse is None:
         path = settings.warehouse.duckdb_path
         assert path is not None, "checked by the caller"

@@ -335,3 +335,30 @@ async def test_events_waiting_longer_than_the_max_delay_raise_a_warning(bq, redi
         await redis.aclose()
     assert (alert["kind"], alert["severity"]) == ("warehouse_delay", "warning")
     assert stream in alert["message"]
+
+
+def test_daily_counts_are_what_reconcile_compares_and_show_a_duplicate(fake, bq):
+    """Rows and distinct prediction ids per (UTC day, API instance), through a parameterised query with the
+    partition filter; a row landed twice (the table has no key) shows as one more row than ids."""
+    from datetime import UTC, datetime, timedelta
+
+    events = make_events(200, seed=31)
+    assert bq.insert_predictions(event_columns(events)).inserted == 200
+    day = datetime.fromisoformat(events[0].decision.assessment_timestamp).astimezone(UTC).date()
+    start = datetime.combine(day, datetime.min.time(), UTC)
+    expected = Counter(
+        datetime.fromisoformat(e.decision.assessment_timestamp).astimezone(UTC).strftime("%Y-%m-%d") for e in events
+    )
+    counted = bq.daily_counts(start - timedelta(days=1), start + timedelta(days=2))
+    assert {d: n for d, _, n, _ in counted} == dict(expected)
+    assert all(n == distinct for _, _, n, distinct in counted)
+    assert {i for _, i, _, _ in counted} == {events[0].api_instance}
+    table = fake.rows[(DATASET, "prediction_logs")]
+    key, row = next(iter(table.items()))
+    table[f"{key}-again"] = dict(row)  # landed twice
+    again = {(d, i): (n, distinct) for d, i, n, distinct in bq.daily_counts(start, start + timedelta(days=1))}
+    n, distinct = again[(day.isoformat(), events[0].api_instance)]
+    assert n == distinct + 1
+    query = next(q for q in fake.queries if q.startswith("SELECT FORMAT_TIMESTAMP"))
+    assert "WHERE assessment_timestamp >= @start AND assessment_timestamp < @end" in query
+    assert not fake.violations

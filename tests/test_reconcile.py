@@ -236,7 +236,30 @@ def test_a_day_without_a_ledger_is_not_judged(registry_copy, redis_server, key_p
     assert any("no published ledger" in str(n) for n in doc["notes"])  # type: ignore[union-attr]
 
 
-def test_bigquery_is_refused_with_exit_2(registry_copy, capsys):
-    settings = registry_copy.replace(warehouse="bigquery")
-    assert reconcile.run(settings, _args(), _same) == 2
-    assert "reconcile reads the DuckDB warehouse; for BigQuery" in capsys.readouterr().err
+def test_with_bigquery_the_warehouse_side_is_counted_there(registry_copy, tmp_path):
+    """BNPL_WAREHOUSE=bigquery: the warehouse counts come from a query on prediction_logs (through the real client
+    against the HTTP-level fake), per UTC day and API instance."""
+    from datetime import UTC, datetime
+
+    from performance.reconcile import _warehouse_counts
+    from tests.fakes.bigquery import FakeBigQuery
+    from traffic.events import make_events
+    from warehouse import make_warehouse
+    from warehouse.base import event_columns
+
+    fake = FakeBigQuery().start()
+    try:
+        settings = registry_copy.replace(
+            warehouse="bigquery", bq_project="p", bq_dataset="reconcile", bq_endpoint=fake.endpoint
+        )
+        events = make_events(120, seed=41)
+        store = make_warehouse(settings.warehouse)
+        store.ensure_tables()
+        assert store.insert_predictions(event_columns(events)).inserted == 120  # type: ignore[attr-defined]
+        store.close()
+        day = datetime.fromisoformat(events[0].decision.assessment_timestamp).astimezone(UTC).date().isoformat()
+        counted = _warehouse_counts(settings, [day])
+    finally:
+        fake.stop()
+    on_day = [e for e in events if e.decision.assessment_timestamp.startswith(day)]
+    assert counted == {(day, events[0].api_instance): (len(on_day), len(on_day))}

@@ -233,6 +233,25 @@ class BigQueryWarehouse:
         )
         self.client.create_table(metrics, exists_ok=True, retry=self.retry)
 
+    def daily_counts(self, start: datetime, end: datetime) -> list[tuple[str, str, int, int]]:
+        """(UTC day, API instance, rows, distinct prediction ids) of ``prediction_logs`` with ``start`` ≤
+        ``assessment_timestamp`` < ``end`` (what ``bnpl reconcile`` compares with the published ledger); the range
+        is a partition filter, so the query reads only those days."""
+        select = (
+            "SELECT FORMAT_TIMESTAMP('%F', assessment_timestamp, 'UTC') AS day, api_instance, COUNT(*) AS n, "
+            "COUNT(DISTINCT prediction_id) AS distinct_ids"
+        )
+        where = "assessment_timestamp >= @start AND assessment_timestamp < @end"
+        sql = f"{select} FROM `{self.dataset}.prediction_logs` WHERE {where} GROUP BY day, api_instance"
+        config = bigquery.QueryJobConfig(
+            query_parameters=[
+                bigquery.ScalarQueryParameter("start", "TIMESTAMP", start),
+                bigquery.ScalarQueryParameter("end", "TIMESTAMP", end),
+            ]
+        )
+        rows = self.client.query(sql, job_config=config, location=self.location, retry=self.retry).result()
+        return [(str(r["day"]), str(r["api_instance"]), int(r["n"]), int(r["distinct_ids"])) for r in rows]
+
     def migration_sql(self) -> list[str]:
         """The statements that rebuild a version 1 ``prediction_logs`` in the version 2 layout (the old table is
         kept as ``prediction_logs_v1``)."""

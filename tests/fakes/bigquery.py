@@ -172,8 +172,9 @@ class FakeBigQuery:
                     return 404, {"error": {"code": 404, "message": "no such job", "status": "NOT_FOUND"}}
                 job["status"]["state"] = "DONE"  # PENDING when inserted, DONE once looked at
                 if m.group(2) == "jobs":
-                    return 200, job
-                return 200, {"jobReference": job["jobReference"], "jobComplete": True, "totalRows": "0"}
+                    return 200, {k: v for k, v in job.items() if k != "_result"}
+                result = job.get("_result") or {"totalRows": "0"}
+                return 200, {"jobReference": job["jobReference"], "jobComplete": True, **result}
             if m := re.fullmatch(r"([^/]+)/datasets/([^/]+)/tables/([^/]+)/insertAll", rest):
                 if self.fail_next:
                     status = self.fail_next.pop(0)
@@ -332,7 +333,10 @@ class FakeBigQuery:
         sql = body["configuration"]["query"]["query"]
         self.queries.append(sql)
         statement, affected, error = "SCRIPT", None, None
-        if sql.startswith("MERGE "):
+        result: dict[str, Any] | None = None
+        if sql.startswith("SELECT FORMAT_TIMESTAMP('%F', assessment_timestamp, 'UTC') AS day"):
+            statement, result = "SELECT", self._daily_counts(sql, body["configuration"]["query"])
+        elif sql.startswith("MERGE "):
             statement = "MERGE"
             try:
                 affected = self._merge(sql)
@@ -366,12 +370,39 @@ class FakeBigQuery:
             query_stats["numDmlAffectedRows"] = str(affected)
         job = {
             **body,
+            **({"_result": result} if result is not None else {}),
             "jobReference": {"projectId": project, "jobId": job_id, "location": "US"},
             "status": {"state": "PENDING", **({"errorResult": error, "errors": [error]} if error else {})},
             "statistics": {"query": query_stats},
         }
         self.jobs[job_id] = job
         return job
+
+    def _daily_counts(self, sql: str, query: dict[str, Any]) -> dict[str, Any]:
+        """The reconcile query: rows and distinct prediction ids per (UTC day, api_instance) in [@start, @end)."""
+        if "WHERE assessment_timestamp >= @start AND assessment_timestamp < @end" not in sql:
+            self.violations.append(f"a count without the partition filter: {sql}")
+        params = {p["name"]: p["parameterValue"]["value"] for p in query.get("queryParameters", [])}
+        start, end = (datetime.fromisoformat(params[k].replace(" ", "T")) for k in ("start", "end"))
+        m = re.search(r"FROM `[^.`]+\.([^.`]+)\.prediction_logs`", sql)
+        assert m is not None, sql
+        groups: dict[tuple[str, str], list[str]] = {}
+        for row in self.rows.get((m.group(1), "prediction_logs"), {}).values():
+            at = datetime.fromisoformat(str(row["assessment_timestamp"]).replace("Z", "+00:00"))
+            if start <= at < end:
+                key = (at.astimezone(start.tzinfo).strftime("%Y-%m-%d"), str(row["api_instance"]))
+                groups.setdefault(key, []).append(row["prediction_id"])
+        fields = [
+            {"name": "day", "type": "STRING", "mode": "NULLABLE"},
+            {"name": "api_instance", "type": "STRING", "mode": "NULLABLE"},
+            {"name": "n", "type": "INTEGER", "mode": "NULLABLE"},
+            {"name": "distinct_ids", "type": "INTEGER", "mode": "NULLABLE"},
+        ]
+        rows = [
+            {"f": [{"v": day}, {"v": instance}, {"v": str(len(ids))}, {"v": str(len(set(ids)))}]}
+            for (day, instance), ids in sorted(groups.items())
+        ]
+        return {"schema": {"fields": fields}, "rows": rows, "totalRows": str(len(rows))}
 
     def _insert_all(self, key: tuple[str, str], body: dict[str, Any]) -> dict[str, Any]:
         table = self.tables.get(key)
