@@ -86,6 +86,18 @@ def test_row_descriptor_follows_the_documented_type_mapping():
     assert micros("1970-01-01T00:00:01") == 1_000_000
 
 
+async def _crash_after_append(handler, entries, monkeypatch) -> None:
+    """Handle ``entries`` with the worker dying right after BigQuery appended them, before the ack."""
+
+    async def crash(self, *args):
+        raise RuntimeError("worker died after the append")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(StreamAppender, "_resolve", crash)
+        with pytest.raises(RuntimeError):
+            await handler.handle(entries)
+
+
 async def test_5000_events_land_once_though_a_batch_is_redelivered_after_its_append(
     fakes, bq, redis, key_prefix, monkeypatch
 ):
@@ -130,13 +142,7 @@ async def test_a_redelivery_with_other_companions_replays_the_intent_at_its_offs
     entries = await _pending(redis, stream)
     handler = WarehouseHandler(bq, keys, redis)
 
-    async def crash(self, *args):
-        raise RuntimeError("worker died after the append")
-
-    with monkeypatch.context() as patch:
-        patch.setattr(StreamAppender, "_resolve", crash)
-        with pytest.raises(RuntimeError):
-            await handler.handle(entries[:600])
+    await _crash_after_append(handler, entries[:600], monkeypatch)
     assert len(fake.rows()) == 600  # appended, nothing acked
     result = await handler.handle(entries[300:900])  # half of it again, with new companions; 0-299 read back
     assert result.failed == {}
@@ -237,13 +243,7 @@ async def test_trimmed_intent_entries_finalize_the_write_stream_and_land_nothing
     entries = await _pending(redis, stream)
     handler = WarehouseHandler(bq, keys, redis)
 
-    async def crash(self, *args):
-        raise RuntimeError("worker died after the append")
-
-    with monkeypatch.context() as patch:
-        patch.setattr(StreamAppender, "_resolve", crash)
-        with pytest.raises(RuntimeError):
-            await handler.handle(entries[:200])
+    await _crash_after_append(handler, entries[:200], monkeypatch)
     await redis.xdel(stream, *[e.id for e in entries[:50]])  # trimmed away meanwhile
     await handler.handle(entries[100:])
     assert len(fake.finalized) == 1  # its row count (200) said the intent had landed
