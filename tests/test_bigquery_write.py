@@ -86,6 +86,14 @@ def test_row_descriptor_follows_the_documented_type_mapping():
     assert micros("1970-01-01T00:00:01") == 1_000_000
 
 
+async def _pending_batch(bq, redis, key_prefix: str, events) -> tuple[Keys, str, list[Entry], WarehouseHandler]:
+    """``events`` on a fresh prediction stream, read by the warehouse group (pending), and a handler for them."""
+    keys = Keys(key_prefix)
+    stream = keys.predictions()
+    await add_events(redis, stream, events)
+    return keys, stream, await _pending(redis, stream), WarehouseHandler(bq, keys, redis)
+
+
 async def _crash_after_append(handler, entries, monkeypatch) -> None:
     """Handle ``entries`` with the worker dying right after BigQuery appended them, before the ack."""
 
@@ -135,12 +143,8 @@ async def test_a_redelivery_with_other_companions_replays_the_intent_at_its_offs
     fakes, bq, redis, key_prefix, monkeypatch
 ):
     _, fake = fakes
-    keys = Keys(key_prefix)
-    stream = keys.predictions()
     events = make_events(900, seed=42)
-    await add_events(redis, stream, events)
-    entries = await _pending(redis, stream)
-    handler = WarehouseHandler(bq, keys, redis)
+    _, stream, entries, handler = await _pending_batch(bq, redis, key_prefix, events)
 
     await _crash_after_append(handler, entries[:600], monkeypatch)
     assert len(fake.rows()) == 600  # appended, nothing acked
@@ -156,11 +160,7 @@ async def test_a_redelivery_with_other_companions_replays_the_intent_at_its_offs
 
 async def test_a_gap_offset_fails_the_batch_with_an_alert_and_writes_nothing(fakes, bq, redis, key_prefix):
     _, fake = fakes
-    keys = Keys(key_prefix)
-    stream = keys.predictions()
-    await add_events(redis, stream, make_events(200, seed=43))
-    entries = await _pending(redis, stream)
-    handler = WarehouseHandler(bq, keys, redis)
+    keys, stream, entries, handler = await _pending_batch(bq, redis, key_prefix, make_events(200, seed=43))
     await handler.handle(entries[:100])
     await redis.hset(keys.bq_write_state(stream), "next", 5_000)  # ahead of the write stream's end
     with pytest.raises(BatchUploadError, match="OffsetGapError"):
@@ -206,11 +206,7 @@ def test_stream_mode_needs_the_warehouse_group(bq):
 
 async def test_an_intent_recorded_before_a_crash_is_written_by_the_redelivery(fakes, bq, redis, key_prefix):
     _, fake = fakes
-    keys = Keys(key_prefix)
-    stream = keys.predictions()
-    await add_events(redis, stream, make_events(400, seed=44))
-    entries = await _pending(redis, stream)
-    handler = WarehouseHandler(bq, keys, redis)
+    keys, stream, entries, handler = await _pending_batch(bq, redis, key_prefix, make_events(400, seed=44))
     real = bq.writer.append
     calls = {"n": 0}
 
@@ -237,11 +233,7 @@ async def test_trimmed_intent_entries_finalize_the_write_stream_and_land_nothing
     fakes, bq, redis, key_prefix, monkeypatch
 ):
     _, fake = fakes
-    keys = Keys(key_prefix)
-    stream = keys.predictions()
-    await add_events(redis, stream, make_events(300, seed=45))
-    entries = await _pending(redis, stream)
-    handler = WarehouseHandler(bq, keys, redis)
+    _, stream, entries, handler = await _pending_batch(bq, redis, key_prefix, make_events(300, seed=45))
 
     await _crash_after_append(handler, entries[:200], monkeypatch)
     await redis.xdel(stream, *[e.id for e in entries[:50]])  # trimmed away meanwhile
@@ -255,11 +247,7 @@ async def test_trimmed_intent_entries_finalize_the_write_stream_and_land_nothing
 
 async def test_rows_at_a_fresh_offset_mean_redis_lost_writes_and_nothing_is_appended(fakes, bq, redis, key_prefix):
     _, fake = fakes
-    keys = Keys(key_prefix)
-    stream = keys.predictions()
-    await add_events(redis, stream, make_events(200, seed=46))
-    entries = await _pending(redis, stream)
-    handler = WarehouseHandler(bq, keys, redis)
+    keys, stream, entries, handler = await _pending_batch(bq, redis, key_prefix, make_events(200, seed=46))
     await handler.handle(entries[:100])
     await redis.hset(keys.bq_write_state(stream), "next", 0)  # Redis behind the write stream (a lost commit)
     with pytest.raises(BatchUploadError, match="lost acknowledged writes"):
