@@ -19,6 +19,8 @@ import aiohttp
 import numpy as np
 import orjson
 
+from analysis.sketch import LogBuckets
+
 #: The decision endpoint of the API (``app.routes``).
 DECISION_PATH: Final = "/v1/bnpl/risk-assessment"
 
@@ -146,8 +148,9 @@ async def post_batches(
 
 
 class LatencyHistogram:
-    """Latencies in log-spaced buckets 1 % wide: live percentiles of any number of samples in constant memory and
-    time (the exact ones come from :attr:`SimulationResult.latencies_ms` at the end).
+    """Latencies counted in a log-bucket sketch (:class:`analysis.sketch.LogBuckets`, 1 % relative error): live
+    percentiles of any number of samples in constant memory and time (the exact ones come from
+    :attr:`SimulationResult.latencies_ms` at the end).
 
     >>> h = LatencyHistogram()
     >>> for ms in range(1, 101):
@@ -156,28 +159,20 @@ class LatencyHistogram:
     (50, 99, 100)
     """
 
-    FLOOR_MS: Final = 0.01
-    GROWTH: Final = 1.01
-    CEILING_MS: Final = 3_600_000.0
+    BUCKETS: Final = LogBuckets(0.01, floor=0.01)  # milliseconds: below 10 µs counts as 0
 
     def __init__(self) -> None:
-        self._log_growth = math.log(self.GROWTH)
-        self._counts = [0] * (int(math.log(self.CEILING_MS / self.FLOOR_MS) / self._log_growth) + 2)
+        self._counts: Counter[str] = Counter()
         self.count = 0
 
     def add(self, ms: float) -> None:
         """Count one latency."""
-        i = int(math.log(max(ms, self.FLOOR_MS) / self.FLOOR_MS) / self._log_growth)
-        self._counts[min(i, len(self._counts) - 1)] += 1
+        self._counts[self.BUCKETS.index(ms)] += 1
         self.count += 1
 
     def percentile(self, q: float) -> float:
         """The ``q``-th percentile (0–100), within 1 %; NaN before the first sample."""
-        if not self.count:
-            return float("nan")
-        cumulative = np.cumsum(self._counts)
-        i = int(np.searchsorted(cumulative, max(1.0, q / 100.0 * self.count)))
-        return float(self.FLOOR_MS * self.GROWTH ** (i + 0.5))
+        return self.BUCKETS.quantile(self._counts, q / 100.0)
 
 
 @dataclass(frozen=True, slots=True)
