@@ -18,6 +18,7 @@ from app.openapi import openapi_document
 from app.routes import JSON, add_routes
 from app.validation import BatchDecoder, RequestError
 from app.watcher import RegistryWatcher
+from common.aio import cancel_and_wait
 from common.redis_client import redis_for
 from common.settings import Settings
 from decision.engine import DecisionEngine
@@ -98,8 +99,7 @@ async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
     gc.freeze()
     task = asyncio.create_task(watcher.run(), name="registry-watcher")
     yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    await cancel_and_wait([task])
 
 
 async def _control_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -108,8 +108,7 @@ async def _control_ctx(app: web.Application) -> AsyncIterator[None]:
     await watcher.refresh_control(app[REDIS], app[KEYS])
     task = asyncio.create_task(watcher.run_control(app[REDIS], app[KEYS]), name="fallback-switch")
     yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    await cancel_and_wait([task])
 
 
 def create_app(

@@ -39,6 +39,7 @@ import orjson
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
+from common.aio import cancel_and_wait
 from common.keys import Keys, dead_letter_fields
 from common.redact import redact_text
 from common.redis_client import text
@@ -121,6 +122,11 @@ class ConsumerWorker:
         self._notify()
 
     @property
+    def task_prefix(self) -> str:
+        """The name prefix of every asyncio task this worker starts (its lease loop and stream readers)."""
+        return f"{self.group}/{self.name}/"
+
+    @property
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
@@ -160,7 +166,8 @@ class ConsumerWorker:
                         attempt,
                     )
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stopping.wait(), delay)
+                        async with asyncio.timeout(delay):
+                            await self._stopping.wait()
         finally:
             if started:
                 await self.handler.close()
@@ -186,7 +193,7 @@ class ConsumerWorker:
         error, this consumer's own pending entries are re-read first."""
         self._taking = self.leases.owned - self._releasing
         await self._refresh_leases()
-        lease_task = asyncio.create_task(self._lease_loop(), name=f"{self.group}-leases")
+        lease_task = asyncio.create_task(self._lease_loop(), name=f"{self.task_prefix}leases")
         try:
             while not self.stopping:
                 await self._take_over()
@@ -202,11 +209,7 @@ class ConsumerWorker:
             for i in range(0, len(drained), self.config.batch_size):
                 await self._process_read(drained[i : i + self.config.batch_size])
         finally:
-            lease_task.cancel()
-            await asyncio.gather(lease_task, return_exceptions=True)
-            for task in self._readers.values():
-                task.cancel()
-            await asyncio.gather(*self._readers.values(), return_exceptions=True)
+            await cancel_and_wait([lease_task, *self._readers.values()])
             self._readers.clear()
             self._chunks = asyncio.Queue()  # entries left in it stay pending for this consumer: re-read on resume
             self._queued = self._reserved = 0
@@ -260,7 +263,7 @@ class ConsumerWorker:
             self._taking.discard(stream)
             if stream in self.leases.owned and stream not in self._releasing:
                 self._stopping_readers.discard(stream)
-                self._readers[stream] = asyncio.create_task(self._read(stream), name=f"{self.group}-read-{stream}")
+                self._readers[stream] = asyncio.create_task(self._read(stream), name=f"{self.task_prefix}read {stream}")
                 log.info("group %s: reading %s", self.group, stream)
 
     async def _hand_back(self) -> None:
@@ -360,11 +363,13 @@ class ConsumerWorker:
                 break  # long batch windows: a newly leased stream (a dead worker's) is taken over now, not later
             if not self._readers and not self._chunks.qsize():
                 with contextlib.suppress(TimeoutError):  # nothing leased: wait for a change, not a busy loop
-                    await asyncio.wait_for(self._changed.wait(), min(remaining, self.config.block_ms / 1000))
+                    async with asyncio.timeout(min(remaining, self.config.block_ms / 1000)):
+                        await self._changed.wait()
                 self._changed.clear()
                 break
-            try:
-                item = await asyncio.wait_for(self._chunks.get(), min(remaining, self.config.block_ms / 1000))
+            try:  # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation (a task never stops)
+                async with asyncio.timeout(min(remaining, self.config.block_ms / 1000)):
+                    item = await self._chunks.get()
             except TimeoutError:
                 if batch and self._flush_when_idle:
                     break

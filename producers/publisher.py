@@ -44,6 +44,7 @@ from typing import Any
 import msgspec
 from redis import exceptions as redis_errors
 
+from common.aio import cancel_and_wait
 from common.keys import LEDGER_LIVE, Keys, lua_xadd_entry
 from common.redact import redact_text
 from common.settings import PublisherSettings
@@ -359,9 +360,7 @@ class EventPublisher:
         self._stopping = True
         self._wakeup.set()
         _, running = await asyncio.wait(self._tasks, timeout=drain_seconds)
-        for task in running:
-            task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
+        await cancel_and_wait(running)
         if self._queue:
             self._spool_events(list(self._queue))
             self._queue.clear()

@@ -20,6 +20,7 @@ import numpy as np
 import orjson
 
 from analysis.sketch import LogBuckets
+from common.aio import cancel_and_wait
 
 #: The decision endpoint of the API (``app.routes``).
 DECISION_PATH: Final = "/v1/bnpl/risk-assessment"
@@ -318,8 +319,7 @@ async def send(
             await asyncio.gather(*in_flight)
         finally:
             if reporter is not None:
-                reporter.cancel()
-                await asyncio.gather(reporter, return_exceptions=True)
+                await cancel_and_wait([reporter])
         result.elapsed_s = time.perf_counter() - start
     if on_progress is not None:
         on_progress(snapshot(start, deque([(start, 0)]), final=True))
