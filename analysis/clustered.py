@@ -60,7 +60,7 @@ def customer_sums(customer: npt.NDArray[np.int64], numerator: Array, denominator
     """
     if customer.size == 0:
         return CustomerSums(np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64))
-    length = int(customer.max()) + 1
+    length = int(np.max(customer)) + 1
     num: Array = np.bincount(customer, weights=numerator, minlength=length).astype(np.float64)
     den: Array = np.bincount(customer, weights=denominator, minlength=length).astype(np.float64)
     keep = den > 0

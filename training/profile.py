@@ -34,8 +34,8 @@ def numeric_summary(values: npt.NDArray[np.float64], bins: int = 10) -> dict[str
         "count": int(values.size),
         "mean": float(values.mean()),
         "std": float(values.std()),
-        "min": float(values.min()),
-        "max": float(values.max()),
+        "min": float(np.min(values)),
+        "max": float(np.max(values)),
         "quantiles": {
             f"p{round(q * 100):02d}": float(v) for q, v in zip(QUANTILES, np.quantile(values, QUANTILES), strict=True)
         },
