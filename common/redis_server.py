@@ -282,6 +282,10 @@ class RedisClusterServers:
                         str(node_timeout_ms),
                         "--repl-diskless-sync-delay",
                         "0",
+                        # A failed master takes only its own slots down: the other masters' shards keep taking
+                        # writes while its replica takes over (the default refuses every write cluster-wide).
+                        "--cluster-require-full-coverage",
+                        "no",
                     ),
                 )
             )
