@@ -10,7 +10,7 @@ PYTHON_EXE := $(shell $(EXE_OF) || PYENV_VERSION="$$(pyenv versions --bare 2>/de
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: venv lint typecheck test image demo bench bench-api bench-consumers bench-ab bench-drift bench-memory bench-performance bench-model bench-guardian bench-replication clean
+.PHONY: venv lint typecheck test test-core image demo bench bench-api bench-consumers bench-ab bench-drift bench-memory bench-performance bench-model bench-guardian bench-replication clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON_EXE)" || { echo "$(PYTHON) not found: install Python 3.11, 3.12 or 3.13"; exit 1; }
@@ -31,6 +31,15 @@ typecheck: venv
 
 test: lint typecheck
 	$(BIN)/pytest
+
+# Unit, API and Redis tests (lint and types too): what CI runs on the newest interpreter.
+CORE_TESTS := tests/test_api.py tests/test_consumers.py tests/test_leases.py tests/test_group_contract.py \
+	tests/test_publisher.py tests/test_redis_server.py tests/test_container_files.py tests/test_structure.py \
+	tests/test_features.py tests/test_generator.py tests/test_decision.py tests/test_hardening.py \
+	tests/test_http_edge.py tests/test_schemas.py tests/test_statistics.py tests/test_watcher.py \
+	tests/test_experiments.py tests/test_mlflow_group.py
+test-core: lint typecheck
+	$(BIN)/pytest $(CORE_TESTS)
 
 # Needs a Docker engine (this project's CI machine has none): build the image, start it, wait for its health check.
 image:
