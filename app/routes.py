@@ -124,8 +124,8 @@ async def readyz(request: web.Request) -> web.Response:
     the emergency switch is on: ``fallback: …``), the active experiment cannot be applied, or events are not
     reaching Redis (spooled, queued too deep, stalled). 200 either way; 503 when degraded and ``?strict=1``.
 
-    Without a valid API key the answer holds states only; with one it adds the details (errors with credentials
-    redacted, queue and spool sizes)."""
+    Without a valid API key the answer holds states only; with one it adds the details (which API process answered,
+    errors with credentials redacted, queue and spool sizes)."""
     app = request.app
     models = app[ENGINE].models
     watcher, publisher = app[WATCHER], app[PUBLISHER]
@@ -149,6 +149,7 @@ async def readyz(request: web.Request) -> web.Response:
     }
     if key_matches(presented_key(request), app[API_KEYS]):
         body["detail"] = {
+            "instance": app[ENGINE].instance_id,
             "experiment": models.experiment.name if models and models.experiment else None,
             "registry_error": watcher.last_error,
             "redis_ok": publisher.redis_ok,

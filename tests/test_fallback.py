@@ -62,11 +62,26 @@ async def _send(port: int, seed: int, n: int = 1_500) -> list[str]:
     return result.prediction_ids
 
 
-def _get(port: int, path: str) -> str:
+def _get(port: int, path: str, api_key: str | None = None) -> str:
     import urllib.request
 
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+    headers = {"X-API-Key": api_key} if api_key else {}
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers)
+    with urllib.request.urlopen(request, timeout=5) as resp:
         return str(resp.read().decode())
+
+
+def _ready_instances(port: int, reads: int = 16) -> set[str]:
+    """The API processes that answered /readyz as ready (each read is a new connection, spread by the kernel)."""
+    found = set()
+    for _ in range(reads):
+        try:
+            body = msgspec.json.decode(_get(port, "/readyz", api_key="k"))
+        except OSError:
+            continue
+        if body["status"] == "ready":
+            found.add(body["detail"]["instance"])
+    return found
 
 
 def _policies(events: list[PredictionEvent], ids: list[str]) -> Counter[tuple[str, str]]:
@@ -91,11 +106,10 @@ def test_fallback_on_switches_every_api_process_within_one_poll_period(
     )
     try:
         deadline = time.monotonic() + 120
-        while len(list((tmp_path / "spool").glob("*.spool"))) < 2 or '"ready"' not in _safe_get(port, "/readyz"):
+        while _ready_instances(port) != {"api-1-w0", "api-1-w1"}:  # both processes accept and are ready
             assert proc.poll() is None, "bnpl serve exited"
             assert time.monotonic() < deadline, "the API processes did not start"
             time.sleep(0.2)
-        time.sleep(1.0)  # both processes past start-up
         before = asyncio.run(_send(port, seed=1))
 
         assert main(["fallback", "on"]) == 2  # a reason is required
