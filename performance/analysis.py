@@ -185,7 +185,7 @@ def _utc64(values: Any) -> npt.NDArray[np.datetime64]:
     aware datetimes (None → NaT)."""
     if isinstance(values, np.ndarray) and values.dtype.kind == "M":
         return values.astype("datetime64[us]")
-    out = np.full(len(values), np.datetime64("NaT"), dtype="datetime64[us]")
+    out = np.full(len(values), np.datetime64("NaT", "us"), dtype="datetime64[us]")
     for i, v in enumerate(values):
         if v is not None:
             out[i] = np.datetime64(v.astimezone(UTC).replace(tzinfo=None), "us")
@@ -215,7 +215,7 @@ def loans_of(columns: dict[str, list[Any]]) -> Loans:
     outcome = columns.get("outcome", [])
     bad = np.array([bool(b) for b in columns.get("bad", [])], dtype=bool) if n else np.zeros(0, dtype=bool)
     bad_at = _utc64(columns.get("outcome_date", []))
-    bad_at[~bad] = np.datetime64("NaT")
+    bad_at[~bad] = np.datetime64("NaT", "us")
     names = [m for m in columns.get("model_name", []) if m]
     return Loans(
         codes.astype(np.int64),

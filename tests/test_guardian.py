@@ -105,7 +105,7 @@ def _loans(champion_bias: float, seed: int = 5, versions: tuple[str, str] = ("3"
         version=np.full(n, versions[0]).astype(str),
         has_outcome=approved & ~fresh,
         bad=bad,
-        bad_at=np.where(bad, decided_at + np.timedelta64(30, "D"), np.datetime64("NaT")).astype("datetime64[us]"),
+        bad_at=np.where(bad, decided_at + np.timedelta64(30, "D"), np.datetime64("NaT", "us")).astype("datetime64[us]"),
         income=np.full(n, "50k-75k").astype(str),
         age=rng.choice(["18-24", "25-34", "35-44"], n).astype(str),
         scores={versions[0]: champion, versions[1]: truth},
