@@ -51,9 +51,11 @@ async def _needs(redis: Any, stream: str) -> dict[str, tuple[tuple[int, int], bo
         name = group["name"].decode() if isinstance(group["name"], bytes) else group["name"]
         lag = group.get("lag")
         waiting = int(group["pending"]) > 0 or lag is None or int(lag) > 0
-        if int(group["pending"]) > 0:
-            summary = await redis.xpending(stream, name)
-            needed[name] = (parse_id(summary["min"]), waiting)
+        # XPENDING comes after XINFO GROUPS: what was pending may have been acked meanwhile (no "min" then); the
+        # last-delivered id of the earlier answer is at or before the group's position now, so it stays safe.
+        oldest = (await redis.xpending(stream, name))["min"] if int(group["pending"]) > 0 else None
+        if oldest is not None:
+            needed[name] = (parse_id(oldest), waiting)
         else:
             ms, seq = parse_id(group["last-delivered-id"])
             needed[name] = ((ms, seq + 1), waiting)

@@ -277,6 +277,8 @@ async def test_status_lists_every_stream_and_group_and_its_json_follows_the_sche
     assert set(groups[keys.outcomes()]) == {"outcomes"}
     assert groups[first]["warehouse"]["created"]
     assert groups[first]["warehouse"]["stuck"]
+    assert groups[first]["warehouse"]["oldest_age_s"] >= 0  # 20 events wait: the age of the first of them
+    assert groups[second]["warehouse"]["oldest_age_s"] is None  # nothing waits (not created there)
     assert not groups[first]["mlflow"]["created"]
     assert groups[first]["mlflow"]["unattended"]
     assert groups[first]["mlflow"]["lag"] == 20
@@ -405,3 +407,34 @@ async def test_trimming_reports_only_groups_with_old_work_waiting(redis, key_pre
     result = await trim_stream(redis, stream, retention_ms=3_600_000, approximate=False)
     assert result.overdue_groups == ()  # both groups are done: an idle stream raises no error
     assert await redis.xlen(stream) == 0
+
+
+class _AcksRightAfterLooking:
+    """A real client whose ``XINFO GROUPS`` answer is followed at once by the group acking what it had pending —
+    another worker finishing its batch between the trimmer's two calls."""
+
+    def __init__(self, redis, group: str) -> None:
+        self._redis, self._group = redis, group
+
+    async def xinfo_groups(self, stream: str):
+        rows = await self._redis.xinfo_groups(stream)
+        pending = await self._redis.xpending_range(stream, self._group, "-", "+", 1_000)
+        await self._redis.xack(stream, self._group, *[p["message_id"] for p in pending])
+        return rows
+
+    def __getattr__(self, name: str):
+        return getattr(self._redis, name)
+
+
+async def test_trimming_survives_pending_entries_acked_between_its_calls(redis, key_prefix):
+    """The group had entries pending when the trimmer looked and acked them before it asked for the oldest one (no
+    ``min`` then): the trimmer falls back to the group's last-delivered id instead of failing the worker."""
+    stream = Keys(key_prefix).predictions()
+    for i in range(1, 6):
+        await redis.xadd(stream, {"v": 1}, id=f"{1000 + i}-0")
+    await redis.xgroup_create(stream, "g", id="0")
+    await redis.xreadgroup("g", "c", {stream: ">"}, count=3)  # 3 pending, 2 not delivered
+    result = await trim_stream(_AcksRightAfterLooking(redis, "g"), stream, retention_ms=0, approximate=False)
+    assert result.safe_min_id == "1003-1"  # right after the last delivered: what the group still needs
+    assert [e for e, _ in await redis.xrange(stream)] == [b"1004-0", b"1005-0"]
+    assert result.overdue_groups == ("g",)  # two entries still wait for it
