@@ -168,7 +168,15 @@ class ConsumerSettings:
     """Every consumer-group worker (`bnpl consume <group>`): batching, retries, claiming, health, trimming."""
 
     batch_size: int = setting("BNPL_CONSUMER_BATCH", 5_000, "entries per batch handed to a group's sink")
-    max_wait_s: float = setting("BNPL_CONSUMER_WAIT_S", 2.0, "a partial batch is handed over after this wait")
+    max_wait_s: float = setting(
+        "BNPL_CONSUMER_WAIT_S", 2.0, "upper bound: a partial batch is handed over at the latest after this wait"
+    )
+    linger_ms: int = setting(
+        "BNPL_CONSUMER_LINGER_MS",
+        50,
+        "once a group has caught up (a read returned fewer entries than asked), a partial batch waits at most this "
+        "long for more (ms); under a backlog batches grow up to BNPL_CONSUMER_BATCH",
+    )
     block_ms: int = setting("BNPL_CONSUMER_BLOCK_MS", 500, "longest blocking XREADGROUP call (ms)")
     max_deliveries: int = setting("BNPL_MAX_DELIVERIES", 5, "an entry delivered this often goes to the dead letters")
     claim_idle_ms: int = setting("BNPL_CLAIM_IDLE_MS", 30_000, "another worker claims entries pending this long (ms)")
@@ -493,6 +501,14 @@ class BenchSettings:
     )
     bench_model_decisions: int = setting(
         "BENCH_MODEL_DECISIONS", 100_000, "`make bench-model`: engine decisions whose reasons are checked"
+    )
+    soak_seconds: float = setting("BENCH_SOAK_SECONDS", 180.0, "`make bench-soak`: seconds of traffic")
+    soak_rate: float = setting("BENCH_SOAK_RATE", 800.0, "`make bench-soak`: decisions per second (open loop)")
+    soak_sample_s: float = setting("BENCH_SOAK_SAMPLE_S", 1.0, "`make bench-soak`: seconds between samples")
+    soak_retention_s: float = setting(
+        "BENCH_SOAK_RETENTION_S",
+        60.0,
+        "`make bench-soak`: stream retention of the run (short, so Redis memory reaches its plateau within it)",
     )
 
 

@@ -65,8 +65,8 @@ class BatchHandler(Protocol):
     with backoff. Return per-entry failures for entries that are themselves bad.
 
     Optional: a handler with a ``batching`` attribute ``(entries, seconds)`` (not None) gets batches of that size,
-    flushed only when full or that old (``BNPL_CONSUMER_BATCH``/``BNPL_CONSUMER_WAIT_S`` and the flush on an empty
-    read do not apply): for sinks with a per-day job quota.
+    flushed only when full or that old (``BNPL_CONSUMER_BATCH``/``BNPL_CONSUMER_WAIT_S`` and the flush once caught up
+    do not apply): for sinks with a per-day job quota.
     """
 
     #: Consumer-group name (one Redis consumer group per name, on every stream in :attr:`streams`).

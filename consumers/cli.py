@@ -47,8 +47,8 @@ class WorkerCollector:
     """A consumer worker's Prometheus families, read from its counters at scrape time (labels: group, consumer).
 
     Every worker: ``bnpl_consumer_{processed,failed,dead_lettered,retries,claimed,batches,redis_errors}_total``,
-    ``bnpl_consumer_{up,lag,leased_streams,batch_seconds}``; the alert sender adds its webhook deliveries and
-    failures, the drift group the alerts its findings raised (by kind and model version).
+    ``bnpl_consumer_{up,lag,oldest_entry_age_seconds,leased_streams,batch_seconds}``; the alert sender adds its
+    webhook deliveries and failures, the drift group the alerts its findings raised (by kind and model version).
     """
 
     def __init__(self, worker: ConsumerWorker) -> None:
@@ -77,7 +77,13 @@ class WorkerCollector:
             yield counter
         for name, value, doc in (
             ("up", 0 if worker.stopping else 1, "1 while the worker consumes, 0 while it drains to stop"),
-            ("lag", stats.lag, "Entries of the streams it holds not yet delivered to the group (sampled every 5 s)"),
+            ("lag", stats.lag, "Entries of the streams it holds not yet delivered to the group (sampled every 1 s)"),
+            (
+                "oldest_entry_age_seconds",
+                stats.oldest_age_s,
+                "Age of the oldest entry of its streams the group has not acked (pending or not yet delivered): "
+                "the end-to-end lag of the group (sampled every 1 s; 0: none)",
+            ),
             ("leased_streams", len(worker.leases.owned), "Stream shards whose lease this worker holds"),
             ("batch_seconds", stats.last_batch_s, "Duration of the last batch"),
         ):

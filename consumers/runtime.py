@@ -33,7 +33,7 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from redis import exceptions as redis_errors
@@ -46,12 +46,22 @@ from common.redis_client import text
 from common.settings import ConsumerSettings
 from consumers.base import BatchHandler, BatchResult, Entry
 from consumers.leases import ShardLeases
-from consumers.status import record_rate_sample
+from consumers.status import age_s, oldest_unacked_ms, record_rate_sample
 from consumers.trim import trim_stream
 
 log = logging.getLogger(__name__)
 #: A new group reads its streams from the beginning (nothing published before it started is skipped).
 GROUP_START_ID = "0"
+#: How often a worker samples the lag of the streams it holds (entries, and the age of the oldest unacked entry).
+LAG_SAMPLE_S = 1.0
+
+
+class Chunk(NamedTuple):
+    """What one read of a stream delivered (or the error it raised); ``caught_up``: fewer entries than asked."""
+
+    stream: str
+    entries: list[Entry] | BaseException
+    caught_up: bool
 
 
 @dataclass(slots=True)
@@ -65,6 +75,7 @@ class WorkerStats:
     redis_errors: int = 0  # Redis errors the worker healed from (reconnected and resumed)
     last_batch_s: float = 0.0
     lag: int = 0  # entries of the streams not yet delivered to this group (XINFO GROUPS)
+    oldest_age_s: float = 0.0  # age of the oldest entry of its streams not yet acked (0: none)
     last_errors: dict[str, str] = field(default_factory=dict)
 
 
@@ -107,7 +118,7 @@ class ConsumerWorker:
         self._warned: dict[str, bool] = {}
         self.leases = ShardLeases(redis, keys, self.group, self.streams, self.name, self.config.lease_ttl_s)
         self._readers: dict[str, asyncio.Task[None]] = {}
-        self._chunks: asyncio.Queue[tuple[str, list[Entry] | BaseException]] = asyncio.Queue()
+        self._chunks: asyncio.Queue[Chunk] = asyncio.Queue()
         self._queued = 0  # entries in the queue
         self._reserved = 0  # entries asked for by reads in flight
         self._in_hand: defaultdict[str, set[str]] = defaultdict(set)  # per stream: ids read, not yet processed
@@ -194,6 +205,7 @@ class ConsumerWorker:
         self._taking = self.leases.owned - self._releasing
         await self._refresh_leases()
         lease_task = asyncio.create_task(self._lease_loop(), name=f"{self.task_prefix}leases")
+        lag_task = asyncio.create_task(self._lag_loop(), name=f"{self.task_prefix}lag")
         try:
             while not self.stopping:
                 await self._take_over()
@@ -209,7 +221,7 @@ class ConsumerWorker:
             for i in range(0, len(drained), self.config.batch_size):
                 await self._process_read(drained[i : i + self.config.batch_size])
         finally:
-            await cancel_and_wait([lease_task, *self._readers.values()])
+            await cancel_and_wait([lease_task, lag_task, *self._readers.values()])
             self._readers.clear()
             self._chunks = asyncio.Queue()  # entries left in it stay pending for this consumer: re-read on resume
             self._queued = self._reserved = 0
@@ -322,9 +334,10 @@ class ConsumerWorker:
 
     async def _read(self, stream: str) -> None:
         """A leased stream's reader: blocking ``XREADGROUP`` of new entries into the queue, while there is room
-        (at most one batch queued). An empty read posts an empty chunk: the collector flushes a partial batch on
-        it. Never cancelled mid-read by the runtime (entries delivered to a cancelled read would wait for a
-        claim): asked to stop, it finishes its read (≤ ``block_ms``) and returns."""
+        (at most one batch queued). A read that returns fewer entries than asked (or none) marks its chunk
+        ``caught_up``: the collector then hands a partial batch over after at most ``linger_ms``. Never cancelled
+        mid-read by the runtime (entries delivered to a cancelled read would wait for a claim): asked to stop, it
+        finishes its read (≤ ``block_ms``) and returns."""
         try:
             while not self.stopping and stream not in self._stopping_readers:
                 count = self._batch_room()
@@ -342,22 +355,28 @@ class ConsumerWorker:
                 entries = self._entries(response)
                 self._in_hand[stream].update(e.id for e in entries)
                 self._queued += len(entries)
-                self._chunks.put_nowait((stream, entries))
+                self._chunks.put_nowait(Chunk(stream, entries, caught_up=len(entries) < count))
         except (redis_errors.RedisError, OSError) as exc:
-            self._chunks.put_nowait((stream, exc))
+            self._chunks.put_nowait(Chunk(stream, exc, caught_up=True))
             raise
 
     def _batch_room(self) -> int:
         return min(self.config.batch_size, self.config.batch_size - self._queued - self._reserved)
 
     async def _collect(self) -> list[Entry]:
-        """A batch from the readers: full, or the first read that came back empty after some data (unless the
-        handler declares ``batching``), or ``max_wait`` up."""
+        """A batch from the readers. Adaptive: under a backlog (reads come back full) it fills up to ``batch_size``;
+        once the group has caught up (a read returned fewer entries than asked, or none) it takes what is already
+        queued, waits at most ``linger_ms`` for more and is handed over — so a batch is about the rate times the
+        time the last one took, and an event waits for no timer. ``max_wait_s`` stays the upper bound. A handler
+        that declares ``batching`` (BigQuery load jobs) flushes only when full or that old."""
         batch: list[Entry] = []
         deadline = time.monotonic() + self.config.max_wait_s
+        flush_at = deadline  # moves closer (now + linger) once caught up with something in hand
         while len(batch) < self.config.batch_size and not self.stopping:
-            remaining = deadline - time.monotonic()
+            remaining = flush_at - time.monotonic()
             if remaining <= 0:
+                while batch and self._chunks.qsize() and len(batch) < self.config.batch_size:
+                    batch += self._take_chunk(self._chunks.get_nowait()) or []  # what is queued already goes too
                 break
             if self._taking and not self._flush_when_idle:
                 break  # long batch windows: a newly leased stream (a dead worker's) is taken over now, not later
@@ -371,22 +390,23 @@ class ConsumerWorker:
                 async with asyncio.timeout(min(remaining, self.config.block_ms / 1000)):
                     item = await self._chunks.get()
             except TimeoutError:
-                if batch and self._flush_when_idle:
-                    break
                 continue
             entries = self._take_chunk(item)
             if entries is None:
                 continue
-            if not entries and batch and self._flush_when_idle:
-                break  # a read came back empty after some data: flush now rather than wait out the window
             batch += entries
+            if self._flush_when_idle:  # (declared batching: only full or max_wait_s old)
+                if not item.caught_up:
+                    flush_at = deadline  # a full read: a backlog, let the batch grow
+                elif batch:
+                    flush_at = min(flush_at, time.monotonic() + self.config.linger_ms / 1000)
             await self._beat()
         return batch
 
-    def _take_chunk(self, item: tuple[str, list[Entry] | BaseException]) -> list[Entry] | None:
+    def _take_chunk(self, item: Chunk) -> list[Entry] | None:
         """A reader's chunk out of the queue; None for a stream whose lease was lost meanwhile (its entries stay
         pending for the new holder to claim)."""
-        stream, chunk = item
+        stream, chunk = item.stream, item.entries
         if isinstance(chunk, BaseException):
             raise chunk
         self._queued -= len(chunk)
@@ -502,15 +522,31 @@ class ConsumerWorker:
             log.warning("group %s: periodic work failed (%s: %s); will retry", self.group, exc.__class__.__name__, exc)
         if now - self._last_sample >= 5.0:
             self._last_sample = now
-            lag = 0
             for stream in owned:
                 with self._best_effort("progress sample"):
                     await record_rate_sample(self.redis, self.keys, stream, self.group)
-                for group in await self.redis.xinfo_groups(stream):
-                    if text(group["name"]) == self.group:
-                        lag += int(group.get("lag") or 0)
-            self.stats.lag = lag
         await self._beat()
+
+    async def _lag_loop(self) -> None:
+        """Samples the lag every ``LAG_SAMPLE_S`` on its own task: a sink stuck in a batch shows a growing age."""
+        while not self.stopping:
+            with contextlib.suppress(redis_errors.RedisError, OSError):  # Redis trouble: the main loop deals with it
+                await self._sample_lag(self.owned)
+            await asyncio.sleep(LAG_SAMPLE_S)
+
+    async def _sample_lag(self, owned: list[str]) -> None:
+        """Lag of the streams this worker holds: entries not yet delivered, and the age of the oldest entry not yet
+        acked (the group's end-to-end lag; 0 when it has everything)."""
+        lag, oldest = 0, None
+        for stream in owned:
+            for group in await self.redis.xinfo_groups(stream):
+                if text(group["name"]) == self.group:
+                    lag += int(group.get("lag") or 0)
+                    published = await oldest_unacked_ms(self.redis, stream, group)
+                    if published is not None:
+                        oldest = published if oldest is None else min(oldest, published)
+        self.stats.lag = lag
+        self.stats.oldest_age_s = age_s(oldest) or 0.0
 
     async def _take_pending(self, stream: str) -> None:
         """A newly leased stream: take over what other consumers left pending on it (the previous holder handed it

@@ -41,6 +41,8 @@ class GroupStatus:
     unattended: bool = False
     #: False: the group reads this stream but was never created on it (no worker of it ever started)
     created: bool = True
+    #: age (s) of the oldest entry the group has not acked (pending, else first undelivered): its end-to-end lag
+    oldest_age_s: float | None = None
 
 
 @dataclass(slots=True)
@@ -71,6 +73,39 @@ class StreamStatus:
         if rate is None or per_event is None:
             return None
         return rate * self.retention_s * per_event
+
+
+async def oldest_unacked_ms(redis: Any, stream: str, group: dict[str, Any]) -> int | None:
+    """Publish time (ms, from the entry id) of the oldest entry of ``stream`` the group described by ``group`` (its
+    ``XINFO GROUPS`` row) has not acked: its oldest pending entry, else its first undelivered one; None when it has
+    all of them."""
+    name = text(group["name"])
+    if int(group["pending"]) > 0:
+        summary = await redis.xpending(stream, name)
+        if summary.get("min") is not None:
+            return entry_ms(summary["min"])
+    after = await redis.xrange(stream, min="(" + text(group["last-delivered-id"]), max="+", count=1)
+    return entry_ms(after[0][0]) if after else None
+
+
+async def oldest_of_group(redis: Any, stream: str, group: str) -> int | None:
+    """:func:`oldest_unacked_ms` of the group named ``group`` (None also when it does not exist on ``stream``)."""
+    for info in await redis.xinfo_groups(stream):
+        if text(info["name"]) == group:
+            return await oldest_unacked_ms(redis, stream, info)
+    return None
+
+
+def entry_ms(entry_id: Any) -> int:
+    """The publish time (ms since the epoch) a stream entry id carries."""
+    return int(text(entry_id).split("-")[0])
+
+
+def age_s(published_ms: int | None, now: float | None = None) -> float | None:
+    """Seconds since ``published_ms`` (never negative: clocks of client and server may differ slightly)."""
+    if published_ms is None:
+        return None
+    return max(0.0, (time.time() if now is None else now) - published_ms / 1000)
 
 
 async def record_rate_sample(redis: Any, keys: Keys, stream: str, group: str) -> None:
@@ -184,6 +219,7 @@ async def _stream_status(redis: Any, keys: Keys, settings: ConsumerSettings, str
         samples = [orjson.loads(s) for s in raw]
         lag = group.get("lag")
         pending = int(group["pending"])
+        oldest = age_s(await oldest_unacked_ms(redis, stream, group))
         rate = _rate(samples, "read")
         if status.events_per_s is None:
             status.events_per_s = _rate(samples, "added")
@@ -215,6 +251,7 @@ async def _stream_status(redis: Any, keys: Keys, settings: ConsumerSettings, str
                 reason,
                 text(holder) if (holder := await redis.get(keys.lease(name, stream))) is not None else None,
                 unattended,
+                oldest_age_s=None if oldest is None else round(oldest, 3),
             )
         )
     return status
@@ -286,6 +323,7 @@ STATUS_SCHEMA: dict[str, Any] = {
                                 "holder",
                                 "unattended",
                                 "created",
+                                "oldest_age_s",
                             ],
                             "properties": {
                                 "name": {"type": "string"},
@@ -312,6 +350,11 @@ STATUS_SCHEMA: dict[str, Any] = {
                                 "holder": {"type": ["string", "null"], "description": "worker holding the lease"},
                                 "unattended": {"type": "boolean"},
                                 "created": {"type": "boolean", "description": "false: no worker ever started"},
+                                "oldest_age_s": {
+                                    **_NUMBER_OR_NULL,
+                                    "description": "age (s) of the oldest entry not yet acked by the group, from "
+                                    "its id: the group's end-to-end lag (null: it has every entry)",
+                                },
                             },
                         },
                     },
@@ -391,9 +434,11 @@ def render(streams: list[StreamStatus]) -> str:
                 continue
             flag = f"STUCK ({g.reason})" if g.stuck else f"UNATTENDED ({g.reason})" if g.unattended else "ok"
             grate = f"{g.events_per_s:,.0f}/s" if g.events_per_s is not None else "n/a"
+            oldest = f"{g.oldest_age_s:,.1f} s" if g.oldest_age_s is not None else "none"
             lines.append(
                 f"  group {g.name}: {flag}; live consumers {g.live_consumers}, pending {g.pending:,}, "
-                f"lag {g.lag if g.lag is not None else 'unknown'}, last delivered {g.last_delivered_id}, "
+                f"lag {g.lag if g.lag is not None else 'unknown'} (oldest unacked {oldest}), "
+                f"last delivered {g.last_delivered_id}, "
                 f"read {grate}, read by {g.holder or 'no worker (lease free)'}"
             )
             for c in g.consumers:

@@ -13,9 +13,9 @@ import uuid_utils
 
 from alerting.channel import raise_alert
 from common.keys import Keys
-from common.redis_client import text
 from common.settings import AlertSettings
 from consumers.base import BatchResult, Entry
+from consumers.status import oldest_of_group
 from schemas.alerts import Alert
 from schemas.events import upgrade_payload
 from warehouse.base import BatchUploadError, Warehouse
@@ -170,7 +170,7 @@ class WarehouseHandler:
         self._last_delay_check = time.monotonic()
         now_ms = time.time() * 1000
         for shard, stream in enumerate(self._streams):
-            oldest = await oldest_unlanded_ms(self.redis, stream, self.group)
+            oldest = await oldest_of_group(self.redis, stream, self.group)
             if oldest is None or (now_ms - oldest) / 1000 <= self.max_delay_s:
                 continue
             age_s = (now_ms - oldest) / 1000
@@ -187,16 +187,3 @@ class WarehouseHandler:
 
     async def close(self) -> None:
         await asyncio.to_thread(self.warehouse.close)
-
-
-async def oldest_unlanded_ms(redis: Any, stream: str, group: str) -> int | None:
-    """Publish time (ms, from the entry id) of the oldest entry of ``stream`` that ``group`` has not acked: its
-    oldest pending entry, else its first undelivered one; None when it has all."""
-    for info in await redis.xinfo_groups(stream):
-        if text(info["name"]) != group:
-            continue
-        if int(info["pending"]) > 0:
-            return int(text((await redis.xpending(stream, group))["min"]).split("-")[0])
-        after = await redis.xrange(stream, min="(" + text(info["last-delivered-id"]), max="+", count=1)
-        return int(text(after[0][0]).split("-")[0]) if after else None
-    return None
