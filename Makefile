@@ -10,7 +10,7 @@ PYTHON_EXE := $(shell $(EXE_OF) || PYENV_VERSION="$$(pyenv versions --bare 2>/de
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: venv lint typecheck test test-core image demo bench bench-api bench-consumers bench-ab bench-drift bench-memory bench-performance bench-model bench-guardian bench-replication clean
+.PHONY: venv lint typecheck test test-core image demo bench bench-api bench-consumers bench-ab bench-drift bench-memory bench-performance bench-model bench-guardian bench-replication bench-soak clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON_EXE)" || { echo "$(PYTHON) not found: install Python 3.11, 3.12 or 3.13"; exit 1; }
@@ -81,7 +81,10 @@ bench-model: venv
 bench-guardian: venv
 	$(BIN)/python -m bench.guardian_bench
 
-bench: bench-api bench-consumers bench-ab bench-drift bench-memory bench-performance bench-model bench-guardian bench-replication
+bench-soak: venv
+	$(BIN)/python -m bench.soak_bench
+
+bench: bench-api bench-consumers bench-ab bench-drift bench-memory bench-performance bench-model bench-guardian bench-replication bench-soak
 
 clean:
 	rm -rf $(VENV) .bnpl .pytest_cache .mypy_cache .ruff_cache

@@ -175,6 +175,20 @@ class LatencyHistogram:
         """The ``q``-th percentile (0–100), within 1 %; NaN before the first sample."""
         return self.BUCKETS.quantile(self._counts, q / 100.0)
 
+    def copy(self) -> LatencyHistogram:
+        """The counts so far (what :meth:`since` subtracts later)."""
+        out = LatencyHistogram()
+        out._counts = self._counts.copy()
+        out.count = self.count
+        return out
+
+    def since(self, earlier: LatencyHistogram) -> LatencyHistogram:
+        """The latencies counted after ``earlier`` (a :meth:`copy` of this histogram) was taken."""
+        out = LatencyHistogram()
+        out._counts = self._counts - earlier._counts
+        out.count = self.count - earlier.count
+        return out
+
 
 @dataclass(frozen=True, slots=True)
 class SendProgress:
