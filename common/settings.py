@@ -232,6 +232,12 @@ class WarehouseSettings:
 
     warehouse: str = setting("BNPL_WAREHOUSE", "duckdb", "`duckdb` (embedded) or `bigquery`")
     duckdb_path: Path | None = setting("BNPL_DUCKDB_PATH", None, "DuckDB file", shown="`<data dir>/warehouse.duckdb`")
+    duckdb_hold_s: float = setting(
+        "BNPL_DUCKDB_HOLD_S",
+        5.0,
+        "the warehouse group keeps its DuckDB connection across batches this long (s), then lets other processes in "
+        "(they wait for the file up to 30 s); 0: open and close it per batch",
+    )
     bq_project: str = setting(
         "BNPL_BQ_PROJECT",
         "",

@@ -18,7 +18,7 @@ def _warehouse_group(settings: Settings, redis: Any) -> BatchHandler:
     load_jobs = wh.warehouse == "bigquery" and wh.bq_mode == "load"
     batching = (wh.bq_batch_rows, wh.bq_batch_max_s) if load_jobs else None
     max_delay = wh.bq_max_delay_s if wh.warehouse == "bigquery" else None
-    return WarehouseHandler(make_warehouse(wh), settings.keys, redis, settings.alerts, batching, max_delay)
+    return WarehouseHandler(make_warehouse(wh, writer=True), settings.keys, redis, settings.alerts, batching, max_delay)
 
 
 def _mlflow_group(settings: Settings, redis: Any) -> BatchHandler:

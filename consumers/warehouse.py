@@ -163,8 +163,10 @@ class WarehouseHandler:
         return None
 
     async def tick(self) -> None:
-        """With ``max_delay_s``: about once a minute, a warning alert when the oldest event of a stream not yet in
-        the warehouse (pending for the group, or not delivered yet) is older than that."""
+        """Let other processes at a DuckDB file once idle (the warehouse holds its connection across batches); with
+        ``max_delay_s``: about once a minute, a warning alert when the oldest event of a stream not yet in the
+        warehouse (pending for the group, or not delivered yet) is older than that."""
+        await asyncio.to_thread(self.warehouse.release_idle)
         if self.redis is None or self.max_delay_s is None or time.monotonic() - self._last_delay_check < 60:
             return
         self._last_delay_check = time.monotonic()

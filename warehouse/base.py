@@ -222,6 +222,10 @@ class Warehouse(Protocol):
         """``outcomes``, ``without_decision``, ``bad``."""
         ...
 
+    def release_idle(self) -> None:
+        """Hand back what is held between batches once the writer has been idle a while (called between batches)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -253,8 +257,9 @@ def rows_of(columns: Columns) -> list[dict[str, Any]]:
     return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
 
 
-def make_warehouse(settings: WarehouseSettings) -> Warehouse:
-    """The configured warehouse (``BNPL_WAREHOUSE``)."""
+def make_warehouse(settings: WarehouseSettings, writer: bool = False) -> Warehouse:
+    """The configured warehouse (``BNPL_WAREHOUSE``); ``writer``: the warehouse group's, which may hold its DuckDB
+    connection between batches (``BNPL_DUCKDB_HOLD_S``)."""
     if settings.warehouse == "bigquery":
         from warehouse.bigquery_store import BigQueryWarehouse, bigquery_client
 
@@ -267,5 +272,5 @@ def make_warehouse(settings: WarehouseSettings) -> Warehouse:
         from warehouse.duckdb_store import DuckDBWarehouse
 
         assert settings.duckdb_path is not None
-        return DuckDBWarehouse(settings.duckdb_path)
+        return DuckDBWarehouse(settings.duckdb_path, hold_s=settings.duckdb_hold_s if writer else 0.0)
     raise ValueError(f"unknown warehouse {settings.warehouse!r} (duckdb or bigquery)")

@@ -577,6 +577,9 @@ class BigQueryWarehouse:
         row = rows[0]
         return {"outcomes": int(row[0] or 0), "without_decision": int(row[1] or 0), "bad": int(row[2] or 0)}
 
+    def release_idle(self) -> None:
+        """Nothing is held between batches."""
+
     def close(self) -> None:
         self.client.close()  # type: ignore[no-untyped-call]
 
