@@ -18,7 +18,32 @@ import redis.asyncio as aioredis
 from consumers.status import wait_drained as wait_group_drained
 from traffic.events import add_events, make_events
 
-__all__ = ["add_events", "kill_workers_mid_batch", "make_events", "spawn_worker", "wait_group_drained", "worker_env"]
+__all__ = [
+    "QuietHandler",
+    "add_events",
+    "kill_workers_mid_batch",
+    "make_events",
+    "spawn_worker",
+    "wait_group_drained",
+    "worker_env",
+]
+
+
+class QuietHandler:
+    """A test group's handler without start-up, periodic or shutdown work: subclasses set ``group`` and
+    ``streams`` and write ``handle``."""
+
+    async def start(self) -> None:
+        return None
+
+    async def released(self, stream: str, lost: bool) -> None:
+        return None
+
+    async def tick(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
 
 
 def worker_env(redis_url: str, prefix: str, duckdb_path: Path, data_dir: Path, **extra: str) -> dict[str, str]:

@@ -18,7 +18,7 @@ from consumers.base import BatchResult, Entry
 from consumers.cli import WorkerCollector
 from consumers.runtime import ConsumerWorker
 from consumers.status import collect
-from tests.streams import add_events, make_events, wait_group_drained
+from tests.streams import QuietHandler, add_events, make_events, wait_group_drained
 
 #: A batch window far longer than any test here waits: batches handed over before it ends were not timed out.
 LONG_WAIT = ConsumerSettings(batch_size=100_000, max_wait_s=600.0, block_ms=100, linger_ms=20, trim_every_s=3_600)
@@ -31,7 +31,7 @@ async def redis(redis_server):
     await client.aclose()
 
 
-class _Batches:
+class _Batches(QuietHandler):
     """A group that records the size of each batch it is handed; ``hold`` keeps it inside its first batch."""
 
     group = "batching"
@@ -42,24 +42,12 @@ class _Batches:
         self.hold = hold
         self.entered = asyncio.Event()
 
-    async def start(self) -> None:
-        return None
-
-    async def released(self, stream: str, lost: bool) -> None:
-        return None
-
-    async def tick(self) -> None:
-        return None
-
     async def handle(self, entries: list[Entry]) -> BatchResult:
         self.entered.set()
         if self.hold is not None:
             await self.hold.wait()
         self.sizes.append(len(entries))
         return BatchResult()
-
-    async def close(self) -> None:
-        return None
 
 
 @contextlib.asynccontextmanager

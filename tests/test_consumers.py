@@ -22,7 +22,15 @@ from consumers.runtime import ConsumerWorker
 from consumers.status import collect, healthy
 from consumers.trim import trim_stream
 from consumers.warehouse import WarehouseHandler
-from tests.streams import add_events, kill_workers_mid_batch, make_events, spawn_worker, wait_group_drained, worker_env
+from tests.streams import (
+    QuietHandler,
+    add_events,
+    kill_workers_mid_batch,
+    make_events,
+    spawn_worker,
+    wait_group_drained,
+    worker_env,
+)
 from warehouse.duckdb_store import DuckDBWarehouse
 
 FAST = ConsumerSettings(
@@ -145,7 +153,7 @@ async def test_sigkill_workers_mid_batch_five_times_every_event_once(tmp_path, r
     assert set(ids) == {e.prediction_id for e in events}
 
 
-class _Recorder:
+class _Recorder(QuietHandler):
     """A second group that only records what it saw (and can be stopped)."""
 
     group = "audit"
@@ -154,21 +162,9 @@ class _Recorder:
         self.seen: list[str] = []
         self.streams = keys.prediction_streams()
 
-    async def start(self) -> None:
-        return None
-
-    async def released(self, stream: str, lost: bool) -> None:
-        return None
-
-    async def tick(self) -> None:
-        return None
-
     async def handle(self, entries: list[Entry]) -> BatchResult:
         self.seen += [e.id for e in entries]
         return BatchResult()
-
-    async def close(self) -> None:
-        return None
 
 
 async def test_trimming_keeps_what_a_stopped_group_has_not_acked(tmp_path, redis, key_prefix):
