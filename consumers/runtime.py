@@ -274,6 +274,9 @@ class ConsumerWorker:
             await self._take_pending(stream)
             self._taking.discard(stream)
             if stream in self.leases.owned and stream not in self._releasing:
+                previous = self._readers.get(stream)
+                if previous is not None and not previous.done():  # (lost, then regained) it stops after its read
+                    await asyncio.gather(previous, return_exceptions=True)
                 self._stopping_readers.discard(stream)
                 self._readers[stream] = asyncio.create_task(self._read(stream), name=f"{self.task_prefix}read {stream}")
                 log.info("group %s: reading %s", self.group, stream)
@@ -361,7 +364,12 @@ class ConsumerWorker:
             raise
 
     def _batch_room(self) -> int:
-        return min(self.config.batch_size, self.config.batch_size - self._queued - self._reserved)
+        """How many entries a reader may ask for: what is left of one batch (queued and asked for by reads in flight
+        count), and at most an even share of a batch per reader — else one reader's back-to-back blocking reads
+        would hold the whole room and the worker's other shards would never be read."""
+        readers = sum(1 for task in self._readers.values() if not task.done()) or 1
+        share = max(1, self.config.batch_size // readers)
+        return min(share, self.config.batch_size - self._queued - self._reserved)
 
     async def _collect(self) -> list[Entry]:
         """A batch from the readers. Adaptive: under a backlog (reads come back full) it fills up to ``batch_size``;

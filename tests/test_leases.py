@@ -224,3 +224,22 @@ async def test_a_dead_workers_shards_move_within_the_lease_ttl_a_replacement_reb
     twice = {entry_id for entry_id, n in by_id.items() if n > 1}
     assert twice <= unacked  # read again only what the dead worker held unacked
     assert max(by_id.values()) <= 2
+
+
+async def test_a_worker_holding_several_shards_reads_a_busy_one_while_another_is_idle(redis, key_prefix):
+    """One worker, two shards, entries on the second only: the first shard's reader, blocking on an idle stream
+    back to back, must not hold the whole read room (it did: the second shard was never read)."""
+    keys = Keys(key_prefix, 2)
+    config = ConsumerSettings(batch_size=200, max_wait_s=0.2, block_ms=100, trim_every_s=3_600, lease_ttl_s=600)
+    seen: list[tuple[str, str, str]] = []
+    worker = ConsumerWorker(redis, keys, _Recorder(keys, "w", seen), config, name="w")
+    tasks = {"w": asyncio.create_task(worker.run())}
+    try:
+        idle, busy = keys.prediction_streams()
+        await _until(_split([worker], [2], [idle, busy]), 30, "the worker holds both shards")
+        await asyncio.sleep(0.5)  # both readers in their blocking reads
+        published = [(busy, (await redis.xadd(busy, {"v": 1, "id": "x", "e": b"{}"})).decode()) for _ in range(20)]
+        await wait_group_drained(redis, busy, _Recorder.group, seconds=60)
+        assert {(s, i) for _, s, i in seen} == set(published)
+    finally:
+        await _stop({"w": worker}, tasks)
