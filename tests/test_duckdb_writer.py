@@ -10,6 +10,7 @@ from pathlib import Path
 
 import msgspec
 import orjson
+import pytest
 
 from traffic.events import make_events
 from warehouse.duckdb_store import DuckDBWarehouse
@@ -73,3 +74,51 @@ def test_an_idle_writer_releases_the_file_and_a_redelivered_batch_adds_nothing(t
     assert (result.inserted, result.duplicates) == (0, 300)
     writer.close()
     assert _count(path) == (300, 300)
+
+
+#: One writer process: joins after ``argv[3]`` seconds (creating the tables, as every worker does at start), then
+#: inserts ``argv[4]`` batches of 5 events with fresh ids, holding its connection for ``argv[2]`` seconds (0: a
+#: connection per batch); prints how many rows its inserts reported.
+WRITER = """
+import sys, time, uuid
+from pathlib import Path
+import msgspec, orjson
+from traffic.events import make_events
+from warehouse.duckdb_store import DuckDBWarehouse
+path, hold, delay, batches = Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+events = [msgspec.to_builtins(e) for e in make_events(5, seed=int(delay * 10))]
+store = DuckDBWarehouse(path, hold_s=hold)
+time.sleep(delay)
+store.ensure_tables()
+inserted = 0
+for _ in range(batches):
+    rows = []
+    for event in events:
+        event["decision"]["prediction_id"] = str(uuid.uuid4())
+        rows.append(orjson.dumps(event))
+    inserted += store.insert_events(rows)[0].inserted
+store.close()
+print(inserted)
+"""
+
+
+@pytest.mark.timeout(600)
+def test_writer_processes_taking_turns_on_the_file_lose_no_row(tmp_path):
+    """Three processes write small batches to one file, joining one after another: the warehouse group holding its
+    connection, two others (outcomes, audit trail, another warehouse worker) opening it per batch. Every row their
+    inserts reported is in the file. (With DuckDB's vacuum on, this pattern lost rows or corrupted the file: 4,495
+    of 4,500 rows, then "Could not read enough bytes from file".)"""
+    path = tmp_path / "wh.duckdb"
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path), hold, delay, "150"], stdout=subprocess.PIPE, text=True
+        )
+        for hold, delay in (("0.5", "0"), ("0", "1"), ("0", "2"))
+    ]
+    reported = []
+    for writer in writers:
+        out, _ = writer.communicate(timeout=500)
+        assert writer.returncode == 0
+        reported.append(int(out))
+    assert reported == [750, 750, 750]
+    assert _count(path) == (2_250, 2_250)
