@@ -20,6 +20,7 @@ import orjson
 from common.keys import Keys
 from common.redis_client import text
 from common.settings import ConsumerSettings
+from consumers.trim import oldest_pending, parse_id
 
 RATE_SAMPLES = 40  # at one sample per 5 s per worker: a few minutes of history
 
@@ -79,13 +80,11 @@ async def oldest_unacked_ms(redis: Any, stream: str, group: dict[str, Any]) -> i
     """Publish time (ms, from the entry id) of the oldest entry of ``stream`` the group described by ``group`` (its
     ``XINFO GROUPS`` row) has not acked: its oldest pending entry, else its first undelivered one; None when it has
     all of them."""
-    name = text(group["name"])
-    if int(group["pending"]) > 0:
-        summary = await redis.xpending(stream, name)
-        if summary.get("min") is not None:
-            return entry_ms(summary["min"])
+    pending = await oldest_pending(redis, stream, group)
+    if pending is not None:
+        return parse_id(pending)[0]
     after = await redis.xrange(stream, min="(" + text(group["last-delivered-id"]), max="+", count=1)
-    return entry_ms(after[0][0]) if after else None
+    return parse_id(after[0][0])[0] if after else None
 
 
 async def oldest_of_group(redis: Any, stream: str, group: str) -> int | None:
@@ -94,11 +93,6 @@ async def oldest_of_group(redis: Any, stream: str, group: str) -> int | None:
         if text(info["name"]) == group:
             return await oldest_unacked_ms(redis, stream, info)
     return None
-
-
-def entry_ms(entry_id: Any) -> int:
-    """The publish time (ms since the epoch) a stream entry id carries."""
-    return int(text(entry_id).split("-")[0])
 
 
 def age_s(published_ms: int | None, now: float | None = None) -> float | None:

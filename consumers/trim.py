@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from common.redis_client import text
+
 log = logging.getLogger(__name__)
 
 
@@ -22,6 +24,17 @@ def parse_id(entry_id: str | bytes) -> tuple[int, int]:
     text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     ms, _, seq = text.partition("-")
     return int(ms), int(seq or 0)
+
+
+async def oldest_pending(redis: Any, stream: str, group: dict[str, Any]) -> str | bytes | None:
+    """Id of the oldest entry pending for the group whose ``XINFO GROUPS`` row is ``group`` (None: none pending).
+
+    ``XPENDING`` comes after that row was read: what was pending may have been acked meanwhile (no ``min`` then).
+    A caller falling back to the row's last-delivered id stays safe: it is at or before the group's position now."""
+    if int(group["pending"]) == 0:
+        return None
+    oldest: str | bytes | None = (await redis.xpending(stream, text(group["name"])))["min"]
+    return oldest
 
 
 def format_id(parts: tuple[int, int]) -> str:
@@ -48,12 +61,10 @@ async def _needs(redis: Any, stream: str) -> dict[str, tuple[tuple[int, int], bo
     not yet delivered; an unknown lag counts as waiting)."""
     needed: dict[str, tuple[tuple[int, int], bool]] = {}
     for group in await redis.xinfo_groups(stream):
-        name = group["name"].decode() if isinstance(group["name"], bytes) else group["name"]
+        name = text(group["name"])
         lag = group.get("lag")
         waiting = int(group["pending"]) > 0 or lag is None or int(lag) > 0
-        # XPENDING comes after XINFO GROUPS: what was pending may have been acked meanwhile (no "min" then); the
-        # last-delivered id of the earlier answer is at or before the group's position now, so it stays safe.
-        oldest = (await redis.xpending(stream, name))["min"] if int(group["pending"]) > 0 else None
+        oldest = await oldest_pending(redis, stream, group)
         if oldest is not None:
             needed[name] = (parse_id(oldest), waiting)
         else:
