@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from common.keys import Keys, encode_entry
+from common.keys import Keys, decode_entry, encode_entry
 from schemas.alerts import ALERT_VERSION, Alert
 
 
@@ -21,3 +21,11 @@ async def raise_alert(redis: Any, keys: Keys, alert: Alert, cooldown_s: int | No
         return False
     await redis.xadd(keys.alerts(), encode_entry(alert.alert_id, msgspec.json.encode(alert), ALERT_VERSION))
     return True
+
+
+def alert_of(fields: dict[Any, Any]) -> Alert | None:
+    """The alert an alert-stream entry carries (None for an entry that is not a readable alert)."""
+    try:
+        return msgspec.json.decode(decode_entry(fields).payload, type=Alert)
+    except (ValueError, msgspec.DecodeError):
+        return None

@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
 from common import processes
@@ -229,18 +230,13 @@ def _reconcile(settings: Settings) -> tuple[bool, str, int, dict[str, int]]:
 
 
 def _alerts(settings: Settings) -> Counter[str]:
-    import msgspec
-
-    from common.keys import decode_entry
+    from alerting.channel import alert_of
     from common.redis_client import connect_sync
-    from schemas.alerts import Alert
 
     client = connect_sync(settings.streams.redis_url)
     try:
-        return Counter(
-            msgspec.json.decode(decode_entry(fields).payload, type=Alert).kind
-            for _, fields in client.xrange(settings.keys.alerts())
-        )
+        alerts = [alert_of(fields) for _, fields in client.xrange(settings.keys.alerts())]
+        return Counter(a.kind if a is not None else "unreadable" for a in alerts)
     finally:
         client.close()
 
@@ -316,10 +312,7 @@ def run_soak(
 
 # --- report --------------------------------------------------------------------------------------------------------
 def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+    return float(np.percentile(values, q)) if values else float("nan")
 
 
 def _slope_mb_per_min(samples: list[Sample], name: str, after_s: float = 60.0) -> float:

@@ -214,12 +214,10 @@ def _alerts(
 def load_alerts(settings: Settings, version: str, days: float) -> tuple[list[Alert], str | None]:
     """The drift alerts of ``version`` raised in the last ``days`` days, from the alert stream; and why none could
     be read, if so (the report goes on without them)."""
-    import msgspec
     from redis import exceptions as redis_errors
 
-    from common.keys import decode_entry
+    from alerting.channel import alert_of
     from common.redis_client import redis_for_sync
-    from schemas.alerts import Alert
 
     stream = settings.keys.alerts()
     if not settings.streams.redis_url:
@@ -234,11 +232,8 @@ def load_alerts(settings: Settings, version: str, days: float) -> tuple[list[Ale
         redis.close()
     alerts = []
     for _, fields in entries:
-        try:
-            alert = msgspec.json.decode(decode_entry(fields).payload, type=Alert)
-        except (ValueError, msgspec.DecodeError):
-            continue
-        if alert.alert_key.startswith(DRIFT_KEY_PREFIX) and alert.model_version == version:
+        alert = alert_of(fields)
+        if alert is not None and alert.alert_key.startswith(DRIFT_KEY_PREFIX) and alert.model_version == version:
             alerts.append(alert)
     return alerts, None
 

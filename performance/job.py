@@ -43,8 +43,6 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
-import msgspec
-
 from common.settings import Settings
 from features.spec import metric_key
 from performance.analysis import PerformanceReport, VersionReport, analyse, loans_of, windows
@@ -365,16 +363,13 @@ def references(settings: Settings) -> dict[str, dict[str, float]]:
 
 
 async def _drift_alerts(redis: Any, settings: Settings) -> dict[str, list[Alert]]:
-    from common.keys import decode_entry
+    from alerting.channel import alert_of
 
     since = int((datetime.now(UTC) - timedelta(days=DRIFT_EVIDENCE_DAYS)).timestamp() * 1000)
     out: dict[str, list[Alert]] = {}
     for _, fields in await redis.xrange(settings.keys.alerts(), min=f"{since}-0", max="+"):
-        try:
-            alert = msgspec.json.decode(decode_entry(fields).payload, type=Alert)
-        except (ValueError, msgspec.DecodeError):
-            continue
-        if alert.alert_key.startswith("drift:") and alert.model_version:
+        alert = alert_of(fields)
+        if alert is not None and alert.alert_key.startswith("drift:") and alert.model_version:
             out.setdefault(alert.model_version, []).append(alert)
     return out
 
