@@ -18,6 +18,7 @@ lag from answer to warehouse row (``ingested_at`` − ``assessment_timestamp`` o
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import secrets
 import shutil
@@ -54,6 +55,7 @@ MLFLOW_WINDOW_S, MLFLOW_LATENESS_S = 10, 5
 class Sample:
     t: float  # seconds since the traffic started
     rss_mb: dict[str, float]
+    cpu_s: dict[str, float]  # CPU time (user + system) used so far, with the children
     redis_mb: float
     stream_length: int
     lag: dict[str, int]  # group → entries not yet delivered
@@ -94,8 +96,12 @@ class SoakResult:
         )
 
 
-def _rss_mb(pid: int) -> float:
-    """Resident memory of ``pid`` and its descendants (MB; 0 once gone)."""
+#: The bench's own process (the sender and the sampler): measured without its children (every other process).
+SENDER = "sender"
+
+
+def _rss_mb(pid: int, tree: bool = True) -> float:
+    """Resident memory of ``pid`` and (``tree``) its descendants (MB; 0 once gone)."""
     total, todo = 0, [pid]
     while todo:
         p = todo.pop()
@@ -105,8 +111,27 @@ def _rss_mb(pid: int) -> float:
         except OSError:
             continue
         total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
-        todo += [int(c) for c in children]
+        todo += [int(c) for c in children] if tree else []
     return total / 1024
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_s(pid: int, tree: bool = True) -> float:
+    """CPU seconds (user + system) of ``pid`` and (``tree``) its live descendants so far (0 once gone)."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            stat = Path(f"/proc/{p}/stat").read_text()
+            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except OSError:
+            continue
+        fields = stat.rpartition(")")[2].split()  # after the command name, which may hold spaces
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+        todo += [int(c) for c in children] if tree else []
+    return total / _TICKS
 
 
 def _bodies(seed: int = 2026) -> Iterator[bytes]:
@@ -144,7 +169,8 @@ async def _sample(redis: Any, settings: Settings, pids: dict[str, int], t: float
                 oldest[group] = max(oldest[group], age_s(await oldest_unacked_ms(redis, stream, row)) or 0.0)
     return Sample(
         round(t, 3),
-        {name: round(_rss_mb(pid), 1) for name, pid in pids.items()},
+        {name: round(_rss_mb(pid, name != SENDER), 1) for name, pid in pids.items()},
+        {name: round(_cpu_s(pid, name != SENDER), 2) for name, pid in pids.items()},
         round(int(info["used_memory"]) / 2**20, 2),
         length,
         dict(lag),
@@ -279,6 +305,7 @@ def run_soak(
         processes.wait_http(f"http://127.0.0.1:{port}/readyz?strict=1", procs["api"])
         pids = {name: p.pid for name, p in procs.items() if name != "receiver"}
         pids["redis"] = server.pid or 0
+        pids[SENDER] = os.getpid()
         url = f"http://127.0.0.1:{port}{DECISION_PATH}"
         result, minutes, samples = asyncio.run(_traffic(url, key, settings, pids, rate, seconds, sample_s))
         asyncio.run(_drain(settings))
@@ -360,6 +387,15 @@ def report(r: SoakResult) -> str:
             f"  {name:<13s} {r.samples[0].rss_mb[name]:8.1f} {traffic[-1].rss_mb[name]:8.1f} "
             f"{_slope_mb_per_min(traffic, name):+8.2f}"
         )
+    if len(traffic) > 1:
+        span = traffic[-1].t - traffic[0].t
+        used = {n: (traffic[-1].cpu_s[n] - traffic[0].cpu_s[n]) / span * 100 for n in traffic[0].cpu_s}
+        lines += [
+            "",
+            f"CPU while the traffic ran (% of one core; the machine has {os.cpu_count()}): "
+            + ", ".join(f"{n} {u:.0f}" for n, u in sorted(used.items(), key=lambda kv: -kv[1]))
+            + f"; total {sum(used.values()):.0f}",
+        ]
     lines += ["", "Redis per minute: used memory (MB), prediction stream length"]
     for minute in range(int(r.seconds // 60) + 1):
         at = [s for s in traffic if minute * 60 <= s.t < (minute + 1) * 60]

@@ -122,3 +122,23 @@ def test_writer_processes_taking_turns_on_the_file_lose_no_row(tmp_path):
         reported.append(int(out))
     assert reported == [750, 750, 750]
     assert _count(path) == (2_250, 2_250)
+
+
+@pytest.mark.parametrize("hold_s", [0.0, 5.0])
+def test_a_batch_with_repeated_and_already_landed_ids_lands_each_once(tmp_path, hold_s):
+    """The fast path is a plain INSERT (the key's index checks each id); an id the table holds or one the batch
+    repeats makes it fail, and the batch is then inserted skipping those — on either connection mode."""
+    path = tmp_path / "wh.duckdb"
+    store = DuckDBWarehouse(path, hold_s=hold_s)
+    store.ensure_tables()
+    first = _payloads(100, seed=1)
+    assert store.insert_events(first)[0].inserted == 100
+    fresh = _payloads(50, seed=2)
+    batch = [*fresh, fresh[0], fresh[7], *first[:10], b'{"prediction_id": "broken"']
+    result, rejected = store.insert_events(batch)
+    assert (result.inserted, result.duplicates) == (50, 12)
+    assert list(rejected) == [len(batch) - 1]
+    again, _ = store.insert_events(_payloads(20, seed=3))  # and the next batch takes the fast path again
+    assert again.inserted == 20
+    store.close()
+    assert _count(path) == (170, 170)

@@ -16,7 +16,11 @@ hundred ms, inside the 16 MB WAL auto-checkpoint), and a release checkpoints onl
 (one per checkpoint, thousands of rows each instead of 122,880): a maintenance job may merge them with
 ``SET max_vacuum_tasks = 100; CHECKPOINT`` (seconds), never the hot path.
 
-Events are inserted as published: DuckDB parses the JSON itself (vectorized C++), Python only moves bytes. A
+Events are inserted as published: DuckDB parses the JSON itself (vectorized C++), Python only moves bytes. A batch
+is a plain ``INSERT``, whose primary-key index checks each id; only when that fails on an id the table already
+holds (a redelivery) or one the batch repeats is it redone as ``INSERT OR IGNORE``. DuckDB plans the latter as a
+MERGE — a hash join against a scan of the whole ``prediction_id`` column — so on every batch it cost time and
+memory that grew with the table (measured: 32 → 19 ms of CPU per 80-row batch, flat up to 320,000 rows). A
 version 1 ``prediction_logs`` is migrated in place when the tables are ensured (``warehouse.migrations``).
 """
 
@@ -171,6 +175,7 @@ class DuckDBWarehouse:
             f"INSERT OR IGNORE INTO prediction_logs ({names}) SELECT {', '.join(exprs)} FROM staged "  # noqa: S608
             f"WHERE ok AND NOT ({required})"
         )
+        self._append_raw = self._insert_raw.replace("INSERT OR IGNORE", "INSERT", 1)
 
     def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
         """A connection, waiting while another process holds the file; a writing one runs with vacuum off."""
@@ -295,7 +300,13 @@ class DuckDBWarehouse:
                 int(i): "malformed JSON" if not ok else "missing or mistyped required field(s)"
                 for i, ok in conn.execute(self._invalid_raw).fetchall()
             }
-            inserted = _counted_insert(conn, self._insert_raw)
+            try:  # a plain INSERT: the primary key's index checks each id
+                (inserted,) = conn.execute(self._append_raw).fetchone() or (0,)
+            except duckdb.ConstraintException:  # a redelivered or repeated id: the slow path skips it
+                conn.execute("ROLLBACK")
+                conn.execute("BEGIN")
+                conn.execute(self._stage_raw)
+                inserted = _counted_insert(conn, self._insert_raw)
             conn.execute("COMMIT")
         finally:
             conn.unregister("raw")
