@@ -135,14 +135,20 @@ def _cpu_s(pid: int, tree: bool = True) -> float:
 
 
 def _bodies(seed: int = 2026) -> Iterator[bytes]:
+    """The request bodies, round and round; the pool is generated now, not at the first request (which would hold
+    up the sender's first seconds)."""
     from datagen import generate
 
     data = generate(POOL, seed=seed)
     pool = [orjson.dumps(data.request(i)) for i in range(POOL)]
     rng = random.Random(seed)
-    while True:
-        rng.shuffle(pool)
-        yield from pool
+
+    def cycle() -> Iterator[bytes]:
+        while True:
+            rng.shuffle(pool)
+            yield from pool
+
+    return cycle()
 
 
 def _copy_registry(source: Settings, data_dir: Path) -> Settings:
@@ -201,10 +207,11 @@ async def _traffic(
         finally:
             await redis.aclose()
 
+    bodies = _bodies()
     task = asyncio.create_task(sampler())
     try:
         result = await send(
-            url, _bodies(), api_key=key, rate=rate, connections=64, seconds=seconds, on_progress=on_progress
+            url, bodies, api_key=key, rate=rate, connections=64, seconds=seconds, on_progress=on_progress
         )
         await asyncio.sleep(every_s * 3)  # a few samples of the drain
     finally:

@@ -81,6 +81,10 @@ def _normalized(value: str) -> str:
     return found
 
 
+#: The longest a starting worker waits for the served versions' profiles before it reads anyway.
+PRELOAD_TIMEOUT_S = 15.0
+
+
 class DriftHandler:
     group = "drift"
 
@@ -102,6 +106,7 @@ class DriftHandler:
         self.alerts_sent: list[str] = []
         self._last_checkpoint = 0.0
         self._client: Any = None
+        self.profiles: dict[tuple[str, str], dict[str, Any]] = {}  # (model, version) → its reference profile
         #: Closed windows → MLflow (None: BNPL_DRIFT_MLFLOW=false).
         self.runs = DriftRuns(registry, settings) if settings.mlflow_runs else None
         self._shard_of = {stream: i for i, stream in enumerate(keys.prediction_streams())}
@@ -116,7 +121,26 @@ class DriftHandler:
         return {v: m for monitors in self.shards.values() for v, m in monitors.items()}
 
     async def start(self) -> None:
-        return None
+        """Warm up before reading: the MLflow client and the profiles of the versions the aliases serve now.
+        Loaded at the first event instead (importing MLflow, the first registry query), they held the first batch
+        up for seconds. A registry that cannot be read now (or within ``PRELOAD_TIMEOUT_S``) is no reason not to
+        start: the profiles then load with the events."""
+        try:
+            async with asyncio.timeout(PRELOAD_TIMEOUT_S):
+                await asyncio.to_thread(self._preload)
+        except Exception as exc:
+            log.warning("drift: could not preload the served versions' profiles (%s); loading them on demand", exc)
+
+    def _preload(self) -> None:
+        from registry.store import resolve_alias
+
+        client = self._mlflow()
+        for alias in self.registry.model_aliases:
+            try:
+                version = resolve_alias(client, self.registry.model_name, alias).version
+            except Exception:  # noqa: S112 - an alias not set (no challenger): nothing to preload
+                continue
+            self._load_profile(self.registry.model_name, version)
 
     async def resume(self, stream: str) -> dict[str, DriftMonitor]:
         """``stream``'s detectors: in memory, or from its checkpoint, or new."""
@@ -154,12 +178,23 @@ class DriftHandler:
                 await self.redis.set(self.keys.drift_state(stream), pickle.dumps(self.shards[stream]), ex=30 * 86_400)
         self._last_checkpoint = time.monotonic()
 
-    def _load_profile(self, model_name: str, version: str) -> dict[str, Any]:
-        from registry.store import get_version, mlflow_client, read_profile
+    def _mlflow(self) -> Any:
+        from registry.store import mlflow_client
 
         if self._client is None:
             self._client = mlflow_client(self.registry)
-        return read_profile(get_version(self._client, model_name, version))
+        return self._client
+
+    def _load_profile(self, model_name: str, version: str) -> dict[str, Any]:
+        """A version's reference profile (read once per worker: a version's profile never changes)."""
+        from registry.store import get_version, read_profile
+
+        profile = self.profiles.get((model_name, version))
+        if profile is None:
+            profile = self.profiles[model_name, version] = read_profile(
+                get_version(self._mlflow(), model_name, version)
+            )
+        return profile
 
     async def _monitor(self, stream: str, model_name: str | None, version: str) -> DriftMonitor | None:
         monitors = await self.resume(stream)
