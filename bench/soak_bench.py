@@ -47,6 +47,8 @@ from traffic.http import DECISION_PATH, LatencyHistogram, SendProgress, Simulati
 GROUPS = ("warehouse", "mlflow", "drift", "alert-sender")
 #: Distinct generated requests, shuffled and sent round and round.
 POOL = 20_000
+#: The champion/challenger experiment the soak's traffic runs in (each arm's MLflow total is checked).
+EXPERIMENT, ALLOCATION = "soak", "champion:0.5,challenger:0.5"
 #: MLflow windows of the run: short, so the last one is logged soon after the traffic ends.
 MLFLOW_WINDOW_S, MLFLOW_LATENESS_S = 10, 5
 
@@ -279,6 +281,10 @@ def run_soak(
 ) -> SoakResult:
     """Run the system on ``work`` (a copy of ``registry``'s models) under ``rate`` decisions/s for ``seconds``."""
     settings = _copy_registry(registry, work / "data").replace(key_prefix="soak")
+    from registry import mlflow_client
+    from registry.experiments import start_experiment
+
+    start_experiment(mlflow_client(settings.registry), settings.registry, EXPERIMENT, ALLOCATION)  # two arms counted
     server = RedisServer(work / "redis").start()
     settings = settings.replace(redis_url=server.url)
     port, receiver_port, key = free_port(), free_port(), secrets.token_urlsafe(16)
