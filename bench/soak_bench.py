@@ -1,18 +1,20 @@
 """``make bench-soak``: the whole system on embedded defaults under an open-loop fixed rate, watched as it runs.
 
 Starts a private redis-server, ``bnpl serve``, the warehouse (DuckDB), mlflow, drift and alert-sender groups and a
-webhook receiver, on a copy of the registry (champion and challenger; trained first when there are none), and sends
-generated requests (a shuffled pool, so the traffic is stationary) at ``BENCH_SOAK_RATE`` per second for
-``BENCH_SOAK_SECONDS``; latency counts from each request's scheduled send time. Every ``BENCH_SOAK_SAMPLE_S`` it
-samples the RSS of each process (with its children), Redis memory and stream length, and per group the entries not
-yet delivered and the age of the oldest entry not yet acked. The stream retention is short
+webhook receiver, on a copy of the registry (champion and challenger; trained first when there are none) with a
+50/50 champion/challenger experiment active, and sends generated requests (a shuffled pool, so the traffic is
+stationary) at ``BENCH_SOAK_RATE`` per second for ``BENCH_SOAK_SECONDS``; latency counts from each request's
+scheduled send time. Every ``BENCH_SOAK_SAMPLE_S`` it samples the RSS and CPU time of each process (with its
+children; the bench's own process, the sender, without), Redis memory and stream length, and per group the entries
+not yet delivered and the age of the oldest entry not yet acked. The stream retention is short
 (``BENCH_SOAK_RETENTION_S``) so Redis memory reaches its plateau within the run.
 
 It prints: API latency percentiles per minute; per group the oldest-entry age (p50/p99/max) and lag; the end-to-end
 lag from answer to warehouse row (``ingested_at`` − ``assessment_timestamp`` of every row); RSS slope per process
-(least squares over minutes 2 to the end); Redis memory and stream length per minute; exactly-once counts at the end
-(answered = published ledger = warehouse rows = distinct ids; MLflow arm totals = answered per arm, through
-``bnpl reconcile``'s comparison); the alerts raised. It reports, it asserts nothing; the samples are kept as JSON.
+(least squares over minutes 2 to the end); CPU per process, over the run and per minute; Redis memory and stream
+length per minute; exactly-once counts at the end (answered = published ledger = warehouse rows = distinct ids;
+MLflow arm totals = answered per arm, through ``bnpl reconcile``'s comparison); the alerts raised. It reports, it
+asserts nothing; the samples are kept as JSON.
 """
 
 from __future__ import annotations
@@ -408,7 +410,18 @@ def report(r: SoakResult) -> str:
             f"CPU while the traffic ran (% of one core; the machine has {os.cpu_count()}): "
             + ", ".join(f"{n} {u:.0f}" for n, u in sorted(used.items(), key=lambda kv: -kv[1]))
             + f"; total {sum(used.values()):.0f}",
+            "CPU per minute (% of one core; the same work each minute, so a minute where every process needed more "
+            "is the machine's, not the code's):",
+            "  minute " + " ".join(f"{n[:12]:>12s}" for n in traffic[0].cpu_s),
         ]
+        for minute in range(int(r.seconds // 60)):
+            at = [s for s in traffic if minute * 60 <= s.t <= (minute + 1) * 60]
+            if len(at) > 1:
+                dt = at[-1].t - at[0].t
+                lines.append(
+                    f"  {minute + 1:>6d} "
+                    + " ".join(f"{(at[-1].cpu_s[n] - at[0].cpu_s[n]) / dt * 100:>12.1f}" for n in at[0].cpu_s)
+                )
     lines += ["", "Redis per minute: used memory (MB), prediction stream length"]
     for minute in range(int(r.seconds // 60) + 1):
         at = [s for s in traffic if minute * 60 <= s.t < (minute + 1) * 60]

@@ -173,7 +173,7 @@ class ConsumerSettings:
     )
     linger_ms: int = setting(
         "BNPL_CONSUMER_LINGER_MS",
-        50,
+        150,
         "once a group has caught up (a read returned fewer entries than asked), a partial batch waits at most this "
         "long for more (ms); under a backlog batches grow up to BNPL_CONSUMER_BATCH",
     )

@@ -218,6 +218,7 @@ class DuckDBWarehouse:
             if gap > 0:
                 time.sleep(gap)
             self._held = self._open(read_only=False)
+            self._held.execute("SET threads = 1")  # batches of tens to thousands of rows: more threads only cost CPU
             self._held_since = time.monotonic()
         return self._held
 
