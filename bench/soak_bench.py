@@ -104,19 +104,26 @@ class SoakResult:
 SENDER = "sender"
 
 
-def _rss_mb(pid: int, tree: bool = True) -> float:
-    """Resident memory of ``pid`` and (``tree``) its descendants (MB; 0 once gone)."""
-    total, todo = 0, [pid]
+def _proc_files(pid: int, name: str, tree: bool) -> Iterator[str]:
+    """``/proc/<p>/<name>`` of ``pid`` and (``tree``) its live descendants (a process gone meanwhile is skipped)."""
+    todo = [pid]
     while todo:
         p = todo.pop()
         try:
-            status = Path(f"/proc/{p}/status").read_text()
-            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+            text = Path(f"/proc/{p}/{name}").read_text()
+            children = Path(f"/proc/{p}/task/{p}/children").read_text().split() if tree else []
         except OSError:
             continue
-        total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
-        todo += [int(c) for c in children] if tree else []
-    return total / 1024
+        yield text
+        todo += [int(c) for c in children]
+
+
+def _rss_mb(pid: int, tree: bool = True) -> float:
+    """Resident memory of ``pid`` and (``tree``) its descendants (MB; 0 once gone)."""
+    kb = 0
+    for status in _proc_files(pid, "status", tree):
+        kb += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+    return kb / 1024
 
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -124,18 +131,11 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 
 def _cpu_s(pid: int, tree: bool = True) -> float:
     """CPU seconds (user + system) of ``pid`` and (``tree``) its live descendants so far (0 once gone)."""
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            stat = Path(f"/proc/{p}/stat").read_text()
-            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
-        except OSError:
-            continue
+    ticks = 0
+    for stat in _proc_files(pid, "stat", tree):
         fields = stat.rpartition(")")[2].split()  # after the command name, which may hold spaces
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-        todo += [int(c) for c in children] if tree else []
-    return total / _TICKS
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / _TICKS
 
 
 def _bodies(seed: int = 2026) -> Iterator[bytes]:
