@@ -282,10 +282,10 @@ def run_soak(
     registry: Settings, work: Path, seconds: float, rate: float, sample_s: float, retention_s: float
 ) -> SoakResult:
     """Run the system on ``work`` (a copy of ``registry``'s models) under ``rate`` decisions/s for ``seconds``."""
-    settings = _copy_registry(registry, work / "data").replace(key_prefix="soak")
     from registry import mlflow_client
     from registry.experiments import start_experiment
 
+    settings = _copy_registry(registry, work / "data").replace(key_prefix="soak")
     start_experiment(mlflow_client(settings.registry), settings.registry, EXPERIMENT, ALLOCATION)  # two arms counted
     server = RedisServer(work / "redis").start()
     settings = settings.replace(redis_url=server.url)
@@ -357,6 +357,11 @@ def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
+def _in_minute(samples: list[Sample], minute: int) -> list[Sample]:
+    """The samples taken in minute ``minute`` (0-based) of the run."""
+    return [s for s in samples if minute * 60 <= s.t < (minute + 1) * 60]
+
+
 def _slope_mb_per_min(samples: list[Sample], name: str, after_s: float = 60.0) -> float:
     """Least-squares slope of RSS over the samples after ``after_s`` (MB per minute)."""
     points = [(s.t / 60, s.rss_mb[name]) for s in samples if s.t >= after_s and s.rss_mb.get(name)]
@@ -415,7 +420,7 @@ def report(r: SoakResult) -> str:
             "  minute " + " ".join(f"{n[:12]:>12s}" for n in traffic[0].cpu_s),
         ]
         for minute in range(int(r.seconds // 60)):
-            at = [s for s in traffic if minute * 60 <= s.t <= (minute + 1) * 60]
+            at = _in_minute(traffic, minute)
             if len(at) > 1:
                 dt = at[-1].t - at[0].t
                 lines.append(
@@ -424,7 +429,7 @@ def report(r: SoakResult) -> str:
                 )
     lines += ["", "Redis per minute: used memory (MB), prediction stream length"]
     for minute in range(int(r.seconds // 60) + 1):
-        at = [s for s in traffic if minute * 60 <= s.t < (minute + 1) * 60]
+        at = _in_minute(traffic, minute)
         if at:
             lines.append(f"  minute {minute + 1:>3d}: {at[-1].redis_mb:8.1f} MB  {at[-1].stream_length:>9,} entries")
     lines += [
